@@ -1,0 +1,50 @@
+"""Start or attach to Ray so that all traffic stays on loopback on a single machine.
+
+Ray otherwise advertises the machine's external address. On a cluster
+(``RAY_ADDRESS`` set, or inside ``ray job submit``) we attach and change nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+LOOPBACK = "127.0.0.1"
+
+
+def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None, quiet: bool = True, **kwargs) -> None:
+    """Initialise Ray once per process: attach to a cluster if one is given, else start a local one on 127.0.0.1.
+
+    Args:
+        num_cpus: logical CPUs for a local runtime (default: all cores). Over-subscribing
+            logical CPUs is how 2-core machines avoid Ray Data actor/task deadlocks.
+        object_store_mb: object store size for a local runtime.
+        quiet: silence usage stats and driver log forwarding.
+        kwargs: passed to ``ray.init``.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)  # pragma: no cover, cluster path
+        return
+    opts: dict = {"_node_ip_address": LOOPBACK, "include_dashboard": False}
+    if num_cpus is not None:
+        opts["num_cpus"] = num_cpus
+    if object_store_mb is not None:
+        opts["object_store_memory"] = object_store_mb * 1024 * 1024
+    if quiet:
+        opts["log_to_driver"] = False
+    opts.update(kwargs)
+    ray.init(**opts)
+
+
+def quiet_ray_data_progress(enabled: bool = False) -> None:
+    """Turn Ray Data's own progress bars on or off (we draw our own with tqdm)."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = enabled
+    if hasattr(ctx, "enable_operator_progress_bars"):
+        ctx.enable_operator_progress_bars = enabled
