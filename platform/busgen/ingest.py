@@ -202,11 +202,11 @@ def assign_splits(rows: list[dict], seed: int) -> dict[str, str]:
         sources.sort()
         random.Random(f"{seed}:{label}").shuffle(sources)
         n = len(sources)
-        n_val = int(round(n * SPLIT_FRACTIONS[1])) if n >= 3 else 0
-        n_test = int(round(n * SPLIT_FRACTIONS[2])) if n >= 3 else 0
-        n_train = n - n_val - n_test
+        # cumulative boundaries so the three parts always add up to n
+        n_train = int(round(n * SPLIT_FRACTIONS[0]))
+        n_train_val = int(round(n * (SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1])))
         for i, src in enumerate(sources):
-            keep[src] = "train" if i < n_train else ("val" if i < n_train + n_val else "test")
+            keep[src] = "train" if i < n_train else ("val" if i < n_train_val else "test")
     return keep
 
 

@@ -42,8 +42,12 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None, qu
 
 def quiet_ray_data_progress(enabled: bool = False) -> None:
     """Turn Ray Data's own progress bars on or off (we draw our own with tqdm)."""
+    import logging
+
     import ray
 
+    # Ray Data logs a progress table every few seconds at INFO when bars are off.
+    logging.getLogger("ray.data").setLevel(logging.INFO if enabled else logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = enabled
     if hasattr(ctx, "enable_operator_progress_bars"):
