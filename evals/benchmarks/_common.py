@@ -1,0 +1,28 @@
+"""Shared helpers of the benchmarks: peak RSS, subprocess runs, the headline line."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_isolated(module_path: str, *args: str, timeout: int = 600) -> dict:
+    """Run ``python module_path args...`` in a fresh process and parse the JSON it prints last.
+
+    A fresh process per measurement keeps peak-RSS figures independent of each other.
+    """
+    out = subprocess.run([sys.executable, module_path, *args], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"{module_path} {args} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def headline(name: str, ratio: float, details: str) -> None:
+    print(f"{name} ratio={ratio:.2f} ({details})", flush=True)
