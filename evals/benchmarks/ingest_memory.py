@@ -11,14 +11,13 @@ the dataset grows. Headline: ratio = peak RSS at 10*N / peak RSS at N (goal ~1).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import headline, peak_rss_mib, run_isolated  # noqa: E402
+from _common import emit_result, headline, peak_rss_mib, run_isolated  # noqa: E402
 
 
 def measure(n: int, size: int, work: Path) -> dict:
@@ -42,7 +41,7 @@ def main() -> None:
     ap.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(measure(args.n, args.size, Path(args.child))))
+        emit_result(measure(args.n, args.size, Path(args.child)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         small = run_isolated(__file__, "--n", str(args.n), "--size", str(args.size), "--child", tmp)

@@ -154,6 +154,20 @@ def export_png(
     typer.echo(f"wrote {count} PNG files to {out}")
 
 
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="output folder; the report is <out>/report.md"),
+    data: str = typer.Option("phantom", "--data", help="phantom | busi (shared real BUSI copy) | a folder to ingest"),
+    size: int = typer.Option(32, "--size", help="image side in pixels"),
+    train_steps: int = typer.Option(600, "--train-steps", help="pretraining steps"),
+    n_synthetic: int = typer.Option(300, "--n-synthetic", help="synthetic images to generate"),
+):
+    """Run the whole pipeline on CPU (data, ingest, pretrain, generate, evaluate) and write a report."""
+    from busgen.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(out=str(out), data=data, size=size, train_steps=train_steps, n_synthetic=n_synthetic))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     app(argv)
 
