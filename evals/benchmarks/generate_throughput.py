@@ -1,0 +1,101 @@
+"""Generation throughput: the Ray Data pipeline vs a plain in-process loop, and driver memory vs N.
+
+Same model, sampler, steps and batch size on both sides. The Ray side runs the
+full `busgen.generate` pipeline (one sampler actor using all cores, shards,
+manifest); the loop side calls `Generator.sample` over the same batches and
+encodes PNGs, with no Ray. Then driver peak RSS is measured in fresh processes
+at N and 10*N (goal: flat, since images stream from actors to shard files).
+
+    python evals/benchmarks/generate_throughput.py                 # defaults, < 10 min on 2 cores
+    python evals/benchmarks/generate_throughput.py --n 256 --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit_result, headline, peak_rss_mib, run_isolated  # noqa: E402
+
+
+def loop_throughput(model_dir: Path, n: int, steps: int, batch_size: int) -> float:
+    """Images/s of a plain loop over the same rows and batches as the pipeline, PNG encoding included."""
+    import torch
+
+    from busgen import generator
+    from busgen.generate import RowPlan
+    from busgen.imageio import encode_png
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    gen = generator.load(model_dir)
+    plan = RowPlan.build(n, 0, {c: 1.0 for c in gen.class_names}, None)
+    t0 = time.time()
+    for s in range(0, n, batch_size):
+        labels, domains, seeds = zip(*(plan.row(i) for i in range(s, min(s + batch_size, n))))
+        boxes = gen.resolve_boxes(labels, None, seeds)
+        images = gen.sample(list(labels), list(domains), boxes, steps=steps, seeds=list(seeds), batch_size=batch_size)
+        [encode_png(im) for im in images]
+    return n / (time.time() - t0)
+
+
+def ray_throughput(model_dir: Path, out: Path, n: int, steps: int, batch_size: int, shard_size: int) -> tuple[float, float]:
+    """(steady images/s, end-to-end images/s incl. actor start-up) of ``busgen.generate``."""
+    from busgen.generate import GenerateConfig, generate
+
+    cfg = GenerateConfig(model=str(model_dir), out=str(out), n=n, steps=steps, batch_size=batch_size, shard_size=shard_size,
+                         concurrency=1, num_cpus=1, torch_threads=os.cpu_count() or 1)
+    t0 = time.time()
+    summary = generate(cfg, progress=False)
+    return summary.images_per_s, n / (time.time() - t0)
+
+
+def child(args) -> dict:
+    from busgen.generate import GenerateConfig, generate
+    from busgen.raylocal import init_ray
+
+    init_ray(num_cpus=4)
+    cfg = GenerateConfig(model=args.model, out=args.child, n=args.n, steps=args.steps, batch_size=args.batch_size, shard_size=args.shard_size)
+    generate(cfg, progress=False)
+    return {"n": args.n, "peak_rss_mib": peak_rss_mib()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument("--model", type=str, default=None, help="model dir (default: an untrained tiny export)")
+    ap.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        emit_result(child(args))
+        return
+    from busgen.raylocal import init_ray
+    from busgen.smoke import export_untrained
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(args.model) if args.model else export_untrained(Path(tmp) / "model")
+        loop = loop_throughput(model, args.n, args.steps, args.batch_size)
+        init_ray(num_cpus=4)
+        steady, e2e = ray_throughput(model, Path(tmp) / "ray", args.n, args.steps, args.batch_size, args.shard_size)
+        import ray
+
+        ray.shutdown()
+        rss = [run_isolated(__file__, "--n", str(k * args.n), "--steps", "1", "--batch-size", str(args.batch_size),
+                            "--shard-size", str(args.shard_size), "--model", str(model), "--child", str(Path(tmp) / f"rss{k}"))
+               for k in (1, 10)]
+    print(f"loop: {loop:.2f} img/s; ray data: {steady:.2f} img/s ({e2e:.2f} img/s including Ray start and actor load)")
+    print(f"driver peak RSS: {rss[0]['peak_rss_mib']:.0f} MiB at n={rss[0]['n']}, {rss[1]['peak_rss_mib']:.0f} MiB at n={rss[1]['n']}")
+    headline("generate_throughput", steady / loop,
+             f"ray {steady:.2f} img/s, loop {loop:.2f} img/s, {args.steps} DDIM steps, batch {args.batch_size}; "
+             f"driver RSS {rss[0]['peak_rss_mib']:.0f} MiB at N={rss[0]['n']} vs {rss[1]['peak_rss_mib']:.0f} MiB at 10N")
+
+
+if __name__ == "__main__":
+    main()
