@@ -1,0 +1,160 @@
+"""Privacy audit: planted copies are flagged, clean sets are not; membership and detector AUCs behave."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from busgen import encoders, privacy
+from busgen.imageio import encode_png
+from busgen.phantom import make_phantom_arrays
+
+SIZE = 32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Small CPU models run faster single-threaded on a shared 2-core box.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def train_set():
+    images, _, labels = make_phantom_arrays(150, SIZE, seed=0)
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def encoder(train_set):
+    return encoders.train_copy_encoder(train_set[0], epochs=40, seed=0, cfg=encoders.CopyEncoderConfig(image_size=SIZE))
+
+
+def _shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Translate with black fill (no wrap-around), like a re-framed copy."""
+    out = np.zeros_like(images)
+    h, w = images.shape[1:]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[:, max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)]
+    return out
+
+
+def _planted_copies(train: np.ndarray) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    src = train[:12]
+    return {
+        "exact": src.copy(),
+        "shift": _shift(src, 1, -2),
+        "noise": np.clip(src + rng.normal(0, 6, src.shape), 0, 255).astype(np.uint8),
+        "flip": src[:, :, ::-1].copy(),
+    }
+
+
+def test_planted_copies_are_all_flagged(train_set, encoder):
+    train = train_set[0]
+    for kind, syn in _planted_copies(train).items():
+        audit = privacy.audit_memorization(syn, train, encoder)
+        assert audit.flagged.all(), kind
+        assert (audit.pixel_nn == np.arange(12)).all(), kind  # matched to the image it was copied from
+    exact = privacy.audit_memorization(_planted_copies(train)["exact"], train, encoder)
+    assert exact.is_copy.all() and exact.is_memorized.all()
+    np.testing.assert_allclose(exact.pixel_sim, 1.0, atol=1e-5)
+
+
+def test_clean_set_is_not_flagged(train_set, encoder):
+    clean, _, _ = make_phantom_arrays(60, SIZE, seed=7)
+    audit = privacy.audit_memorization(clean, train_set[0], encoder)
+    assert not audit.flagged.any()
+    summary = audit.summary()
+    assert summary["n_copies"] == summary["n_mem"] == 0
+    assert 0 < summary["pixel"]["p95_top1_sim"] < 1 and summary["feature"]["median_ratio"] > 0.5
+
+
+def test_encoder_embeddings_are_unit_norm_and_roundtrip(tmp_path, train_set, encoder):
+    feats = encoders.encode(encoder, train_set[0][:5])
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
+    loaded = encoders.load_encoder(encoders.save_encoder(tmp_path / "enc", encoder))
+    np.testing.assert_allclose(encoders.encode(loaded, train_set[0][:5]), feats, atol=1e-6)
+
+
+def test_share_filter_drops_flagged_rows_and_writes_audit(tmp_path, train_set):
+    train = train_set[0]
+    clean, _, labels = make_phantom_arrays(10, SIZE, seed=9)
+    syn = np.concatenate([clean, train[:3]])  # rows 10..12 are copies
+    ids = np.arange(100, 113)
+    syn_dir = tmp_path / "syn"
+    syn_dir.mkdir()
+    table = pa.table({"image": [encode_png(i) for i in syn], "label": labels + ["benign"] * 3, "index": ids, "split": ["train"] * 13})
+    pq.write_table(table, syn_dir / "part-0.parquet")
+    (syn_dir / "manifest.json").write_text("{}")
+    audit = privacy.audit_memorization(syn, train, None, syn_ids=ids)
+    report = privacy.share_filter(syn_dir, tmp_path / "shared", audit)
+    kept = pq.read_table(tmp_path / "shared" / "part-00000.parquet")
+    assert sorted(report["removed_ids"]) == [110, 111, 112]
+    assert kept.num_rows == 10 and set(kept["index"].to_pylist()) == set(range(100, 110))
+    assert json.loads((tmp_path / "shared" / "audit.json").read_text())["n_flagged"] == 3
+    assert (tmp_path / "shared" / "manifest.json").is_file()
+    png = privacy.save_closest_pairs_png(tmp_path / "pairs.png", syn, train, audit.closest_pairs(4), k=4)
+    assert png.stat().st_size > 0
+
+
+class _ToyMemorizingDenoiser:
+    """Denoising error = distance to the nearest memorised image + noise: members are denoised better."""
+
+    def __init__(self, members: np.ndarray):
+        self.members = torch.from_numpy(members).float().div(127.5).sub(1).flatten(1)
+
+    def __call__(self, x0: torch.Tensor, t: int) -> torch.Tensor:
+        d = torch.cdist(x0.flatten(1), self.members).min(1).values
+        return d * (t / 100) + 0.05 * torch.rand(len(x0))
+
+
+def test_membership_auc_high_for_memorising_model_and_chance_for_independent_scores(train_set):
+    members, nonmembers = train_set[0][:60], make_phantom_arrays(60, SIZE, seed=3)[0]
+    fn = _ToyMemorizingDenoiser(members)
+    leak = privacy.membership_auc(privacy.denoising_error_scores(fn, members, (50, 100)),
+                                  privacy.denoising_error_scores(fn, nonmembers, (50, 100)))
+    assert leak["auc"] > 0.95 and leak["tpr_at_1pct_fpr"] > 0.5
+
+    def independent(x0, t):
+        return torch.rand(len(x0))
+
+    many_members, many_non = make_phantom_arrays(400, 16, seed=4)[0], make_phantom_arrays(400, 16, seed=5)[0]
+    chance = privacy.membership_auc(privacy.denoising_error_scores(independent, many_members, seed=1),
+                                    privacy.denoising_error_scores(independent, many_non, seed=2))
+    assert abs(chance["auc"] - 0.5) < 0.07
+
+
+def test_denoising_scores_are_reproducible_and_batch_independent(train_set):
+    def noisy(x0, t):
+        return x0.flatten(1).pow(2).mean(1) + torch.randn(len(x0))
+
+    x = train_set[0][:10]
+    np.testing.assert_array_equal(privacy.denoising_error_scores(noisy, x, seed=0),
+                                  privacy.denoising_error_scores(noisy, x, seed=0))
+
+
+def test_epsilon_mse_adapter_zero_for_oracle():
+    alphas = torch.linspace(0.99, 0.01, 1000)
+    x0 = torch.rand(4, 1, 8, 8) * 2 - 1
+
+    def oracle(xt, t):  # knows x0, so recovers the noise exactly
+        a = alphas[t].view(-1, 1, 1, 1)
+        return (xt - a.sqrt() * x0) / (1 - a).sqrt()
+
+    err = privacy.epsilon_mse_denoise_fn(oracle, alphas)(x0, 500)
+    assert err.shape == (4,) and float(err.max()) < 1e-8
+
+
+def test_detector_auc_chance_for_same_distribution_and_high_for_shifted():
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((200, 8))
+    same = privacy.detector_auc(real, rng.standard_normal((200, 8)))
+    shifted = privacy.detector_auc(real, rng.standard_normal((200, 8)) + 1.0)
+    assert abs(same["auc"] - 0.5) < 0.1 and shifted["auc"] > 0.9
