@@ -17,6 +17,15 @@ from busgen.phantom import CLASSES, make_phantom_arrays
 SIZE = 32
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Small CPU models run faster single-threaded on a shared 2-core box.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def phantom_splits():
     train = make_phantom_arrays(150, SIZE, seed=0)
@@ -80,6 +89,18 @@ def test_mix_weights_give_each_set_its_ratio():
     assert w[:100].sum() / w.sum() == pytest.approx(1 / 3)
     # class-balanced inside the real set despite the 80/20 imbalance
     assert w[:80].sum() == pytest.approx(w[80:100].sum())
+
+
+@pytest.mark.slow
+def test_predictor_in_ray_data_map_batches(ray_local, tmp_path, phantom_splits, trained):
+    model, cfg, _ = trained
+    model_dir = classify.save_classifier(tmp_path / "clf", model, cfg, CLASSES)
+    xt, _, yt = phantom_splits["test"]
+    ds = ray_local.data.from_items([{"image": img, "label": lab} for img, lab in zip(xt[:24], yt[:24])])
+    out = ds.map_batches(classify.Predictor, fn_constructor_args=(str(model_dir),), batch_size=8, num_cpus=0.5,
+                         compute=ray_local.data.ActorPoolStrategy(size=1)).take_all()
+    assert len(out) == 24 and all(len(r["probs"]) == 3 for r in out)
+    assert {r["pred_label"] for r in out} <= set(CLASSES)
 
 
 def _write_set(path: Path, images: np.ndarray, labels: list[str], split: str) -> Path:

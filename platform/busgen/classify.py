@@ -343,18 +343,23 @@ def load_classifier(model_dir: str | Path) -> tuple[ResNetClassifier, Classifier
 class Predictor:
     """Batch predictor for Ray Data ``map_batches`` and Ray Serve.
 
-    ``batch["image"]`` uint8 (B, H, W) -> ``probs`` float32 (B, C), ``pred`` int64 (B,),
-    ``pred_label`` str (B,).
+    ``batch["image"]`` uint8 (B, H, W) or PNG bytes -> ``probs`` float32 (B, C),
+    ``pred`` int64 (B,), ``pred_label`` str (B,). Construct from a saved model dir so
+    Ray ships a path, not weights: ``ds.map_batches(Predictor, fn_constructor_args=(model_dir,), ...)``.
     """
 
-    def __init__(self, model: ResNetClassifier, class_names: Sequence[str]):
+    def __init__(self, model: ResNetClassifier | str | Path, class_names: Sequence[str] | None = None):
+        if isinstance(model, (str, Path)):
+            model, _, class_names = load_classifier(model)
+        if class_names is None:
+            raise ValueError("class_names are required with an in-memory model")
         self.model = model.eval()
         self.class_names = np.asarray(class_names)
 
     @classmethod
     def from_checkpoint(cls, model_dir: str | Path) -> Predictor:
-        model, _, class_names = load_classifier(model_dir)
-        return cls(model, class_names)
+        """Load a `save_classifier` directory (as written by `train_classifier_ray`)."""
+        return cls(model_dir)
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
