@@ -100,6 +100,60 @@ def parse_ratio(value: Optional[str], flag: str) -> Optional[dict[str, float]]:
     return out
 
 
+def load_typed_config(cls, config: Optional[Path], overrides: Optional[List[str]]):
+    """YAML file + key=value overrides -> typed config, or a clear error and exit 2."""
+    from busgen.config import ConfigError, load_config
+
+    try:
+        return load_config(cls, config, overrides or [])
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def pretrain(
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of PretrainConfig fields (see evals/suites/pretrain_tiny.yaml)"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. max_steps=500 num_workers=2"),
+):
+    """Pretrain the diffusion generator on Ray Train (resumes a run of the same run_name) and export it."""
+    from busgen.raylocal import init_ray
+    from busgen.train import PretrainConfig
+    from busgen.train import pretrain as run_pretrain
+
+    cfg = load_typed_config(PretrainConfig, config, overrides)
+    init_ray()
+    result = run_pretrain(cfg)
+    metrics = result.metrics or {}
+    typer.echo(f"pretrained {cfg.preset} to step {metrics.get('step')} (loss {metrics.get('loss_avg', float('nan')):.4f}) -> {cfg.out}")
+
+
+@app.command()
+def adapt(
+    base: Path = typer.Option(..., "--base", help="pretrained model folder"),
+    data: Path = typer.Option(..., "--data", help="ingested dataset of the new task (support images from its train split)"),
+    shots: int = typer.Option(10, "--shots", help="K labelled images per class"),
+    out: Path = typer.Option(..., "--out", help="adapted model folder"),
+    classes: Optional[str] = typer.Option(None, "--classes", help="label set of the new task, comma list (default: all labels in the data)"),
+    method: str = typer.Option("lora", "--method", help="lora | full"),
+    steps: int = typer.Option(200, "--steps", help="fine-tuning steps (a fixed small budget guards against overfitting)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the support-set choice and of training"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="more AdaptConfig key=value overrides, e.g. lora_rank=8"),
+):
+    """Adapt a pretrained generator few-shot to a new task (LoRA or full fine-tune) on Ray Train."""
+    from busgen.adapt import AdaptConfig, AdaptError
+    from busgen.adapt import adapt as run_adapt
+
+    base_fields = [f"base={base}", f"data_dir={data}", f"out={out}", f"shots={shots}", f"method={method}", f"max_steps={steps}", f"seed={seed}"]
+    if classes:
+        base_fields.append(f"classes=[{classes}]")
+    cfg = load_typed_config(AdaptConfig, None, base_fields + list(overrides or []))
+    try:
+        path = run_adapt(cfg)
+    except AdaptError as exc:
+        fail(str(exc))
+    typer.echo(f"adapted {base} with {shots} shots per class ({method}) -> {path}")
+
+
 @app.command()
 def generate(
     model: Path = typer.Option(..., "--model", help="exported model folder (pretrained or adapted)"),
