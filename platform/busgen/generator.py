@@ -212,8 +212,13 @@ def load(model_dir: str | Path, device: str | torch.device | None = None) -> Gen
     if not meta_fp.is_file():
         raise FileNotFoundError(f"not a BUSGen model directory (no {BUSGEN_JSON}): {root}")
     meta = json.loads(meta_fp.read_text())
-    model = models.ConditionalUNet.from_pretrained(root / meta.get("sampling_weights", EMA_DIR))
-    model = model.to(device or default_device())
+    if meta.get("kind") == "adapter":  # few-shot LoRA adapter: rebuild base + adapter (see busgen.adapt)
+        from busgen.adapt import load_adapter
+
+        model = load_adapter(root, meta, device or default_device())
+    else:
+        model = models.ConditionalUNet.from_pretrained(root / meta.get("sampling_weights", EMA_DIR))
+        model = model.to(device or default_device())
     models.maybe_enable_xformers(model)
     return Generator(
         model=model,

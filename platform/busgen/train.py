@@ -59,6 +59,10 @@ class PretrainConfig(BaseModel):
     out: str = "models/pretrain"  # exported model directory
     seed: int = 0
     log_every: int = 10  # steps between log lines on rank 0
+    # Few-shot adaptation (set by busgen.adapt): start from a pretrained model folder with a new
+    # label/domain set and optionally LoRA; keys: base, method, lora_rank, lora_alpha, lora_targets,
+    # class_names, domain_names.
+    adapt: dict | None = None
 
 
 # ----------------------------------------------------------------------------- data
@@ -207,10 +211,16 @@ def build_components(cfg: PretrainConfig, num_labels: int, num_domains: int, dev
     from diffusers.optimization import get_cosine_schedule_with_warmup
 
     torch.manual_seed(cfg.seed)
-    model = models.build_model(models.model_config_for(cfg.preset, cfg.image_size), num_labels, num_domains).to(device)
+    if cfg.adapt:
+        from busgen.adapt import build_adapt_model
+
+        model = build_adapt_model(cfg.adapt).to(device)
+    else:
+        model = models.build_model(models.model_config_for(cfg.preset, cfg.image_size), num_labels, num_domains).to(device)
     models.maybe_enable_xformers(model)
     ema = EMA(model, cfg.ema_decay)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # LoRA adaptation freezes the base weights: only what still requires grad is optimised
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     lr_sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps)
     return model, ema, opt, lr_sched
 
