@@ -1,0 +1,296 @@
+"""Online inference: a real Ray Serve HTTP endpoint on 127.0.0.1 with two tiny generators and a classifier.
+
+One Serve application serves the whole module (start ~10 s). Every bad-input test
+ends by checking that the service still answers. Pure helpers (args, auth, multipart)
+are tested without Ray first.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from busgen import serve as bs
+from busgen.imageio import decode_image, encode_png
+from helpers_models import CLASSES, export_untrained_tiny
+
+pytestmark = pytest.mark.timeout(240)  # fast suite (runs in CI); the whole module takes well under 90 s
+
+TOKEN = "test-token-0123456789abcdef"
+SIZE = 32
+LIMITS = dict(max_n=4, max_steps=4, default_steps=2, max_upload_bytes=256 * 1024, max_pixels=1_000_000)
+
+
+# Library helpers, no Ray
+
+
+def test_args_parse_cli_strings_and_enforce_batching_rules(tmp_path):
+    args = bs.ServeArgs(generators="a=/m/a, b=/m/b", insecure_local="true")
+    assert args.generators == {"a": "/m/a", "b": "/m/b"} and args.default_id == "a" and args.insecure_local
+    assert bs.ServeArgs(generators='{"x": "/m/x"}').generators == {"x": "/m/x"}
+    with pytest.raises(ValueError, match="max_ongoing_requests"):
+        bs.DeploymentArgs(max_batch_size=16, max_ongoing_requests=5)
+    with pytest.raises(ValueError, match="max_n"):
+        bs.ServeArgs(generators="a=/m", limits={"max_n": 64}, generator={"max_batch_size": 32})
+    with pytest.raises(ValueError, match="no generators"):
+        bs.ServeArgs()
+    assert bs.SAMPLERS == __import__("busgen.diffusion", fromlist=["SAMPLERS"]).SAMPLERS
+
+
+def test_token_resolution_refuses_missing_and_short_tokens(tmp_path, monkeypatch):
+    monkeypatch.delenv(bs.TOKEN_ENV, raising=False)
+    monkeypatch.delenv(bs.TOKEN_FILE_ENV, raising=False)
+    with pytest.raises(ValueError, match="no API token"):
+        bs.token_digest(bs.ServeArgs(generators="a=/m"))
+    with pytest.raises(ValueError, match="too short"):
+        bs.token_digest(bs.ServeArgs(generators="a=/m", token="short"))
+    assert bs.token_digest(bs.ServeArgs(generators="a=/m", insecure_local=True)) is None
+    (tmp_path / "tok").write_text(TOKEN + "\n")
+    auth = bs.BearerAuth(bs.token_digest(bs.ServeArgs(generators="a=/m", token_file=str(tmp_path / "tok"))))
+    auth.check(TOKEN)
+    with pytest.raises(bs.RequestError) as err:
+        auth.check(TOKEN + "x")
+    assert err.value.status_code == 401
+    with pytest.raises(ValueError, match="loopback"):
+        bs.run_local({"a": "/m"}, host="0.0.0.0", insecure_local=True, blocking=False)
+
+
+def test_multipart_extraction():
+    body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n"
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
+            b"Content-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\nDATA\r\n--XyZ--\r\n")
+    assert bs.extract_upload(body, "multipart/form-data; boundary=XyZ") == (b"\x89PNG\r\n\x1a\nDATA", "a.png")
+    assert bs.extract_upload(b"raw", "image/png") == (b"raw", "")
+    with pytest.raises(bs.RequestError, match="no file part"):
+        bs.extract_upload(body.split(b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"")[0] + b"--XyZ--\r\n",
+                          "multipart/form-data; boundary=XyZ")
+    noisy = encode_png(np.random.default_rng(0).integers(0, 256, (40, 40), dtype=np.uint8))  # every byte value
+    body = b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"n.png\"\r\n\r\n" + noisy + b"\r\n--B--\r\n"
+    assert bs.extract_upload(body, "multipart/form-data; boundary=B")[0] == noisy
+
+
+# The served application
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def save_random_classifier(out_dir) -> str:
+    """A randomly initialised small classifier: serving tests check plumbing, not accuracy."""
+    import torch
+
+    from busgen import classify
+
+    torch.manual_seed(0)
+    cfg = classify.ClassifierConfig.small(image_size=SIZE)
+    classify.save_classifier(out_dir, classify.build_model(cfg, len(CLASSES)), cfg, CLASSES)
+    return str(out_dir)
+
+
+def wait_ready(url: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/readyz", timeout=30).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url}/readyz not ready after {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def server(ray_local, tmp_path_factory):
+    from ray import serve
+
+    from serving.app import build_app
+
+    root = tmp_path_factory.mktemp("serve")
+    args = bs.ServeArgs(
+        generators={"base": str(export_untrained_tiny(root / "g0", seed=0, size=SIZE)),
+                    "alt": str(export_untrained_tiny(root / "g1", seed=1, size=SIZE))},
+        classifier_dir=save_random_classifier(root / "clf"), token=TOKEN, limits=LIMITS,
+        access_log_fp=str(root / "access.log"), ingress_num_cpus=0.25,
+        generator={"num_cpus": 1, "max_batch_size": 8, "max_ongoing_requests": 16, "torch_threads": 1},
+        classifier={"num_cpus": 0.5, "max_batch_size": 8, "max_ongoing_requests": 16, "torch_threads": 1},
+    )
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(build_app(args), name="busgen", route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url)
+        yield {"url": url, "root": root}
+    finally:
+        serve.shutdown()
+
+
+def call(server, method: str, path: str, token: str | None = TOKEN, **kwargs) -> requests.Response:
+    headers = kwargs.pop("headers", {})
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return requests.request(method, server["url"] + path, headers=headers, timeout=60, **kwargs)
+
+
+def generate(server, **body) -> requests.Response:
+    return call(server, "POST", "/v1/generate", json={"label": "benign", **body})
+
+
+def pngs(resp: requests.Response) -> list[np.ndarray]:
+    return [decode_image(base64.b64decode(s)) for s in resp.json()["images"]]
+
+
+def still_answers(server) -> None:
+    assert call(server, "GET", "/healthz", token=None).status_code == 200
+    assert generate(server, n=1).status_code == 200
+
+
+def test_health_openapi_and_models(server):
+    assert call(server, "GET", "/healthz", token=None).json() == {"status": "ok"}
+    assert call(server, "GET", "/readyz", token=None).json()["status"] == "ready"
+    spec = call(server, "GET", "/openapi.json", token=None).json()
+    assert {"/v1/generate", "/v1/classify", "/v1/models"} <= set(spec["paths"])
+    resp = call(server, "GET", "/v1/models")
+    models = resp.json()
+    assert resp.status_code == 200 and models["default_generator"] == "base"
+    assert {g["id"] for g in models["generators"]} == {"base", "alt"}
+    assert models["classifier"]["class_names"] == list(CLASSES)
+    assert str(server["root"]) not in resp.text, "server-side paths must not leak to clients"
+
+
+def test_requests_without_valid_token_get_401(server):
+    for method, path in [("GET", "/v1/models"), ("POST", "/v1/generate"), ("POST", "/v1/classify")]:
+        for token in (None, "wrong-token-0123456789abcdef"):
+            resp = call(server, method, path, token=token, json={"label": "benign"})
+            assert resp.status_code == 401, (method, path, token, resp.text)
+            assert resp.headers.get("www-authenticate") == "Bearer"
+
+
+def test_generate_returns_valid_pngs_deterministic_for_a_seed(server):
+    first = generate(server, n=3, seed=7, steps=2)
+    assert first.status_code == 200, first.text
+    images = pngs(first)
+    assert len(images) == 3 and all(im.shape == (SIZE, SIZE) and im.dtype == np.uint8 for im in images)
+    assert first.json()["seeds"] == [7, 8, 9]
+    again = generate(server, n=3, seed=7, steps=2)
+    assert again.json()["images"] == first.json()["images"]
+    assert generate(server, n=1, seed=8, steps=2).json()["images"][0] == first.json()["images"][1], \
+        "image i depends on seed + i only"
+
+
+def test_two_generators_served_by_id_differ(server):
+    base, alt = generate(server, n=2, seed=3, model="base"), generate(server, n=2, seed=3, model="alt")
+    assert base.status_code == alt.status_code == 200
+    assert base.json()["model_id"] != alt.json()["model_id"]
+    assert not np.array_equal(pngs(base)[0], pngs(alt)[0])
+
+
+def test_generate_bad_inputs_are_4xx_and_service_survives(server):
+    cases = [
+        ({"n": 5}, 422, "limit of 4"),
+        ({"steps": 10}, 422, "limit of 4"),
+        ({"label": "cyst"}, 422, "benign"),
+        ({"domain": "mars"}, 422, "phantom"),
+        ({"model": "nope"}, 404, "available models"),
+        ({"model": "../../etc/passwd"}, 404, "unknown model"),
+        ({"colour": "red"}, 422, "extra"),
+        ({"n": 0}, 422, "greater than or equal"),
+        ({"box": [0.5, 0.5, 0.1, 0.9]}, 422, "x0 < x1"),
+    ]
+    for body, status, needle in cases:
+        resp = generate(server, **body)
+        assert resp.status_code == status and needle in resp.text, (body, resp.status_code, resp.text)
+    bad_json = call(server, "POST", "/v1/generate", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert bad_json.status_code == 422
+    assert call(server, "POST", "/v1/generate", data=b"{" + b" " * 70_000 + b"}").status_code == 413
+    still_answers(server)
+
+
+def dicom_bytes(image: np.ndarray) -> bytes:
+    """A minimal uncompressed MONOCHROME2 DICOM file."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"  # ultrasound image storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = FileDataset("upload.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Rows, ds.Columns = image.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = image.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def jpeg_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_classify_png_jpeg_dicom_returns_probabilities(server):
+    from busgen.phantom import make_phantom_arrays
+
+    image = make_phantom_arrays(1, 48, seed=0)[0][0]  # 48 px: the server resizes to the model's 32
+    uploads = [
+        {"files": {"file": ("a.png", encode_png(image), "image/png")}},
+        {"data": jpeg_bytes(image), "headers": {"Content-Type": "image/jpeg"}},
+        {"files": {"file": ("a.dcm", dicom_bytes(image), "application/dicom")}},
+    ]
+    for kwargs in uploads:
+        resp = call(server, "POST", "/v1/classify", **kwargs)
+        assert resp.status_code == 200, resp.text
+        out = resp.json()
+        assert set(out["probs"]) == set(CLASSES) and abs(sum(out["probs"].values()) - 1.0) < 1e-4
+        assert out["label"] == max(out["probs"], key=out["probs"].get) and out["model_version"].endswith(out["model_id"])
+
+
+def test_classify_bad_uploads_are_4xx_and_service_survives(server):
+    good = encode_png(np.full((64, 64), 128, np.uint8))
+    bomb = encode_png(np.zeros((1200, 1200), np.uint8))  # ~5 kB on the wire, 1.44 MP decoded
+    cases = [
+        (b"", 400, "empty"),
+        (b"garbage bytes, not an image" * 10, 415, "unsupported file type"),
+        (good[:60], 400, "corrupt"),
+        (bomb, 413, "too large"),
+        (encode_png(np.zeros((8, 8), np.uint8)), 422, "too small"),
+        (encode_png(np.zeros((16, 400), np.uint8)), 422, "elongated"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * (300 * 1024), 413, "too large"),
+        (b"\0" * 128 + b"DICM" + b"\x02\x00" * 40, 400, "DICOM"),
+    ]
+    for data, status, needle in cases:
+        resp = call(server, "POST", "/v1/classify", data=data, headers={"Content-Type": "application/octet-stream"})
+        assert resp.status_code == status and needle in resp.text, (data[:16], resp.status_code, resp.text)
+    no_file = call(server, "POST", "/v1/classify", files={"other": (None, "x")})
+    assert no_file.status_code == 400
+    assert call(server, "POST", "/v1/classify", data=good).status_code == 200
+    still_answers(server)
+
+
+def test_access_log_has_one_json_line_per_request(server):
+    call(server, "GET", "/v1/models")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in (server["root"] / "access.log").read_text().splitlines()]
+        if any(r["path"] == "/v1/models" for r in lines):
+            break
+        time.sleep(0.2)
+    assert {"ts", "method", "path", "status", "latency_ms", "n"} <= set(lines[-1])
+    gen = [r for r in lines if r["path"] == "/v1/generate" and r["status"] == 200]
+    assert gen and all(r["n"] >= 1 and r["latency_ms"] > 0 for r in gen)
+    assert any(r["status"] == 401 for r in lines)
