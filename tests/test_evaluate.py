@@ -1,0 +1,111 @@
+"""End-to-end evaluation suite (utility_ci) on 32 px phantoms: real Tune trials, real Parquet, full report.
+
+The generator is an untrained export: the suite's plumbing (generation, mixes, encoder,
+audit, membership, sampler grid) does not depend on what it learnt, and a real
+pretrain would cost minutes. Membership inference against a *trained* (overfit)
+generator is tested in test_membership.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from busgen import evalreport, evaluate
+from busgen.config import ConfigError, load_config
+from busgen.phantom import make_phantom_arrays
+from tests.helpers_data import write_parquet_dataset
+from tests.helpers_models import export_untrained_tiny
+
+SIZE = 32
+SUITE = "evals/suites/utility_ci.yaml"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # small models are faster single-threaded on a shared 2-core box
+    yield
+    torch.set_num_threads(n)
+
+
+def _real_set(out, n: int, seed: int, style: str = "a", splits=("train", "val", "test")):
+    images, masks, labels = make_phantom_arrays(n, SIZE, seed=seed, style=style)
+    # 50/25/25 split, interleaved so every split holds every class
+    cycle = [splits[0], splits[0], splits[1], splits[2]] if len(splits) == 3 else list(splits)
+    return write_parquet_dataset(out, images, masks, labels, f"phantom_{style}", [cycle[i % len(cycle)] for i in range(n)])
+
+
+@pytest.fixture(scope="module")
+def suite_run(tmp_path_factory, ray_local):
+    root = tmp_path_factory.mktemp("eval")
+    real = _real_set(root / "real", 240, seed=0)
+    external = _real_set(root / "external", 60, seed=5, style="b", splits=("test",))
+    model = export_untrained_tiny(root / "model", size=SIZE, domains=("phantom_a",))
+    cfg = load_config(evaluate.SuiteConfig, SUITE, [f"real_dir={real}", f"model={model}", f"out={root / 'report'}",
+                                                    f"utility.external_test={{site_b: {external}}}"])
+    return evaluate.run_suite(cfg), root / "report"
+
+
+def test_report_has_every_part_and_plot(suite_run):
+    record, out = suite_run
+    for name in ("report.md", "results.json", "results.parquet", "results.csv", "sampler_steps.csv",
+                 "auc_vs_ratio.png", "roc.png", "roc_site_b.png", "samples.png", "nn_pairs.png", "fid_vs_steps.png"):
+        assert (out / name).is_file(), name
+    text = (out / "report.md").read_text()
+    for heading in ("Downstream diagnosis", "Cross-dataset", "Fidelity", "Privacy", "Membership inference", "FID vs sampler"):
+        assert heading in text, heading
+    saved = json.loads((out / "results.json").read_text())
+    assert {"timestamp", "run_id", "params", "metrics"} <= set(saved)
+    assert saved["metrics"]["utility_trials_failed"] == 0
+
+
+def test_results_table_rows_and_cis(suite_run):
+    record, out = suite_run
+    table = pq.read_table(out / "results.parquet").to_pylist()
+    # 3 arms (real, real+syn x1, syn only) x 1 seed x 2 test sets (real test, external site_b)
+    assert len(table) == 6
+    assert {r["arm"] for r in table} == {"real", "real+syn x1", "syn only"}
+    assert {r["test_set"] for r in table} == {"real_test", "site_b"}
+    for r in table:
+        assert r["status"] == "ok"
+        for m in ("auc", "sensitivity", "specificity"):
+            assert r[f"{m}_ci_low"] - 1e-9 <= r[m] <= r[f"{m}_ci_high"] + 1e-9, (m, r)
+        assert 0 <= r["ece"] <= 1 and 0 <= r["balanced_accuracy"] <= 1
+    assert {r["n"] for r in table if r["test_set"] == "real_test"} == {40}  # benign + malignant of the 60 test rows
+
+
+def test_fidelity_privacy_and_sampler_parts(suite_run):
+    record, _ = suite_run
+    fid = record["fidelity"]
+    assert set(fid["per_class"]) == {"benign", "malignant"} and np.isfinite(fid["overall"]["fid"])
+    assert 0 <= fid["detector"]["auc"] <= 1
+    priv = record["privacy"]
+    assert priv["memorization"]["n_synthetic"] == 48
+    assert {"auc", "tpr_at_1pct_fpr"} <= set(priv["membership"]) and priv["membership"]["n_members"] == 24
+    steps = record["sampler_steps"]["rows"]
+    assert sorted(r["steps"] for r in steps) == [2, 4] and all(np.isfinite(r["fid"]) for r in steps)
+
+
+def test_report_renders_without_optional_parts(suite_run, tmp_path):
+    record, _ = suite_run
+    partial = {k: v for k, v in record.items() if k not in ("privacy", "sampler_steps", "fidelity")}
+    text = evalreport.write_report(tmp_path, partial).read_text()
+    assert "Not run in this suite" in text and "Downstream diagnosis" in text
+    assert not (tmp_path / "fid_vs_steps.png").exists()
+
+
+def test_config_errors_are_caught_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key"):
+        load_config(evaluate.SuiteConfig, SUITE, [f"real_dir={tmp_path}", "utility.ratio=[1]"])
+    with pytest.raises(ConfigError, match="synthetic arms need"):
+        load_config(evaluate.SuiteConfig, SUITE, [f"real_dir={tmp_path}", "sampler_steps.enabled=false"])
+    proc = subprocess.run([sys.executable, "jobs/evaluate.py", "--config", SUITE, f"real_dir={tmp_path}", "positive=normal"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "BUSGEN_JOB evaluate status=bad_config" in proc.stdout
