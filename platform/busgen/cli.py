@@ -222,6 +222,58 @@ def demo(
     run_demo(DemoConfig(out=str(out), data=data, size=size, train_steps=train_steps, n_synthetic=n_synthetic))
 
 
+def _suite_path(suite: str) -> Path:
+    """A suite file path, or a suite name looked up in ./evals/suites/<name>.yaml."""
+    path = Path(suite)
+    if path.is_file():
+        return path
+    named = Path("evals") / "suites" / f"{suite}.yaml"
+    if named.is_file():
+        return named
+    fail(f"suite {suite!r} not found: pass a YAML file or a name under evals/suites/")
+
+
+@app.command()
+def evaluate(
+    suite: str = typer.Option(..., "--suite", help="suite YAML file, or a name under evals/suites/ (utility, utility_ci, sampler_steps, busi_full)"),
+    out: Path = typer.Option(..., "--out", help="report folder: report.md, PNGs, results.parquet/.csv, results.json"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. real_dir=DATA model=MODEL utility.seeds=[0]"),
+):
+    """Run an evaluation suite (utility, fidelity, privacy, FID vs steps) on Ray Tune and write a report."""
+    from busgen.config import ConfigError, load_config
+    from busgen.evaluate import SuiteConfig, run_suite
+
+    try:
+        cfg = load_config(SuiteConfig, _suite_path(suite), [*(overrides or []), f"out={out}"])
+    except ConfigError as exc:
+        fail(str(exc))
+    record = run_suite(cfg)
+    typer.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record["metrics"].items()))
+    typer.echo(f"report: {Path(cfg.out).resolve() / 'report.md'}")
+    if record["metrics"].get("utility_trials_failed"):
+        fail(f"{record['metrics']['utility_trials_failed']} utility trial(s) failed; see the report", code=1)
+
+
+@app.command("share-filter")
+def share_filter(
+    synthetic: Path = typer.Argument(..., help="synthetic dataset folder (busgen generate output)"),
+    real: Path = typer.Option(..., "--real", help="the generator's real training data (ingested dataset)"),
+    out: Path = typer.Option(..., "--out", help="filtered copy: Parquet + manifest + audit.json"),
+    split: Optional[str] = typer.Option("train", "--split", help="split of --real the generator trained on ('' = all rows)"),
+    encoder_epochs: int = typer.Option(30, "--encoder-epochs", help="copy-encoder (SimCLR) training epochs"),
+):
+    """Write a shareable copy of a synthetic set without memorised or copied images, with an audit record."""
+    from busgen.data import DatasetError
+    from busgen.evaluate import share_filter_dir
+
+    try:
+        record = share_filter_dir(synthetic, real, out, split or None, encoder_epochs)
+    except DatasetError as exc:
+        fail(str(exc))
+    typer.echo(f"kept {record['rows_out']} of {record['rows_in']} images ({record['n_copies']} copies, "
+               f"{record['n_mem']} memorised removed) -> {out} (audit: {out / 'audit.json'})")
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     app(argv)
 
