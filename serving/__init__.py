@@ -1,0 +1,1 @@
+"""BUSGen online inference: Ray Serve application (app.py) and its Serve config (config.yaml)."""
