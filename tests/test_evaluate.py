@@ -109,3 +109,39 @@ def test_config_errors_are_caught_before_any_work(tmp_path):
     proc = subprocess.run([sys.executable, "jobs/evaluate.py", "--config", SUITE, f"real_dir={tmp_path}", "positive=normal"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "BUSGEN_JOB evaluate status=bad_config" in proc.stdout
+
+
+def test_share_filter_cli_removes_planted_copies(suite_run, tmp_path):
+    import pyarrow as pa
+    from typer.testing import CliRunner
+
+    from busgen.cli import app
+    from busgen.data import read_table
+
+    record, out = suite_run
+    real_dir, syn_dir = record["inputs"]["real_dir"], record["inputs"]["synthetic_dir"]
+    syn = read_table(syn_dir)
+    train_pngs = read_table(real_dir, ["image"], split="train").column("image").to_pylist()[:3]
+    images = train_pngs + syn.column("image").to_pylist()[3:]  # rows 0-2 become verbatim training copies
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    pq.write_table(syn.set_column(syn.schema.get_field_index("image"), "image", pa.array(images, pa.binary())),
+                   planted / "part-0.parquet")
+    result = CliRunner().invoke(app, ["share-filter", str(planted), "--real", real_dir, "--out", str(tmp_path / "shared"),
+                                      "--encoder-epochs", "2"])
+    assert result.exit_code == 0, result.output
+    audit = json.loads((tmp_path / "shared" / "audit.json").read_text())
+    assert {0, 1, 2} <= set(audit["removed_ids"]) and audit["rows_out"] == audit["rows_in"] - len(audit["removed_ids"])
+    kept = read_table(tmp_path / "shared", ["index"]).column("index").to_pylist()
+    assert not {0, 1, 2} & set(kept)
+
+
+def test_evaluate_cli_rejects_unknown_suite_and_bad_override(tmp_path):
+    from typer.testing import CliRunner
+
+    from busgen.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["evaluate", "--suite", "no_such_suite", "--out", str(tmp_path)]).exit_code == 2
+    bad = runner.invoke(app, ["evaluate", "--suite", "utility_ci", "--out", str(tmp_path), f"real_dir={tmp_path}", "utility.seedz=[1]"])
+    assert bad.exit_code == 2 and "seedz" in bad.output

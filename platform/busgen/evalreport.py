@@ -304,4 +304,6 @@ def write_report(out: str | Path, record: dict) -> Path:
     fidelity_section(rep, record.get("fidelity"), out)
     privacy_section(rep, record.get("privacy"), record.get("fidelity"), out)
     sampler_section(rep, record.get("sampler_steps"))
+    if record.get("timings"):
+        rep.section("Timings").table(["stage", "seconds"], [[k, v] for k, v in record["timings"].items()])
     return rep.write()

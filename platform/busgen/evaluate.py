@@ -408,25 +408,33 @@ def run_suite(cfg: SuiteConfig, run_id: str | None = None) -> dict:
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    init_ray()
+    timings: dict[str, float] = {}
+
+    def timed(stage: str, fn, *args):
+        start = time.time()
+        value = fn(*args)
+        timings[stage] = round(time.time() - start, 1)
+        return value
+
+    timed("ray", init_ray)
     # 1. inputs
-    real_dir = prepare_real(cfg)
-    model_dir = prepare_model(cfg, real_dir, work)
-    syn_dir = prepare_synthetic(cfg, model_dir, work)
+    real_dir = timed("ingest", prepare_real, cfg)
+    model_dir = timed("pretrain", prepare_model, cfg, real_dir, work)
+    syn_dir = timed("generate", prepare_synthetic, cfg, model_dir, work)
     record = {"suite": cfg.name, "run_id": run_id or f"local-{uuid.uuid4().hex[:12]}",
               "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "params": cfg.model_dump(mode="json"),
-              "inputs": {"real_dir": real_dir, "model": model_dir, "synthetic_dir": syn_dir}}
+              "inputs": {"real_dir": real_dir, "model": model_dir, "synthetic_dir": syn_dir}, "timings": timings}
     # 2. parts
     if cfg.utility.enabled:
-        record["utility"] = run_utility(cfg, real_dir, syn_dir, work)
+        record["utility"] = timed("utility", run_utility, cfg, real_dir, syn_dir, work)
     needs_encoder = bool((syn_dir and cfg.fidelity.enabled) or (model_dir and cfg.sampler_steps.enabled))
-    enc = encoder_dir(cfg, real_dir, record.get("utility"), work) if needs_encoder else None
+    enc = timed("encoder", encoder_dir, cfg, real_dir, record.get("utility"), work) if needs_encoder else None
     if syn_dir and cfg.fidelity.enabled:
-        record["fidelity"] = run_fidelity(cfg, real_dir, syn_dir, enc, out)
+        record["fidelity"] = timed("fidelity", run_fidelity, cfg, real_dir, syn_dir, enc, out)
     if syn_dir and cfg.privacy.enabled:
-        record["privacy"] = run_privacy(cfg, real_dir, syn_dir, model_dir, out)
+        record["privacy"] = timed("privacy", run_privacy, cfg, real_dir, syn_dir, model_dir, out)
     if model_dir and cfg.sampler_steps.enabled:
-        record["sampler_steps"] = {"rows": run_sampler_steps(cfg, real_dir, model_dir, enc, work)}
+        record["sampler_steps"] = {"rows": timed("sampler_steps", run_sampler_steps, cfg, real_dir, model_dir, enc, work)}
     # 3. outputs
     record["metrics"] = evalreport.headline_metrics(record)
     record["seconds"] = round(time.time() - t0, 1)
