@@ -169,7 +169,9 @@ class Ingress:
         try:
             ids = {k: await asyncio.wait_for(v, READY_TIMEOUT_S) for k, v in checks.items()}
         except Exception as exc:  # timeout or a replica that failed to load its model
-            return JSONResponse({"status": "not ready", "detail": str(_remote_error(exc))[:500]}, status_code=503)
+            cause = _remote_error(exc)
+            detail = f"{type(cause).__name__}: {cause}"[:500]
+            return JSONResponse({"status": "not ready", "detail": detail}, status_code=503)
         return JSONResponse({"status": "ready", "models": ids})
 
     @api.get("/v1/models", response_model=bs.ModelsResponse)
