@@ -274,6 +274,29 @@ def share_filter(
                f"{record['n_mem']} memorised removed) -> {out} (audit: {out / 'audit.json'})")
 
 
+@app.command()
+def serve(
+    generator: List[str] = typer.Option(..., "--generator", help="ID=MODEL_DIR (repeatable); the first is the default model"),
+    classifier: Optional[Path] = typer.Option(None, "--classifier", help="saved classifier folder (busgen.classify)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="HTTP bind address"),
+    port: int = typer.Option(8000, "--port", help="HTTP port"),
+    insecure_local: bool = typer.Option(False, "--insecure-local", help="disable bearer-token auth (loopback demos only)"),
+):
+    """Serve generators and a classifier over HTTP with Ray Serve (token from $BUSGEN_API_TOKEN)."""
+    from busgen.serve import run_local
+
+    dirs = {}
+    for item in generator:
+        name, sep, path = item.partition("=")
+        if not sep:
+            fail(f"--generator {item!r}: use ID=MODEL_DIR, e.g. --generator tiny=models/pretrain-tiny")
+        dirs[name] = path
+    try:
+        run_local(dirs, str(classifier) if classifier else None, host=host, port=port, insecure_local=insecure_local)
+    except ValueError as exc:
+        fail(str(exc))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     app(argv)
 
