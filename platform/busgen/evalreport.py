@@ -89,7 +89,8 @@ def write_table(path_stem: Path, rows: list[dict]) -> None:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist(rows)
+    columns = list(dict.fromkeys(k for row in rows for k in row))  # union: a failed trial's row lacks its metrics
+    table = pa.Table.from_pylist([{k: row.get(k) for k in columns} for row in rows])
     pq.write_table(table, path_stem.with_suffix(".parquet"))
     pacsv.write_csv(table, path_stem.with_suffix(".csv"))
 
@@ -173,6 +174,9 @@ def plot_fid_vs_steps(rows: list[dict]):
         if pts:
             ax.plot(*zip(*pts), "o-", label=sampler)
     ax.set_xscale("log")
+    steps = sorted({r["steps"] for r in rows})
+    ax.set_xticks(steps, [str(k) for k in steps])
+    ax.minorticks_off()
     ax.set_xlabel("sampling steps")
     ax.set_ylabel("FID (classifier features)")
     ax.legend(fontsize=8)

@@ -28,142 +28,11 @@ import json
 import time
 import uuid
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from busgen import suites
-from busgen.classify import ClassifierConfig
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PretrainSettings(_Section):
-    """Generator pretraining when ``model`` does not exist yet (see `busgen.train.PretrainConfig`)."""
-
-    preset: str = "tiny"
-    image_size: int | None = None  # None: the real images' size
-    max_steps: int = 2000
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 100
-    ema_decay: float = 0.999
-    num_workers: int = 1
-    use_gpu: bool = False
-    checkpoint_every: int = 500
-
-
-class GenerateSettings(_Section):
-    """Synthetic set generated when only a model is given (classes = the suite's classes, uniform)."""
-
-    n: int = Field(1000, ge=1)  # images; mixes with ratio r draw r x n_real per epoch, reusing images when n is smaller
-    sampler: Literal["ddim", "dpmpp", "ddpm"] = "ddim"
-    steps: int = 25
-    guidance: float = 1.8
-    seed: int = 0
-    batch_size: int = 32
-    shard_size: int = 500
-    concurrency: int = 1  # sampler actors
-    num_gpus: float = 0.0  # per actor
-
-
-class UtilitySettings(_Section):
-    """Downstream diagnosis arms: real + synthetic at each ratio, synthetic only, x seeds."""
-
-    enabled: bool = True
-    ratios: list[float] = [0, 0.5, 1, 2, 4]  # synthetic:real draws per epoch; 0 = real only (the baseline)
-    synthetic_only: bool = True  # add the arm trained on synthetic images alone
-    seeds: list[int] = [0, 1, 2]  # classifier seeds per arm (spread of training noise)
-    external_test: dict[str, str] = {}  # name -> dataset dir: train on this suite's data, test there
-    external_split: str | None = "test"  # split of the external datasets; None = every row
-    n_boot: int = 1000  # bootstrap resamples per 95% CI
-    classifier: ClassifierConfig = ClassifierConfig()
-
-
-class FidelitySettings(_Section):
-    """Distribution metrics on the real-only classifier's features."""
-
-    enabled: bool = True
-    real_splits: list[str] = ["val", "test"]  # reference real images: held out from the encoder's training
-    k: int = 5  # PRDC neighbourhood
-
-
-class PrivacySettings(_Section):
-    """Memorisation audit, membership inference and real-vs-synthetic detection."""
-
-    enabled: bool = True
-    member_dir: str | None = None  # the generator's training images; None = real_dir (adapted: its support/ folder)
-    member_split: str | None = "train"  # None = every row of member_dir
-    heldout_splits: list[str] = ["val", "test"]  # non-members: real images of real_dir the generator never saw
-    n_membership: int = 200  # members and non-members each (fewer when fewer exist)
-    timesteps: list[int] = [50, 100, 200]
-    encoder_epochs: int = 30  # copy encoder (SimCLR) training epochs
-    closest_pairs: int = 8  # nearest-neighbour pairs shown
-
-
-class SamplerStepsSettings(_Section):
-    """FID vs sampler and number of steps (needs a model)."""
-
-    enabled: bool = False
-    samplers: list[Literal["ddim", "dpmpp", "ddpm"]] = ["ddim", "dpmpp"]
-    steps: list[int] = [5, 10, 25, 50]
-    n_per_class: int = 100
-    guidance: float = 1.8
-    batch_size: int = 64
-
-
-class SuiteConfig(_Section):
-    """One evaluation run: inputs, task, parts, Ray resources and where the report goes."""
-
-    name: str = "utility"
-    real_dir: str  # ingested real dataset with train/val/test splits
-    source: str | None = None  # raw data ingested into real_dir when real_dir holds no dataset yet
-    image_size: int = 64  # ingest size (only with `source`)
-    model: str | None = None  # generator dir; pretrained here when missing and `pretrain` is set
-    synthetic_dir: str | None = None  # existing synthetic set; None + model = generate one under out/work
-    out: str = "eval_report"  # report folder
-    classes: list[str] = ["benign", "malignant"]  # task labels (any subset the data hold)
-    positive: str = "malignant"
-    pretrain: PretrainSettings | None = None
-    generate: GenerateSettings = GenerateSettings()
-    utility: UtilitySettings = UtilitySettings()
-    fidelity: FidelitySettings = FidelitySettings()
-    privacy: PrivacySettings = PrivacySettings()
-    sampler_steps: SamplerStepsSettings = SamplerStepsSettings()
-    resources_per_trial: dict[str, float] = {"CPU": 1}  # Ray resources of one Tune trial, e.g. {CPU: 4, GPU: 1}
-    max_concurrent_trials: int = 0  # 0 = as many as resources allow
-    torch_threads: int = 1  # per trial and for driver-side work
-    dry_run: bool = False  # shrink every size to check that the suite starts end to end
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.positive not in self.classes:
-            raise ValueError(f"positive={self.positive!r} is not one of classes={self.classes}")
-        if len(self.classes) < 2:
-            raise ValueError("the task needs at least two classes")
-        if not (self.model or self.synthetic_dir) and (self.utility.synthetic_only or any(self.utility.ratios)):
-            raise ValueError("synthetic arms need `model` or `synthetic_dir`")
-        if self.sampler_steps.enabled and not self.model:
-            raise ValueError("sampler_steps needs `model`")
-        return self
-
-    def shrunk(self) -> SuiteConfig:
-        """Dry-run sizes: every stage runs, each on a handful of images and steps."""
-        u, s = self.utility, self.sampler_steps
-        upd = {
-            "generate": self.generate.model_copy(update={"n": 16, "steps": 2, "shard_size": 16, "batch_size": 16}),
-            "utility": u.model_copy(update={"seeds": u.seeds[:1], "ratios": sorted(set(u.ratios))[:2], "n_boot": 50,
-                                            "classifier": u.classifier.model_copy(update={"epochs": 1, "width": 8})}),
-            "privacy": self.privacy.model_copy(update={"n_membership": 16, "encoder_epochs": 1, "timesteps": [100]}),
-            "sampler_steps": s.model_copy(update={"samplers": s.samplers[:1], "steps": [2], "n_per_class": 8}),
-        }
-        if self.pretrain is not None:
-            upd["pretrain"] = self.pretrain.model_copy(update={"max_steps": 2, "batch_size": 4, "warmup_steps": 1,
-                                                               "checkpoint_every": 2})
-        return self.model_copy(update=upd)
+from busgen.suites import SuiteConfig  # the suite spec (evals/suites/*.yaml)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -197,10 +66,12 @@ def prepare_model(cfg: SuiteConfig, real_dir: str, work: Path) -> str | None:
         return str(model)
     if cfg.pretrain is None:
         raise FileNotFoundError(f"model {model} not found (no busgen.json) and no `pretrain` section to create it")
-    from busgen.data import read_arrays
+    from busgen.data import dataset_info, read_table
+    from busgen.imageio import decode_image
     from busgen.train import PretrainConfig, pretrain
 
-    size = cfg.pretrain.image_size or int(read_arrays(real_dir, split="train")[0].shape[-1])
+    first = read_table(real_dir, ["image"]).column("image")[0].as_py()
+    size = cfg.pretrain.image_size or dataset_info(real_dir).get("image_size") or decode_image(first).shape[-1]
     p = cfg.pretrain
     pcfg = PretrainConfig(data_dir=real_dir, preset=p.preset, image_size=size, batch_size=p.batch_size, lr=p.lr,
                           warmup_steps=p.warmup_steps, max_steps=p.max_steps, ema_decay=p.ema_decay,
