@@ -21,15 +21,18 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None, qu
         quiet: silence usage stats and driver log forwarding.
         kwargs: passed to ``ray.init``.
     """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not os.environ.get("RAY_ADDRESS"):
+        pin_loopback()
     import ray
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)  # pragma: no cover, cluster path
         return
-    opts: dict = {"_node_ip_address": LOOPBACK, "include_dashboard": False}
+    # address="local": always start our own runtime, never attach to a stray `ray start` cluster
+    opts: dict = {"address": "local", "_node_ip_address": LOOPBACK, "include_dashboard": False}
     if num_cpus is not None:
         opts["num_cpus"] = num_cpus
     if object_store_mb is not None:
@@ -38,6 +41,22 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None, qu
         opts["log_to_driver"] = False
     opts.update(kwargs)
     ray.init(**opts)
+
+
+def pin_loopback() -> None:
+    """Make a local Ray runtime bind to 127.0.0.1 instead of the machine's external address.
+
+    Ray 2.60 rewrites ``_node_ip_address="127.0.0.1"`` to the external IP unless "cluster
+    mode" is off (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, the switch Ray uses on laptops).
+    The variable is read at import time, so it is set for child processes (raylet,
+    workers) and patched on an already imported ``ray``.
+    """
+    import sys
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
 
 
 def quiet_ray_data_progress(enabled: bool = False) -> None:
