@@ -38,7 +38,7 @@ def ray_local():
 
     # 4 logical CPUs on a 2-core box: Ray Data actor pools plus read/write tasks need
     # more slots than cores or they deadlock (see shared NOTES.md).
-    init_ray(num_cpus=4, object_store_mb=512)
+    init_ray(num_cpus=4, object_store_mb=512, quiet=True)
     yield ray
     ray.shutdown()
 

@@ -11,14 +11,14 @@ import os
 LOOPBACK = "127.0.0.1"
 
 
-def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None, quiet: bool = True, **kwargs) -> None:
+def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None, quiet: bool = False, **kwargs) -> None:
     """Initialise Ray once per process: attach to a cluster if one is given, else start a local one on 127.0.0.1.
 
     Args:
         num_cpus: logical CPUs for a local runtime (default: all cores). Over-subscribing
             logical CPUs is how 2-core machines avoid Ray Data actor/task deadlocks.
         object_store_mb: object store size for a local runtime.
-        quiet: silence usage stats and driver log forwarding.
+        quiet: do not forward worker output to the driver (tests); jobs and the CLI show it.
         kwargs: passed to ``ray.init``.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
