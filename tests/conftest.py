@@ -43,6 +43,17 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Small CPU models run faster single-threaded on a shared 2-core box; restore afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def busi_dir() -> Path:
     if not (SHARED_BUSI / "labels.csv").exists():

@@ -17,13 +17,7 @@ from busgen.phantom import CLASSES, make_phantom_arrays
 SIZE = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small CPU models run faster single-threaded on a shared 2-core box.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from busgen import evalreport, evaluate
 from busgen.config import ConfigError, load_config
@@ -27,12 +26,7 @@ SIZE = 32
 SUITE = "evals/suites/utility_ci.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small models are faster single-threaded on a shared 2-core box
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _real_set(out, n: int, seed: int, style: str = "a", splits=("train", "val", "test")):

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from busgen import classify, fidelity
 from busgen.phantom import CLASSES, make_phantom_arrays
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small CPU models run faster single-threaded on a shared 2-core box.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _gauss(n, d, shift=0.0, seed=0):

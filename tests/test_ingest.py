@@ -5,7 +5,6 @@ import json
 import shutil
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from busgen import schema as S

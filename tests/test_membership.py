@@ -22,12 +22,7 @@ SIZE = 16
 CLASSES = ("benign", "malignant", "normal")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small models are faster single-threaded on a shared 2-core box
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _phantoms(n: int, seed: int) -> dict:
