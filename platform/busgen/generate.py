@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from busgen import schema as S
 from busgen.imageio import encode_png
@@ -75,48 +75,20 @@ class GenerateConfig(BaseModel):
 
     model: str  # exported model directory (pretrained or adapted)
     out: str  # output folder of shards + manifest.json
-    n: int = Field(1000, description="number of images")
+    n: int = Field(1000, gt=0)  # number of images
     class_ratio: dict[str, float] | None = None  # e.g. {"benign": 0.5, "malignant": 0.5}; default: uniform over model classes
     domain_ratio: dict[str, float] | None = None  # e.g. {"siteA": 1.0}; default: domain-unconditional
     boxes_file: str | None = None  # CSV with x0,y0,x1,y1 columns: row i uses line i mod len; default: box prior
     sampler: Literal["ddim", "dpmpp", "ddpm"] = "ddim"
-    steps: int = 25
-    guidance: float = 1.8  # BUSGen's classifier-free guidance scale
+    steps: int = Field(25, ge=1)
+    guidance: float = Field(1.8, ge=0)  # BUSGen's classifier-free guidance scale (1 = none)
     seed: int = 0
-    shard_size: int = 1000  # rows per shard file (bounds shard rows and bytes)
-    batch_size: int = 32  # images per forward pass
-    concurrency: int = 1  # sampler actors
+    shard_size: int = Field(1000, ge=1)  # rows per shard file (bounds shard rows and bytes)
+    batch_size: int = Field(32, ge=1)  # images per forward pass
+    concurrency: int = Field(1, ge=1)  # sampler actors
     num_gpus: float = 0.0  # GPUs per actor (1 on GPU clusters)
     num_cpus: float = 0.5  # CPUs per actor; fractional so read/write tasks still get a CPU on small machines
     torch_threads: int = 0  # intra-op threads per actor; 0 = cores / concurrency
-
-    @field_validator("n")
-    @classmethod
-    def _n_positive(cls, v):
-        if v <= 0:
-            raise ValueError(f"--n must be > 0, got {v}")
-        return v
-
-    @field_validator("steps")
-    @classmethod
-    def _steps_positive(cls, v):
-        if v < 1:
-            raise ValueError(f"--steps must be >= 1, got {v}")
-        return v
-
-    @field_validator("guidance")
-    @classmethod
-    def _guidance_non_negative(cls, v):
-        if v < 0:
-            raise ValueError(f"--guidance must be >= 0 (1 = no guidance), got {v}")
-        return v
-
-    @field_validator("shard_size", "batch_size", "concurrency")
-    @classmethod
-    def _at_least_one(cls, v):
-        if v < 1:
-            raise ValueError(f"must be >= 1, got {v}")
-        return v
 
     def pixel_settings(self) -> dict:
         """The settings that determine the images: a re-run must match them exactly."""
