@@ -28,6 +28,11 @@ import uuid
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
+# torch before anything can call ray.init: in a job driver attached to a running cluster,
+# loading libtorch after Ray's core worker aborts the process ("Intel oneMKL FATAL ERROR:
+# Cannot load libtorch_cpu.so"; measured with torch 2.13 CPU, ray 2.60). Trial and actor
+# processes are unaffected; only the driver needs this ordering.
+import torch  # noqa: F401  isort: skip
 from pydantic import BaseModel
 
 from busgen.config import ConfigError, load_config
