@@ -56,11 +56,14 @@ def main() -> None:
         work = Path(tmp)
         data_dir = write_phantom_dataset(work / "data", N_IMAGES, size=32, styles=("a", "b"))
         # 4 logical CPUs on 2 cores: both workers hold one CPU each and Ray Data's read
-        # tasks still get a slot (with exactly 2 they would starve, see shared NOTES.md)
-        init_ray(num_cpus=4, object_store_mb=512)
+        # tasks still get a slot (with exactly 2 they would starve, see shared NOTES.md);
+        # quiet: worker logs arriving late would otherwise follow the headline line
+        init_ray(num_cpus=4, object_store_mb=512, quiet=True)
         one = measure(data_dir, work, 1)
         two = measure(data_dir, work, 2)
-    headline("train_throughput", two / one, f"2 workers {two:.1f} img/s, 1 worker {one:.1f} img/s")
+        import ray
+
+        ray.shutdown()    headline("train_throughput", two / one, f"2 workers {two:.1f} img/s, 1 worker {one:.1f} img/s")
 
 
 if __name__ == "__main__":
