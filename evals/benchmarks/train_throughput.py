@@ -63,7 +63,8 @@ def main() -> None:
         two = measure(data_dir, work, 2)
         import ray
 
-        ray.shutdown()    headline("train_throughput", two / one, f"2 workers {two:.1f} img/s, 1 worker {one:.1f} img/s")
+        ray.shutdown()
+    headline("train_throughput", two / one, f"2 workers {two:.1f} img/s, 1 worker {one:.1f} img/s")
 
 
 if __name__ == "__main__":
