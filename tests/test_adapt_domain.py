@@ -45,6 +45,7 @@ def test_adapted_samples_look_like_the_new_device(ray_local, tmp_path):
     adapted_samples = generator.load(adapted, device="cpu").sample(labels, domains="device_b", steps=20, seed=0)
     share_b_adapted = clf.predict(texture_features(adapted_samples)).mean()
     share_b_base = clf.predict(texture_features(base_samples)).mean()
+    print(f"device-B share: adapted {share_b_adapted:.2f}, base {share_b_base:.2f}", flush=True)
     assert share_b_adapted >= 0.8, f"only {share_b_adapted:.0%} of adapted samples look like device B"
     assert share_b_base <= 0.3, f"{share_b_base:.0%} of base samples already look like device B"
     size_ratio = (adapted / adapt.ADAPTER_FILE).stat().st_size / sum(p.stat().st_size for p in (base / "unet").rglob("*.safetensors"))
