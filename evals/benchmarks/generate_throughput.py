@@ -66,7 +66,7 @@ def child(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=128)
+    ap.add_argument("--n", type=int, default=512)  # large enough that actor start-up is not most of the Ray time
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--shard-size", type=int, default=64)
