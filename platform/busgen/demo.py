@@ -50,6 +50,14 @@ def run_demo_evaluation(cfg: DemoConfig, dataset: Path, model_dir: Path, syn_dir
     return rows
 
 
+def first_images_per_class(table, classes, per_class: int, prefix: str) -> dict:
+    """Grid rows ``"<prefix> <class>"`` of the first ``per_class`` decoded images of each class in a table."""
+    from busgen.data import decode_images
+
+    images, labels = table.column("image").to_pylist(), table.column("label").to_pylist()
+    return {f"{prefix} {c}": decode_images([p for p, lbl in zip(images, labels) if lbl == c][:per_class]) for c in classes}
+
+
 def _stage(name: str):
     print(f"\n=== {name} ===", flush=True)
     return time.time()
@@ -132,8 +140,6 @@ def run_demo(cfg: DemoConfig) -> Path:
     timings["evaluate"] = time.time() - t
 
     # report
-    from busgen.data import decode_images
-
     rep = Report(out, "BUSGen demo report")
     rep.text(f"Data: **{cfg.data}** ({summary.n_ingested} images ingested at {cfg.size} px, "
              f"{summary.n_quarantined} quarantined). Full dataset report: [dataset_report/report.md](dataset_report/report.md).")
@@ -143,20 +149,14 @@ def run_demo(cfg: DemoConfig) -> Path:
          ["final loss", gen.meta.get("metrics", {}).get("loss", "n/a")]],
     )
     real = read_table(dataset, ["image", "label"], split="train")
-    real_grid = {}
-    for c in gen.class_names:
-        pngs = [p for p, lbl in zip(real.column("image").to_pylist(), real.column("label").to_pylist()) if lbl == c][:per_class]
-        real_grid[f"real {c}"] = decode_images(pngs)
+    real_grid = first_images_per_class(real, gen.class_names, per_class, "real")
     rep.section("Real training images").figure("real_grid.png", image_grid(real_grid), "real images per class")
     rep.section("Generated samples per class", f"DDIM, {cfg.sample_steps} steps, guidance 1.8, boxes from the box prior.")
     rep.figure("samples_grid.png", image_grid({f"gen {c}": v for c, v in grids.items()}), "samples per class")
     syn_labels = syn.column("label").to_pylist()
     rep.section("Synthetic set (Ray Data)", gsum.line())
     rep.table(["class", "images"], [[c, syn_labels.count(c)] for c in gen.class_names])
-    syn_grid = {}
-    for c in gen.class_names:
-        pngs = [p for p, lbl in zip(syn.column("image").to_pylist(), syn_labels) if lbl == c][:per_class]
-        syn_grid[f"syn {c}"] = decode_images(pngs)
+    syn_grid = first_images_per_class(syn, gen.class_names, per_class, "syn")
     rep.figure("synthetic_grid.png", image_grid(syn_grid), "synthetic set, first images per class")
     rep.section("Downstream evaluation", "Benign vs malignant classifiers trained on real, synthetic and mixed data, "
                 "tested on the real test split (95% bootstrap CIs). Full report with ROC curves, fidelity and privacy: "
