@@ -39,8 +39,25 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None, qu
         opts["object_store_memory"] = object_store_mb * 1024 * 1024
     if quiet:
         opts["log_to_driver"] = False
+    runtime_env = dict(kwargs.pop("runtime_env", None) or {})
+    runtime_env.setdefault("worker_process_setup_hook", "busgen.raylocal.silence_state_api_warnings")
+    opts["runtime_env"] = runtime_env
     opts.update(kwargs)
     ray.init(**opts)
+
+
+# Ray Train V2's detached PlacementGroupCleaner polls the State API, which lives in the
+# dashboard. A local runtime starts without one (it costs memory and a port), so the
+# cleaner logs a warning every few seconds for the whole run: thousands of lines per hour.
+_STATE_API_POLLERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+
+
+def silence_state_api_warnings() -> None:
+    """Worker start-up hook of a local runtime: drop the no-dashboard State API warnings."""
+    import logging
+
+    for name in _STATE_API_POLLERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def pin_loopback() -> None:
