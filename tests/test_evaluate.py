@@ -105,6 +105,14 @@ def test_config_errors_are_caught_before_any_work(tmp_path):
     assert proc.returncode == 2 and "BUSGEN_JOB evaluate status=bad_config" in proc.stdout
 
 
+@pytest.mark.parametrize("spec", ["utility", "utility_ci", "sampler_steps", "busi_full", "busi_cpu"])
+def test_shipped_suites_are_valid_configs(spec):
+    """A typo in a suite someone runs for hours must fail at load, not after the pretraining."""
+    # the generic suites take real_dir and model from the command line
+    cfg = load_config(evaluate.SuiteConfig, f"evals/suites/{spec}.yaml", ["real_dir=unused", "model=unused"])
+    assert cfg.classes and cfg.positive in cfg.classes
+
+
 def test_share_filter_cli_removes_planted_copies(suite_run, tmp_path):
     import pyarrow as pa
     from typer.testing import CliRunner
