@@ -75,6 +75,21 @@ def test_results_table_rows_and_cis(suite_run):
     assert {r["n"] for r in table if r["test_set"] == "real_test"} == {40}  # benign + malignant of the 60 test rows
 
 
+def test_arms_are_compared_with_real_only_on_the_same_cases(suite_run):
+    """The synthetic-vs-real targets are judged on seed-paired AUC differences with paired-bootstrap CIs."""
+    record, out = suite_run
+    by_arm = {(r["test_set"], r["arm"]): r["auc"] for r in record["utility"]["rows"]}
+    deltas = record["utility"]["deltas"]
+    assert set(deltas) == {"real_test", "site_b"} and set(deltas["real_test"]) == {"real+syn x1", "syn only"}
+    for test_set, arms in deltas.items():
+        for arm, d in arms.items():  # one seed: the difference of the two arms' AUCs on that test set
+            assert d["value"] == pytest.approx(by_arm[(test_set, arm)] - by_arm[(test_set, "real")])
+            assert d["ci_low"] <= d["value"] <= d["ci_high"] and d["n_runs"] == 1
+    text = (out / "report.md").read_text()
+    assert "Δ AUC vs real" in text and "synthetic only vs real only (target Δ ≥ -0.02)" in text
+    assert record["metrics"]["delta_auc_synthetic_only"] == pytest.approx(deltas["real_test"]["syn only"]["value"])
+
+
 def test_fidelity_privacy_and_sampler_parts(suite_run):
     record, _ = suite_run
     fid = record["fidelity"]

@@ -70,6 +70,36 @@ def test_bootstrap_ci_is_reproducible():
     )
 
 
+def test_paired_auc_delta_matches_hand_computed_difference():
+    y, s = _binary_task(200, seed=2, signal=0.5)
+    noisy = s + np.random.default_rng(9).normal(0, 1.0, len(s))
+    out = metrics.paired_auc_delta(y, [noisy, s], [s, s], n_boot=200, seed=0)
+    expected = np.mean([metrics.roc_auc(y, s) - metrics.roc_auc(y, noisy), 0.0])
+    assert out["value"] == pytest.approx(expected) and out["n_runs"] == 2
+    assert out["ci_low"] <= out["value"] <= out["ci_high"]
+
+
+def test_paired_auc_delta_is_zero_for_identical_arms_and_tighter_than_unpaired_cis():
+    """Shared test-set noise cancels: a small real gain is resolved where per-arm CIs overlap."""
+    y, s = _binary_task(120, seed=4, signal=0.4)
+    same = metrics.paired_auc_delta(y, [s], [s], n_boot=100)
+    assert (same["value"], same["ci_low"], same["ci_high"]) == (0.0, 0.0, 0.0)
+    better = s + 0.1 * (y - 0.5)  # a consistently, slightly better arm
+    paired = metrics.paired_auc_delta(y, [s], [better], n_boot=300)
+    _, lo_a, hi_a = metrics.bootstrap_ci(metrics.roc_auc, y, s, n_boot=300)
+    _, lo_b, hi_b = metrics.bootstrap_ci(metrics.roc_auc, y, better, n_boot=300)
+    assert paired["ci_low"] > 0 and lo_b < hi_a  # paired CI excludes 0 although the arm CIs overlap
+    assert paired["ci_high"] - paired["ci_low"] < min(hi_a - lo_a, hi_b - lo_b)
+
+
+def test_paired_auc_delta_rejects_unpaired_runs():
+    y, s = _binary_task(20)
+    with pytest.raises(ValueError, match="same positive number"):
+        metrics.paired_auc_delta(y, [s, s], [s])
+    with pytest.raises(ValueError, match="one value per test case"):
+        metrics.paired_auc_delta(y, [s], [s[:-1]])
+
+
 def test_classification_report_structure_and_values():
     rng = np.random.default_rng(0)
     names = ["benign", "malignant", "normal"]

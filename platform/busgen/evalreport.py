@@ -59,6 +59,12 @@ def headline_metrics(record: dict) -> dict:
             if "auc_real_only" in out:
                 out["delta_auc_best_vs_real"] = mixed[best]["auc_mean"] - out["auc_real_only"]
         out["utility_trials_failed"] = sum(t["status"] != "ok" for t in record["utility"]["trials"])
+        deltas = record["utility"].get("deltas", {}).get(REAL_TEST, {})
+        if "syn only" in deltas:
+            out["delta_auc_synthetic_only"] = deltas["syn only"]["value"]
+        mixed_deltas = {a: d for a, d in deltas.items() if a != "syn only"}
+        if mixed_deltas:
+            out["delta_auc_best_mixed"] = max(d["value"] for d in mixed_deltas.values())
     if "fidelity" in record:
         f = record["fidelity"]
         out.update({f"fid_{k}" if k != "fid" else "fid": f["overall"][k] for k in ("fid", "precision", "recall")
@@ -206,7 +212,42 @@ def _utility_table(rep: Report, rows: list[dict], test_set: str) -> None:
                    for a in _arm_order(rows) if a in summary])
 
 
-def utility_section(rep: Report, util: dict | None) -> None:
+def _delta_ci(d: dict) -> str:
+    return f"{d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+
+
+def _target_line(what: str, d: dict | None, target: float) -> str:
+    if d is None:
+        return f"- {what}: not measured"
+    verdict = "met" if d["value"] >= target else f"missed by {target - d['value']:.3f}"
+    return f"- {what} (target Δ ≥ {target:+.2f}): Δ = {_delta_ci(d)}, **{verdict}**"
+
+
+def _deltas_section(rep: Report, rows: list[dict], test_set: str, deltas: dict[str, dict],
+                    utility_params: dict | None) -> None:
+    """Seed-paired AUC differences vs real only; with ``utility_params``, BUSGen's two claims judged on them."""
+    if not deltas:
+        return
+    summary = arm_summary(rows, test_set)
+    rep.text("AUC difference vs real only on the same test cases (each seed paired with the real-only classifier of "
+             "that seed; mean over seeds; 95% CI from a paired bootstrap over test cases, which cancels the test set's "
+             "shared sampling noise):")
+    rep.table(["arm", "mean AUC", "Δ AUC vs real [95% CI]", "seeds"],
+              [[a, _f(summary.get(a, {}).get("auc_mean")), _delta_ci(d), d["n_runs"]]
+               for a in _arm_order(rows) if (d := deltas.get(a))])
+    if utility_params is None:
+        return
+    mixed = {a: d for a, d in deltas.items() if a != "syn only"}
+    best = max(mixed, key=lambda a: mixed[a]["value"]) if mixed else None
+    rep.text("Targets (point estimates; the CI shows how sure that is):\n\n" + "\n".join([
+        _target_line("synthetic only vs real only", deltas.get("syn only"),
+                     utility_params.get("target_synthetic_only_delta", -0.02)),
+        _target_line(f"best mix ({best}) vs real only" if best else "best mix vs real only",
+                     mixed.get(best) if best else None, utility_params.get("target_mixed_delta", 0.03)),
+    ]))
+
+
+def utility_section(rep: Report, util: dict | None, utility_params: dict | None = None) -> None:
     rep.section("Downstream diagnosis (utility)")
     if not util:
         return _not_run(rep, "utility")
@@ -215,6 +256,8 @@ def utility_section(rep: Report, util: dict | None) -> None:
              "early-stopped on real validation, tested on the real test split. Sensitivity and specificity at the "
              "Youden threshold chosen on real validation. CIs: percentile bootstrap over test cases.")
     _utility_table(rep, rows, REAL_TEST)
+    deltas = util.get("deltas", {})
+    _deltas_section(rep, rows, REAL_TEST, deltas.get(REAL_TEST, {}), utility_params or {})
     rep.plot("auc_vs_ratio.png", plot_auc_vs_ratio(rows, REAL_TEST), "AUC vs synthetic ratio")
     rep.plot("roc.png", plot_rocs(util["roc"], REAL_TEST), "ROC curves, first seed")
     failed = [t for t in util["trials"] if t["status"] != "ok"]
@@ -223,6 +266,7 @@ def utility_section(rep: Report, util: dict | None) -> None:
     for name in sorted({r["test_set"] for r in rows} - {REAL_TEST}):
         rep.section(f"Cross-dataset: tested on `{name}`", "Same classifiers, trained on this suite's data, tested on another dataset.")
         _utility_table(rep, rows, name)
+        _deltas_section(rep, rows, name, deltas.get(name, {}), None)
         rep.plot(f"roc_{name}.png", plot_rocs(util["roc"], name), f"ROC on {name}")
 
 
@@ -304,7 +348,7 @@ def write_report(out: str | Path, record: dict) -> Path:
                                    ["seconds", record.get("seconds", "n/a")]])
     rep.text("Tables: [results.csv](results.csv) / results.parquet (one row per trial and test set); "
              "everything: [results.json](results.json).")
-    utility_section(rep, record.get("utility"))
+    utility_section(rep, record.get("utility"), record.get("params", {}).get("utility"))
     fidelity_section(rep, record.get("fidelity"), out)
     privacy_section(rep, record.get("privacy"), record.get("fidelity"), out)
     sampler_section(rep, record.get("sampler_steps"))

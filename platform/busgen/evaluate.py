@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from busgen import suites
+from busgen import metrics, suites
 from busgen.suites import SuiteConfig  # the suite spec (evals/suites/*.yaml)
 
 
@@ -122,7 +122,8 @@ def run_utility(cfg: SuiteConfig, real_dir: str, syn_dir: str | None, work: Path
         suites.training_mix(suites.UtilityTrialConfig(**{**base, **point}))
     trials = suites.run_grid(suites.utility_trial, base, grid, str(work / "tune"), f"{cfg.name}-utility",
                              cfg.resources_per_trial, cfg.max_concurrent_trials)
-    return {"rows": utility_rows(trials), "trials": trials, "roc": first_seed_rocs(trials, min(u.seeds))}
+    return {"rows": utility_rows(trials), "trials": trials, "roc": first_seed_rocs(trials, min(u.seeds)),
+            "deltas": paired_deltas(trials, u.n_boot)}
 
 
 def utility_rows(trials: list[dict]) -> list[dict]:
@@ -137,6 +138,34 @@ def utility_rows(trials: list[dict]) -> list[dict]:
             row.update({k.split("/", 1)[1]: v for k, v in t.items() if k.startswith(name + "/")})
             rows.append(row)
     return rows
+
+
+def paired_deltas(trials: list[dict], n_boot: int) -> dict[str, dict[str, dict]]:
+    """Test set -> arm -> AUC(arm) - AUC(real only), seed-paired, with a paired bootstrap CI over test cases.
+
+    Arms share their test cases, so the difference has a far tighter CI than either AUC;
+    the synthetic-vs-real targets are judged on it. Seeds present in both arms are paired.
+    """
+    scores: dict[str, dict[str, dict[int, dict]]] = {}  # test set -> arm -> seed -> {"positive", "score"}
+    for t in trials:
+        if t["status"] != "ok" or not t.get("artifacts"):
+            continue
+        saved = json.loads((Path(t["artifacts"]) / "reports.json").read_text()).get("scores", {})
+        for name, s in saved.items():
+            scores.setdefault(name, {}).setdefault(suites.arm_name(t["ratio"], t["synthetic_only"]), {})[t["seed"]] = s
+    out: dict[str, dict[str, dict]] = {}
+    for name, arms in scores.items():
+        base = arms.get("real", {})
+        for arm, by_seed in arms.items():
+            seeds = sorted(set(base) & set(by_seed))
+            if arm == "real" or not seeds:
+                continue
+            y = np.asarray(base[seeds[0]]["positive"])
+            if any(by_seed[s]["positive"] != base[s]["positive"] for s in seeds):
+                raise ValueError(f"arms 'real' and {arm!r} were tested on different cases of {name}; cannot pair them")
+            out.setdefault(name, {})[arm] = metrics.paired_auc_delta(
+                y, [base[s]["score"] for s in seeds], [by_seed[s]["score"] for s in seeds], n_boot=n_boot)
+    return out
 
 
 def first_seed_rocs(trials: list[dict], seed: int) -> dict[str, dict]:

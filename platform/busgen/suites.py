@@ -92,6 +92,9 @@ class UtilitySettings(_Section):
     external_split: str | None = "test"  # split of the external datasets; None = every row
     n_boot: int = 1000  # bootstrap resamples per 95% CI
     classifier: ClassifierConfig = ClassifierConfig()
+    # BUSGen's claims, checked in the report on the seed-paired AUC difference vs real only:
+    target_synthetic_only_delta: float = -0.02  # synthetic only at most 0.02 AUC below real only
+    target_mixed_delta: float = 0.03  # the best real + synthetic mix at least 0.03 above real only
 
 
 class FidelitySettings(_Section):
@@ -276,15 +279,19 @@ def utility_trial(config: dict) -> dict:
     t0 = time.time()
     model, ccfg, history = train_arm(cfg)
     threshold = operating_point(model, cfg)
-    reports = {}
+    reports, scores = {}, {}
+    pos = cfg.classes.index(cfg.positive)
     for name, (path, split) in evaluation_sets(cfg).items():
         x, y = _labelled(path, split, cfg.classes)
-        reports[name] = metrics.classification_report(y, classify.predict_proba(model, x), cfg.classes, cfg.positive,
+        probs = classify.predict_proba(model, x)
+        reports[name] = metrics.classification_report(y, probs, cfg.classes, cfg.positive,
                                                       threshold, n_boot=cfg.n_boot, seed=cfg.seed)
+        # per-case scores, so arms can be compared on the same cases (paired bootstrap)
+        scores[name] = {"positive": (y == pos).astype(int).tolist(), "score": probs[:, pos].tolist()}
     best_val = max((h["val_auc"] for h in history if np.isfinite(h["val_auc"])), default=float("nan"))
     out_dir = Path(cfg.artifacts_dir) / trial_dir_name(cfg)
     classify.save_classifier(out_dir / "classifier", model, ccfg, cfg.classes, {"best_val_auc": best_val})
-    (out_dir / "reports.json").write_text(json.dumps({"config": cfg.model_dump(), "reports": reports,
+    (out_dir / "reports.json").write_text(json.dumps({"config": cfg.model_dump(), "reports": reports, "scores": scores,
                                                       "history": history}, default=float))
     result = {"val_auc": best_val, "epochs_run": len(history), "seconds": time.time() - t0,
               "artifacts": str(out_dir)}
