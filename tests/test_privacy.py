@@ -59,6 +59,9 @@ def test_planted_copies_are_all_flagged(train_set, encoder):
     exact = privacy.audit_memorization(_planted_copies(train)["exact"], train, encoder)
     assert exact.is_copy.all() and exact.is_memorized.all()
     np.testing.assert_allclose(exact.pixel_sim, 1.0, atol=1e-5)
+    twice = privacy.audit_memorization(np.concatenate([train[:3], train[:3], train[:2]]), train, encoder)
+    summary = twice.summary()  # 8 synthetic copies of 3 distinct training images
+    assert (summary["n_flagged"], summary["n_train_copied"], summary["memorization_rate"]) == (8, 3, 1.0)
 
 
 def test_clean_set_is_not_flagged(train_set, encoder):
@@ -66,7 +69,7 @@ def test_clean_set_is_not_flagged(train_set, encoder):
     audit = privacy.audit_memorization(clean, train_set[0], encoder)
     assert not audit.flagged.any()
     summary = audit.summary()
-    assert summary["n_copies"] == summary["n_mem"] == 0
+    assert summary["n_copies"] == summary["n_mem"] == summary["n_train_copied"] == 0 and summary["memorization_rate"] == 0
     assert 0 < summary["pixel"]["p95_top1_sim"] < 1 and summary["feature"]["median_ratio"] > 0.5
 
 

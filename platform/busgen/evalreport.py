@@ -72,7 +72,8 @@ def headline_metrics(record: dict) -> dict:
         out["detector_auc"] = f["detector"]["auc"]
     if "privacy" in record:
         mem = record["privacy"]["memorization"]
-        out.update(n_copies=mem["n_copies"], n_mem=mem["n_mem"])
+        out.update(n_copies=mem["n_copies"], n_mem=mem["n_mem"], memorization_rate=mem.get("memorization_rate"),
+                   n_train_copied=mem.get("n_train_copied"))
         if "pixel" in mem:
             out.update(p95_pixel_sim=mem["pixel"]["p95_top1_sim"], share_pixel_sim_gt=mem["pixel"]["share_sim_above_threshold"])
         if "membership" in record["privacy"]:
@@ -303,8 +304,12 @@ def privacy_section(rep: Report, priv: dict | None, fid: dict | None, out: Path)
     if not priv:
         return _not_run(rep, "privacy")
     mem = priv["memorization"]
-    rows = [["synthetic images audited", mem["n_synthetic"]], ["N_copies (pixel near-duplicates)", mem["n_copies"]],
-            ["N_mem (copy-encoder near-duplicates)", mem["n_mem"]], ["flagged (either)", mem["n_flagged"]]]
+    rows = [["synthetic images audited", mem["n_synthetic"]],
+            ["N_copies: synthetic images that copy a training image (either space)", mem["n_flagged"]],
+            ["... pixel near-duplicates", mem["n_copies"]],
+            ["... copy-encoder near-duplicates", mem["n_mem"]],
+            ["memorisation rate (flagged / audited)", _f(mem.get("memorization_rate"), 4)],
+            ["N_mem: distinct training images copied", mem.get("n_train_copied", "n/a")]]
     for space in ("pixel", "feature"):
         if space in mem:
             thr = mem["config"]["similar_threshold"]

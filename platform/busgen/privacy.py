@@ -71,10 +71,24 @@ class MemorizationAudit:
     def flagged(self) -> np.ndarray:
         return self.is_copy | self.is_memorized
 
+    @property
+    def training_images_copied(self) -> np.ndarray:
+        """Distinct training indices some flagged synthetic image matches (in the space that flagged it)."""
+        hits = [self.pixel_nn[self.is_copy], self.feature_nn[self.is_memorized & ~self.is_copy]]
+        return np.unique(np.concatenate(hits).astype(np.int64))
+
     def summary(self) -> dict:
-        """Headline numbers for reports: N_copies, N_mem, similarity statistics."""
-        out = {"n_synthetic": int(len(self.ids)), "n_copies": int(self.is_copy.sum()),
+        """Headline numbers for reports: flagged synthetic images, training images copied, similarity statistics.
+
+        ``n_copies`` / ``n_mem`` count synthetic images flagged in pixel / copy-encoder space;
+        ``n_flagged`` (either space) over ``n_synthetic`` is the memorisation rate, and
+        ``n_train_copied`` counts the distinct training images they reproduce.
+        """
+        n = len(self.ids)
+        out = {"n_synthetic": int(n), "n_copies": int(self.is_copy.sum()),
                "n_mem": int(self.is_memorized.sum()), "n_flagged": int(self.flagged.sum()),
+               "memorization_rate": float(self.flagged.sum() / n) if n else 0.0,
+               "n_train_copied": int(len(self.training_images_copied)),
                "config": asdict(self.config)}
         for space, sim, ratio in (("pixel", self.pixel_sim, self.pixel_ratio),
                                   ("feature", self.feature_sim, self.feature_ratio)):
