@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -66,6 +67,17 @@ class PretrainConfig(BaseModel):
 
 
 # ----------------------------------------------------------------------------- data
+
+
+def log_line(text: str) -> None:
+    """One progress line from a Train worker, shown once.
+
+    Ray Train V2 patches ``print`` in workers to go through its logger *and* tee to the
+    worker's replaced stdout, so every printed line reached the driver twice.
+    """
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
 
 
 def read_train_metadata(data_dir: str | Path) -> dict:
@@ -293,7 +305,7 @@ def train_loop_per_worker(config: dict) -> None:
     vocab = ({n: i for i, n in enumerate(class_names)}, {n: i for i, n in enumerate(domain_names)})
     meta = {"class_names": class_names, "domain_names": domain_names, "cfg": cfg.model_dump(mode="json")}
     if rank == 0:
-        print(f"[pretrain] {world} worker(s): start at step {start_step} of {cfg.max_steps} (weights {start_digest})", flush=True)
+        log_line(f"[pretrain] {world} worker(s): start at step {start_step} of {cfg.max_steps} (weights {start_digest})")
 
     # 2. steps: epochs over this worker's shard until max_steps
     shard = ray.train.get_dataset_shard("train")
@@ -320,8 +332,8 @@ def train_loop_per_worker(config: dict) -> None:
             }
             report(metrics, step, cfg, rank, unwrapped, ema, opt, lr_sched, gen, np_rng, meta)
             if rank == 0 and (step % cfg.log_every == 0 or step == cfg.max_steps):
-                print(f"[pretrain] step {step}/{cfg.max_steps} loss {loss_avg:.4f} lr {metrics['lr']:.2e} "
-                      f"{metrics['images_per_s']:.1f} img/s", flush=True)
+                log_line(f"[pretrain] step {step}/{cfg.max_steps} loss {loss_avg:.4f} lr {metrics['lr']:.2e} "
+                         f"{metrics['images_per_s']:.1f} img/s")
             if step >= cfg.max_steps:
                 break
         if n_batches == 0:
