@@ -15,10 +15,19 @@ def test_workers_do_not_log_state_api_warnings(ray_local):
     from busgen.raylocal import _STATE_API_POLLERS
 
     @ray.remote(num_cpus=0)
-    def levels() -> list[int]:
-        return [logging.getLogger(name).getEffectiveLevel() for name in _STATE_API_POLLERS]
+    def passes(level: int) -> list[bool]:
+        import logging.config
 
-    assert ray.get(levels.remote(), timeout=60) == [logging.ERROR] * len(_STATE_API_POLLERS)
+        # what Ray Train does when it configures logging: child loggers get their level reset
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False, "loggers": {"ray.train": {"level": "INFO"}}})
+        out = []
+        for name in _STATE_API_POLLERS:
+            logger = logging.getLogger(name)
+            out.append(logger.isEnabledFor(level) and logger.filter(logger.makeRecord(name, level, "f", 1, "msg", (), None)))
+        return out
+
+    assert ray.get(passes.remote(logging.WARNING), timeout=60) == [False] * len(_STATE_API_POLLERS)
+    assert ray.get(passes.remote(logging.ERROR), timeout=60) == [True] * len(_STATE_API_POLLERS)
 
 
 def test_caller_runtime_env_is_kept_alongside_the_hook(monkeypatch):

@@ -52,12 +52,24 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None, qu
 _STATE_API_POLLERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
 
 
+def _errors_only(record) -> bool:
+    import logging
+
+    return record.levelno >= logging.ERROR
+
+
 def silence_state_api_warnings() -> None:
-    """Worker start-up hook of a local runtime: drop the no-dashboard State API warnings."""
+    """Worker start-up hook of a local runtime: drop the no-dashboard State API warnings.
+
+    A logger filter, not a level: Ray Train's ``logging.config.dictConfig`` resets the
+    level of every ``ray.train`` child logger when it configures logging, but keeps filters.
+    """
     import logging
 
     for name in _STATE_API_POLLERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logger = logging.getLogger(name)
+        if _errors_only not in logger.filters:
+            logger.addFilter(_errors_only)
 
 
 def pin_loopback() -> None:
