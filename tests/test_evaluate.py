@@ -120,6 +120,28 @@ def test_config_errors_are_caught_before_any_work(tmp_path):
     assert proc.returncode == 2 and "BUSGEN_JOB evaluate status=bad_config" in proc.stdout
 
 
+def _trial(tmp_path, ratio: float, seed: int, positive: list[int], score: list[float], synthetic_only: bool = False) -> dict:
+    art = tmp_path / f"r{ratio}-s{seed}-{synthetic_only}"
+    art.mkdir()
+    (art / "reports.json").write_text(json.dumps({"scores": {"real_test": {"positive": positive, "score": score}}}))
+    return {"ratio": ratio, "synthetic_only": synthetic_only, "seed": seed, "status": "ok", "artifacts": str(art)}
+
+
+def test_paired_deltas_pair_seeds_and_skip_arms_tested_on_other_cases(tmp_path):
+    from busgen import metrics
+
+    y = [0, 0, 1, 1, 0, 1]
+    real = [[0.1, 0.6, 0.4, 0.9, 0.2, 0.7], [0.3, 0.2, 0.8, 0.6, 0.5, 0.4]]
+    syn = [[0.1, 0.2, 0.8, 0.9, 0.3, 0.7], [0.2, 0.1, 0.9, 0.5, 0.6, 0.8]]
+    trials = [_trial(tmp_path, 0, s, y, real[s]) for s in (0, 1)] + [_trial(tmp_path, 1, s, y, syn[s]) for s in (0, 1)]
+    trials.append(_trial(tmp_path, 0, 0, y[::-1], syn[0], synthetic_only=True))  # other cases: cannot pair
+    deltas = evaluate.paired_deltas(trials, n_boot=50)["real_test"]
+    expected = np.mean([metrics.roc_auc(np.array(y), np.array(syn[s])) - metrics.roc_auc(np.array(y), np.array(real[s]))
+                        for s in (0, 1)])
+    assert set(deltas) == {"real+syn x1"} and deltas["real+syn x1"]["n_runs"] == 2
+    assert deltas["real+syn x1"]["value"] == pytest.approx(expected)
+
+
 @pytest.mark.parametrize("spec", ["utility", "utility_ci", "sampler_steps", "busi_full", "busi_cpu"])
 def test_shipped_suites_are_valid_configs(spec):
     """A typo in a suite someone runs for hours must fail at load, not after the pretraining."""
