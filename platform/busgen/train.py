@@ -79,7 +79,6 @@ def log_line(text: str) -> None:
     sys.stdout.flush()
 
 
-
 def read_train_metadata(data_dir: str | Path) -> dict:
     """Small columns of the train split, read in-process: class/domain vocabularies, boxes, fingerprint."""
     files = data.parquet_files(data_dir)
