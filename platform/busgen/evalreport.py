@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from busgen.report import Report, image_grid
-from busgen.suites import REAL_TEST
+from busgen.suites import REAL_TEST, UtilitySettings, arm_name
+
+SYN_ONLY = arm_name(None, synthetic_only=True)  # the synthetic-only arm's name in rows and deltas
 
 
 def _ci(row: dict, m: str) -> str:
@@ -60,11 +62,10 @@ def headline_metrics(record: dict) -> dict:
                 out["delta_auc_best_vs_real"] = mixed[best]["auc_mean"] - out["auc_real_only"]
         out["utility_trials_failed"] = sum(t["status"] != "ok" for t in record["utility"]["trials"])
         deltas = record["utility"].get("deltas", {}).get(REAL_TEST, {})
-        if "syn only" in deltas:
-            out["delta_auc_synthetic_only"] = deltas["syn only"]["value"]
-        mixed_deltas = {a: d for a, d in deltas.items() if a != "syn only"}
-        if mixed_deltas:
-            out["delta_auc_best_mixed"] = max(d["value"] for d in mixed_deltas.values())
+        if SYN_ONLY in deltas:
+            out["delta_auc_synthetic_only"] = deltas[SYN_ONLY]["value"]
+        if best := best_mix(deltas):
+            out["delta_auc_best_mixed"] = deltas[best]["value"]
     if "fidelity" in record:
         f = record["fidelity"]
         out.update({f"fid_{k}" if k != "fid" else "fid": f["overall"][k] for k in ("fid", "precision", "recall")
@@ -213,6 +214,12 @@ def _utility_table(rep: Report, rows: list[dict], test_set: str) -> None:
                    for a in _arm_order(rows) if a in summary])
 
 
+def best_mix(deltas: dict[str, dict]) -> str | None:
+    """The real + synthetic arm with the largest AUC gain over real only (None without mixed arms)."""
+    mixed = [a for a in deltas if a != SYN_ONLY]
+    return max(mixed, key=lambda a: deltas[a]["value"]) if mixed else None
+
+
 def _delta_ci(d: dict) -> str:
     return f"{d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
 
@@ -238,13 +245,14 @@ def _deltas_section(rep: Report, rows: list[dict], test_set: str, deltas: dict[s
                for a in _arm_order(rows) if (d := deltas.get(a))])
     if utility_params is None:
         return
-    mixed = {a: d for a, d in deltas.items() if a != "syn only"}
-    best = max(mixed, key=lambda a: mixed[a]["value"]) if mixed else None
+    best = best_mix(deltas)
+    defaults = UtilitySettings()  # for records written before the targets were settings
     rep.text("Targets (point estimates; the CI shows how sure that is):\n\n" + "\n".join([
-        _target_line("synthetic only vs real only", deltas.get("syn only"),
-                     utility_params.get("target_synthetic_only_delta", -0.02)),
+        _target_line("synthetic only vs real only", deltas.get(SYN_ONLY),
+                     utility_params.get("target_synthetic_only_delta", defaults.target_synthetic_only_delta)),
         _target_line(f"best mix ({best}) vs real only" if best else "best mix vs real only",
-                     mixed.get(best) if best else None, utility_params.get("target_mixed_delta", 0.03)),
+                     deltas.get(best) if best else None,
+                     utility_params.get("target_mixed_delta", defaults.target_mixed_delta)),
     ]))
 
 

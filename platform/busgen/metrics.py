@@ -157,19 +157,14 @@ def paired_auc_delta(
     base, arm = np.stack([np.asarray(s) for s in scores_base]), np.stack([np.asarray(s) for s in scores_arm])
     if base.shape[1] != len(y) or arm.shape[1] != len(y):
         raise ValueError(f"scores must have one value per test case ({len(y)}), got {base.shape[1]} and {arm.shape[1]}")
+    runs = len(base)
 
-    def delta(idx: np.ndarray) -> float:
-        return float(np.mean([roc_auc(y[idx], a[idx]) - roc_auc(y[idx], b[idx]) for a, b in zip(arm, base)]))
+    def mean_delta(y_s: np.ndarray, paired: np.ndarray) -> float:
+        return float(np.mean([roc_auc(y_s, paired[:, runs + i]) - roc_auc(y_s, paired[:, i]) for i in range(runs)]))
 
-    point = delta(np.arange(len(y)))
-    rng = np.random.default_rng(seed)
-    stats = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        if 0 < y[idx].sum() < len(idx):  # AUC needs both classes
-            stats.append(delta(idx))
-    lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2]) if stats else (float("nan"), float("nan"))
-    return {"value": point, "ci_low": float(lo), "ci_high": float(hi), "n_runs": len(base)}
+    # one (N, 2 * runs) score matrix: bootstrap_ci resamples its rows, i.e. cases, jointly for all runs
+    point, lo, hi = bootstrap_ci(mean_delta, y, np.concatenate([base, arm]).T, n_boot=n_boot, alpha=alpha, seed=seed)
+    return {"value": point, "ci_low": lo, "ci_high": hi, "n_runs": runs}
 
 
 def _ci_dict(point_lo_hi: tuple[float, float, float]) -> dict[str, float]:
