@@ -1,4 +1,4 @@
-"""Run one evaluation suite in this process and print its headline metrics (thin wrapper over busgen.evaluate).
+"""Run one evaluation suite in this process and print its headline metrics (thin wrapper over busgen.eval.runner).
 
     python evals/run_suite.py evals/suites/utility_ci.yaml real_dir=DATA model=MODEL out=REPORT [key=value ...]
     python evals/run_suite.py evals/suites/busi_full.yaml out=reports/busi_dry dry_run=true
@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import sys
 
-from busgen.config import ConfigError, load_config
-from busgen.evaluate import SuiteConfig, run_suite
+from busgen.core.config import ConfigError, load_config
+from busgen.eval.runner import SuiteConfig, run_suite
 
 
 def main(argv: list[str]) -> int:

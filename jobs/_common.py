@@ -35,7 +35,7 @@ from typing import Callable, Sequence, TypeVar
 import torch  # noqa: F401  isort: skip
 from pydantic import BaseModel
 
-from busgen.config import ConfigError, load_config
+from busgen.core.config import ConfigError, load_config
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -48,7 +48,9 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", help="YAML config file (e.g. evals/suites/generate_small.yaml)")
     parser.add_argument("--results-fp", help="write a results JSON here (local path or s3:// URI)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides; dotted keys reach nested sections")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides; dotted keys reach nested sections"
+    )
     return parser.parse_args(argv)
 
 
@@ -114,8 +116,11 @@ def write_table(location: str, rows: list[dict]) -> None:
 
 def summary_line(job: str, status: str, seconds: float, metrics: dict) -> str:
     """One grep-able line: ``BUSGEN_JOB generate status=ok seconds=12.3 images=64 ...``."""
-    scalars = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                       for k, v in metrics.items() if isinstance(v, (int, float, str)) and k != "summary")
+    scalars = " ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in metrics.items()
+        if isinstance(v, (int, float, str)) and k != "summary"
+    )
     return f"{SUMMARY_PREFIX} {job} status={status} seconds={seconds:.1f} {scalars}".rstrip()
 
 
@@ -126,8 +131,15 @@ def run_job(job: str, cls: type[T], main: Callable[[T], dict], argv: Sequence[st
     still yields a summary line, a results file with ``status=failed`` and a non-zero exit.
     """
     args = parse_args(f"busgen job: {job}", argv)
-    record = {"job": job, "run_id": run_id(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "config_file": args.config, "overrides": list(args.overrides), "params": None, "metrics": {}}
+    record = {
+        "job": job,
+        "run_id": run_id(),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config_file": args.config,
+        "overrides": list(args.overrides),
+        "params": None,
+        "metrics": {},
+    }
     t0 = time.time()
     try:
         cfg = load_job_config(cls, args)

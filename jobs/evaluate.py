@@ -9,7 +9,7 @@ Submit to a cluster (paths on storage every node mounts; Tune trials write their
 
 or locally: ``python jobs/evaluate.py --config evals/suites/utility_ci.yaml real_dir=... model=... out=...``.
 
-The suite spec is a `busgen.evaluate.SuiteConfig`; unknown keys and invalid values fail
+The suite spec is a `busgen.eval.runner.SuiteConfig`; unknown keys and invalid values fail
 before any work starts (exit 2). The job prints one ``BUSGEN_JOB evaluate status=...``
 line with the headline metrics, writes the report folder (``report.md``, PNGs,
 ``results.parquet``/``.csv``, ``results.json``) to ``out`` and exits non-zero when the
@@ -21,16 +21,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python jobs/x.py` puts jobs/, not the repo root, on sys.path
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1])
+)  # `python jobs/x.py` puts jobs/, not the repo root, on sys.path
 
-from busgen.evaluate import SuiteConfig, run_suite  # noqa: E402
+from busgen.eval.runner import SuiteConfig, run_suite  # noqa: E402
 from jobs import _common  # noqa: E402
 
 
 def resolved(cfg: SuiteConfig) -> SuiteConfig:
     """Paths made absolute on the driver: Tune trials run in other working directories (and nodes)."""
-    upd = {k: _common.resolve_location(getattr(cfg, k)) for k in ("real_dir", "model", "synthetic_dir", "source", "out")
-           if getattr(cfg, k)}
+    upd = {
+        k: _common.resolve_location(getattr(cfg, k))
+        for k in ("real_dir", "model", "synthetic_dir", "source", "out")
+        if getattr(cfg, k)
+    }
     return cfg.model_copy(update=upd)
 
 
@@ -38,7 +43,8 @@ def main(cfg: SuiteConfig) -> dict:
     record = run_suite(resolved(cfg), run_id=_common.run_id())
     metrics = {**record["metrics"], "report": str(Path(cfg.out).resolve() / "report.md")}
     failed = metrics.get("utility_trials_failed", 0) + sum(
-        r["status"] != "ok" for r in record.get("sampler_steps", {}).get("rows", []))
+        r["status"] != "ok" for r in record.get("sampler_steps", {}).get("rows", [])
+    )
     if failed:
         raise RuntimeError(f"{failed} Tune trial(s) failed; see {metrics['report']}")
     return metrics

@@ -1,4 +1,4 @@
-"""Synthetic generation as a Ray job: ``busgen.generate`` plus a resume-on-failure loop and an output check.
+"""Synthetic generation as a Ray job: ``busgen.generate.shards`` plus a resume-on-failure loop and an output check.
 
 Submit to a cluster (paths must be on storage every node mounts, e.g. EFS/FSx at /mnt/shared)::
 
@@ -8,7 +8,7 @@ Submit to a cluster (paths must be on storage every node mounts, e.g. EFS/FSx at
 
 or run locally the same way without ``ray job submit --working-dir . --``.
 
-Why it survives node failures: ``busgen.generate`` writes each shard to a temporary file
+Why it survives node failures: ``busgen.generate.shards`` writes each shard to a temporary file
 that is renamed into place only when complete, and a run resumes by generating only the
 missing shards. Ray Data restarts sampler actors and retries their shards when a node
 dies; if a run still ends short (or raises), this job re-runs it up to ``max_attempts``
@@ -24,9 +24,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from pydantic import field_validator
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python jobs/x.py` puts jobs/, not the repo root, on sys.path
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1])
+)  # `python jobs/x.py` puts jobs/, not the repo root, on sys.path
 
-from busgen.generate import GenerateConfig, GenerateError, completed_shards, generate, shard_ranges, validate  # noqa: E402
+from busgen.generate.shards import GenerateConfig, GenerateError, completed_shards, generate, shard_ranges, validate  # noqa: E402
 from jobs import _common  # noqa: E402
 
 
@@ -47,8 +49,10 @@ class GenerateJobConfig(GenerateConfig):
         """The library config with paths made absolute, so every node writes where the driver looks."""
         fields = self.model_dump(exclude={"max_attempts", "progress"})
         if _common.is_uri(self.out):
-            raise GenerateError(f"out={self.out}: generation writes shards to a POSIX path; "
-                                "use a filesystem every node mounts (EFS/FSx/NFS), then copy to object storage")
+            raise GenerateError(
+                f"out={self.out}: generation writes shards to a POSIX path; "
+                "use a filesystem every node mounts (EFS/FSx/NFS), then copy to object storage"
+            )
         fields["out"] = _common.resolve_location(self.out)
         fields["model"] = _common.resolve_location(self.model)
         if self.boxes_file:
@@ -90,7 +94,10 @@ def run_with_resume(cfg: GenerateConfig, max_attempts: int, progress: bool):
         except Exception as exc:  # noqa: BLE001 -- node loss surfaces as many Ray exception types
             if attempt == max_attempts:
                 raise
-            print(f"[generate] attempt {attempt}/{max_attempts} failed ({type(exc).__name__}: {exc}); resuming", flush=True)
+            print(
+                f"[generate] attempt {attempt}/{max_attempts} failed ({type(exc).__name__}: {exc}); resuming",
+                flush=True,
+            )
     raise AssertionError("unreachable")
 
 
@@ -99,8 +106,15 @@ def main(job_cfg: GenerateJobConfig) -> dict:
     summary, attempts = run_with_resume(cfg, job_cfg.max_attempts, job_cfg.progress)
     rows = check_output(cfg.out, cfg.n, cfg.shard_size)
     print(f"[generate] {summary.line()}", flush=True)
-    return {"out": cfg.out, "images": rows, "generated": summary.generated, "skipped": summary.skipped,
-            "attempts": attempts, "images_per_s": round(summary.images_per_s, 3), "summary": summary.line()}
+    return {
+        "out": cfg.out,
+        "images": rows,
+        "generated": summary.generated,
+        "skipped": summary.skipped,
+        "attempts": attempts,
+        "images_per_s": round(summary.images_per_s, 3),
+        "summary": summary.line(),
+    }
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Generator pretraining as a Ray job: ``busgen.train.pretrain`` on Ray Train, then export.
+"""Generator pretraining as a Ray job: ``busgen.train.pretrain.pretrain`` on Ray Train, then export.
 
 Submit to a cluster (paths on storage every node mounts, e.g. EFS/FSx at /mnt/shared)::
 
@@ -22,17 +22,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python jobs/x.py` puts jobs/, not the repo root, on sys.path
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1])
+)  # `python jobs/x.py` puts jobs/, not the repo root, on sys.path
 
-from busgen import generator  # noqa: E402
-from busgen.raylocal import init_ray  # noqa: E402
-from busgen.train import PretrainConfig, pretrain  # noqa: E402
+from busgen.core.raylocal import init_ray  # noqa: E402
+from busgen.model import generator  # noqa: E402
+from busgen.train.pretrain import PretrainConfig, pretrain  # noqa: E402
 from jobs import _common  # noqa: E402
 
 
 def resolve_paths(cfg: PretrainConfig) -> PretrainConfig:
     """Absolute paths: Ray workers run in another working directory than the driver."""
-    return cfg.model_copy(update={k: _common.resolve_location(getattr(cfg, k)) for k in ("data_dir", "storage_path", "out")})
+    return cfg.model_copy(
+        update={k: _common.resolve_location(getattr(cfg, k)) for k in ("data_dir", "storage_path", "out")}
+    )
 
 
 def main(cfg: PretrainConfig) -> dict:
@@ -43,8 +47,14 @@ def main(cfg: PretrainConfig) -> dict:
         raise RuntimeError(f"training failed: {result.error}")
     gen = generator.load(cfg.out, device="cpu")
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float)) and k != "epoch"}
-    return {**metrics, "out": cfg.out, "model_id": gen.model_id, "run_name": cfg.run_name,
-            "classes": ",".join(gen.class_names), "domains": ",".join(gen.domain_names)}
+    return {
+        **metrics,
+        "out": cfg.out,
+        "model_id": gen.model_id,
+        "run_name": cfg.run_name,
+        "classes": ",".join(gen.class_names),
+        "domains": ",".join(gen.domain_names),
+    }
 
 
 if __name__ == "__main__":

@@ -24,10 +24,11 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python jobs/x.py` puts jobs/, not the repo root, on sys.path
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1])
+)  # `python jobs/x.py` puts jobs/, not the repo root, on sys.path
 
 from jobs import _common  # noqa: E402
-
 
 # ----------------------------------------------------------------------------- trials
 
@@ -52,7 +53,7 @@ def sample_trial(config: dict) -> None:
     import torch
     from ray import tune
 
-    from busgen import generator
+    from busgen.model import generator
 
     cfg = SampleTrialConfig(**config)
     torch.set_num_threads(cfg.torch_threads)
@@ -63,8 +64,15 @@ def sample_trial(config: dict) -> None:
     t0 = time.perf_counter()
     images = gen.sample(labels, seeds=[cfg.seed + i for i in range(cfg.n)], **kwargs)
     seconds = time.perf_counter() - t0
-    tune.report({"images_per_s": cfg.n / seconds, "seconds": seconds, "n": cfg.n,
-                 "pixel_mean": float(images.mean()), "pixel_std": float(images.std())})
+    tune.report(
+        {
+            "images_per_s": cfg.n / seconds,
+            "seconds": seconds,
+            "n": cfg.n,
+            "pixel_mean": float(images.mean()),
+            "pixel_std": float(images.std()),
+        }
+    )
 
 
 # A trial kind: its settings class (validated on the driver) and its Tune trainable.
@@ -123,15 +131,16 @@ def run_tuner(cfg: SweepConfig, base: dict, storage_path: str):
     """One Tune trial per grid point; returns the ``ResultGrid``."""
     from ray import tune
 
-    from busgen.raylocal import init_ray
+    from busgen.core.raylocal import init_ray
 
     init_ray()
     _, trainable = TRIALS[cfg.kind]
     tuner = tune.Tuner(
         tune.with_resources(trainable, resource_demand(cfg)),
         param_space={**base, **{k: tune.grid_search(v) for k, v in cfg.grid.items()}},
-        tune_config=tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, num_samples=1,
-                                    max_concurrent_trials=cfg.max_concurrent_trials or None),
+        tune_config=tune.TuneConfig(
+            metric=cfg.metric, mode=cfg.mode, num_samples=1, max_concurrent_trials=cfg.max_concurrent_trials or None
+        ),
         run_config=tune.RunConfig(name=cfg.name, storage_path=storage_path),
     )
     return tuner.fit()
@@ -143,8 +152,13 @@ def results_rows(results, grid_keys: list[str]) -> list[dict]:
     for result in results:
         row = {k: result.config.get(k) for k in grid_keys}
         row["status"] = "error" if result.error else "ok"
-        row.update({k: v for k, v in (result.metrics or {}).items()
-                    if isinstance(v, (int, float, str)) and k not in row and not k.startswith("config/")})
+        row.update(
+            {
+                k: v
+                for k, v in (result.metrics or {}).items()
+                if isinstance(v, (int, float, str)) and k not in row and not k.startswith("config/")
+            }
+        )
         rows.append(row)
     return rows
 
@@ -163,10 +177,18 @@ def main(cfg: SweepConfig) -> dict:
     if results.num_errors:
         raise RuntimeError(f"{results.num_errors} of {len(points)} trials failed; see {table_loc}")
     best = results.get_best_result()
-    print(f"[sweep] {len(rows)} trials -> {table_loc}; best {cfg.metric}={best.metrics[cfg.metric]:.4g} "
-          f"at {{{', '.join(f'{k}: {best.config[k]}' for k in cfg.grid)}}}", flush=True)
-    return {"trials": len(rows), "table": table_loc, f"best_{cfg.metric}": best.metrics[cfg.metric],
-            "best": {k: best.config[k] for k in cfg.grid}, "rows": rows}
+    print(
+        f"[sweep] {len(rows)} trials -> {table_loc}; best {cfg.metric}={best.metrics[cfg.metric]:.4g} "
+        f"at {{{', '.join(f'{k}: {best.config[k]}' for k in cfg.grid)}}}",
+        flush=True,
+    )
+    return {
+        "trials": len(rows),
+        "table": table_loc,
+        f"best_{cfg.metric}": best.metrics[cfg.metric],
+        "best": {k: best.config[k] for k in cfg.grid},
+        "rows": rows,
+    }
 
 
 if __name__ == "__main__":

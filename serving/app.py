@@ -4,14 +4,14 @@ Three deployments, as in Ray's Stable Diffusion example: ``Ingress`` (FastAPI) d
 HTTP, auth, decoding and PNG encoding only; ``GeneratorDeployment`` and
 ``ClassifierDeployment`` own the models, import torch inside ``__init__`` (so the
 ingress never needs it), batch requests with ``@serve.batch`` and scale/take GPUs
-independently. Request validation, auth and upload guards live in ``busgen.serve``.
+independently. Request validation, auth and upload guards live in ``busgen.serve.api``.
 
 Run it::
 
     BUSGEN_API_TOKEN=... serve run serving.app:build_app generators=base=/models/base,ft=/models/adapted \\
         classifier_dir=/models/clf          # ad hoc, key=value args
     serve run serving/config.yaml           # or serve deploy: replicas, batching and GPUs in YAML
-    busgen serve ...                        # the CLI, via busgen.serve.run_local
+    busgen serve ...                        # the CLI, via busgen.serve.api.run_local
 
 ``app`` below is the same graph built from environment variables (BUSGEN_GENERATORS
 as ``id=dir,...``, BUSGEN_CLASSIFIER_DIR), for ``serve run serving.app:app``.
@@ -31,10 +31,13 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 import busgen
-from busgen import serve as bs
+from busgen.serve import api as bs
 
-api = FastAPI(title="BUSGen API", version=busgen.__version__,
-              description="Synthetic breast-ultrasound generation and diagnostic classification.")
+api = FastAPI(
+    title="BUSGen API",
+    version=busgen.__version__,
+    description="Synthetic breast-ultrasound generation and diagnostic classification.",
+)
 bearer = HTTPBearer(auto_error=False)  # auto_error=False: we answer 401 (not 403) with our own message
 READY_TIMEOUT_S = 60.0  # first readyz loads the default generator
 
@@ -61,8 +64,9 @@ async def _access_log(request: Request, call_next):
         status = response.status_code
         return response
     finally:
-        bs.log_access(bs.access_record(request.method, request.url.path, status, started,
-                                       getattr(request.state, "n", None)))
+        bs.log_access(
+            bs.access_record(request.method, request.url.path, status, started, getattr(request.state, "n", None))
+        )
 
 
 def _remote_error(exc: Exception) -> Exception:
@@ -77,7 +81,7 @@ class GeneratorDeployment:
     def __init__(self, generators: dict[str, str], default_id: str, opts: dict):
         import torch
 
-        from busgen import diffusion, generator
+        from busgen.model import diffusion, generator
 
         self.registry = bs.ModelRegistry(generators, default_id)
         self.opts = bs.GeneratorArgs(**opts)
@@ -120,7 +124,7 @@ class ClassifierDeployment:
     def __init__(self, model_dir: str, opts: dict):
         import torch
 
-        from busgen.classify import Predictor
+        from busgen.model.classifier import Predictor
 
         self.opts = bs.DeploymentArgs(**opts)
         if self.opts.torch_threads:
@@ -177,20 +181,34 @@ class Ingress:
     @api.get("/v1/models", response_model=bs.ModelsResponse)
     async def models(self, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> bs.ModelsResponse:
         self.auth.check(creds and creds.credentials)
-        return bs.ModelsResponse(generators=list(self.registry.infos.values()), default_generator=self.registry.default_id,
-                                 classifier=self.classifier_info, limits=self.settings.limits)
+        return bs.ModelsResponse(
+            generators=list(self.registry.infos.values()),
+            default_generator=self.registry.default_id,
+            classifier=self.classifier_info,
+            limits=self.settings.limits,
+        )
 
-    @api.post("/v1/generate", response_model=bs.GenerateResponse,
-              openapi_extra={"requestBody": {"required": True, "content": {
-                  "application/json": {"schema": bs.GenerateRequest.model_json_schema()}}}})
-    async def generate(self, request: Request,
-                       creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> bs.GenerateResponse:
+    @api.post(
+        "/v1/generate",
+        response_model=bs.GenerateResponse,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": bs.GenerateRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def generate(
+        self, request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> bs.GenerateResponse:
         """Generate ``n`` images of ``label``; the body is read with a size cap before parsing."""
         self.auth.check(creds and creds.credentials)
         try:
             req = bs.GenerateRequest.model_validate_json(await bs.read_body_limited(request, 64 * 1024))
         except ValidationError as exc:
-            return JSONResponse({"detail": exc.errors(include_url=False, include_context=False, include_input=False)}, status_code=422)
+            return JSONResponse(
+                {"detail": exc.errors(include_url=False, include_context=False, include_input=False)}, status_code=422
+            )
         info = self.registry.resolve(req.model)
         job = bs.validate_generate(req, info, self.settings.limits)
         try:
@@ -200,17 +218,37 @@ class Ingress:
                 raise bs.RequestError(422, str(_remote_error(exc))) from None
             raise
         request.state.n = len(out["images"])
-        return bs.GenerateResponse(model=info.id, model_id=out["model_id"], label=req.label, domain=req.domain,
-                                   seeds=out["seeds"], steps=out["steps"], guidance=out["guidance"], sampler=out["sampler"],
-                                   image_size=info.image_size, images=bs.png_base64(out["images"]))
+        return bs.GenerateResponse(
+            model=info.id,
+            model_id=out["model_id"],
+            label=req.label,
+            domain=req.domain,
+            seeds=out["seeds"],
+            steps=out["steps"],
+            guidance=out["guidance"],
+            sampler=out["sampler"],
+            image_size=info.image_size,
+            images=bs.png_base64(out["images"]),
+        )
 
-    @api.post("/v1/classify", response_model=bs.ClassifyResponse,
-              openapi_extra={"requestBody": {"required": True, "content": {
-                  "multipart/form-data": {"schema": {"type": "object", "properties": {
-                      "file": {"type": "string", "format": "binary"}}}},
-                  "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
-    async def classify(self, request: Request,
-                       creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> bs.ClassifyResponse:
+    @api.post(
+        "/v1/classify",
+        response_model=bs.ClassifyResponse,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+                    },
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                },
+            }
+        },
+    )
+    async def classify(
+        self, request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> bs.ClassifyResponse:
         """Classify one PNG/JPEG/DICOM, sent as multipart field ``file`` or as the raw body."""
         self.auth.check(creds and creds.credentials)
         if self.classifier is None:
@@ -222,8 +260,12 @@ class Ingress:
         out = await self.classifier.classify.remote(image)
         request.state.n = 1
         info = self.classifier_info
-        return bs.ClassifyResponse(label=info.class_names[out["pred"]], probs=dict(zip(info.class_names, out["probs"])),
-                                   model_id=info.model_id, model_version=info.model_version)
+        return bs.ClassifyResponse(
+            label=info.class_names[out["pred"]],
+            probs=dict(zip(info.class_names, out["probs"])),
+            model_id=info.model_id,
+            model_version=info.model_version,
+        )
 
 
 def build_app(args: bs.ServeArgs) -> serve.Application:
@@ -234,13 +276,15 @@ def build_app(args: bs.ServeArgs) -> serve.Application:
     """
     g, c = args.generator, args.classifier
     generator = GeneratorDeployment.options(
-        num_replicas=g.num_replicas, max_ongoing_requests=g.max_ongoing_requests,
+        num_replicas=g.num_replicas,
+        max_ongoing_requests=g.max_ongoing_requests,
         ray_actor_options={"num_cpus": g.num_cpus, "num_gpus": g.num_gpus},
     ).bind(args.generators, args.default_id, g.model_dump())
     classifier = None
     if args.classifier_dir:
         classifier = ClassifierDeployment.options(
-            num_replicas=c.num_replicas, max_ongoing_requests=c.max_ongoing_requests,
+            num_replicas=c.num_replicas,
+            max_ongoing_requests=c.max_ongoing_requests,
             ray_actor_options={"num_cpus": c.num_cpus, "num_gpus": c.num_gpus},
         ).bind(args.classifier_dir, c.model_dump())
     ingress = Ingress.options(ray_actor_options={"num_cpus": args.ingress_num_cpus})
@@ -251,8 +295,11 @@ def _env_args() -> bs.ServeArgs | None:
     """ServeArgs from BUSGEN_GENERATORS / BUSGEN_CLASSIFIER_DIR, or None when unset (import stays cheap)."""
     if not os.environ.get("BUSGEN_GENERATORS"):
         return None
-    return bs.ServeArgs(generators=os.environ["BUSGEN_GENERATORS"], classifier_dir=os.environ.get("BUSGEN_CLASSIFIER_DIR"),
-                        insecure_local=os.environ.get("BUSGEN_INSECURE_LOCAL") == "1")
+    return bs.ServeArgs(
+        generators=os.environ["BUSGEN_GENERATORS"],
+        classifier_dir=os.environ.get("BUSGEN_CLASSIFIER_DIR"),
+        insecure_local=os.environ.get("BUSGEN_INSECURE_LOCAL") == "1",
+    )
 
 
 _env = _env_args()

@@ -34,7 +34,7 @@ def ray_local():
     """One loopback Ray runtime for the whole session (starting Ray costs ~5 s)."""
     import ray
 
-    from busgen.raylocal import init_ray
+    from busgen.core.raylocal import init_ray
 
     # 4 logical CPUs on a 2-core box: Ray Data actor pools plus read/write tasks need
     # more slots than cores or they deadlock (see shared NOTES.md).

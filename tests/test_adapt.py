@@ -5,12 +5,14 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from busgen import adapt, generator
-from busgen.adapt import AdaptConfig, AdaptError, expand_conditions, select_support
-from busgen.phantom import make_phantom_arrays
 from helpers_data import write_parquet_dataset
 from helpers_models import export_untrained_tiny
+
+from busgen.data.phantom import make_phantom_arrays
+from busgen.model import generator
+from busgen.model.lora import ADAPTER_FILE, expand_conditions
+from busgen.train import adapt
+from busgen.train.adapt import AdaptConfig, AdaptError, select_support
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,9 @@ def test_too_many_shots_is_a_clear_error(task_b):
 def test_new_label_set_keeps_known_embeddings_and_starts_new_ones_at_the_mean(base_dir):
     gen = generator.load(base_dir, device="cpu")
     old = gen.model.label_embedding.weight.detach().clone()
-    model = expand_conditions(gen.model, gen.class_names, gen.domain_names, ["malignant", "birads4"], ["phantom", "site_b"])
+    model = expand_conditions(
+        gen.model, gen.class_names, gen.domain_names, ["malignant", "birads4"], ["phantom", "site_b"]
+    )
     w = model.label_embedding.weight.detach()
     assert w.shape[0] == 3  # two classes + null
     assert torch.equal(w[0], old[gen.class_names.index("malignant")])
@@ -61,10 +65,18 @@ def test_base_of_other_image_size_is_refused(base_dir, tmp_path):
 
 
 def test_lora_adaptation_runs_on_ray_train_and_loads_from_local_files(ray_local, base_dir, task_b, tmp_path):
-    cfg = AdaptConfig(base=str(base_dir), data_dir=str(task_b), out=str(tmp_path / "adapted"), shots=4, max_steps=4, batch_size=4,
-                      storage_path=str(tmp_path / "runs"), seed=0)
+    cfg = AdaptConfig(
+        base=str(base_dir),
+        data_dir=str(task_b),
+        out=str(tmp_path / "adapted"),
+        shots=4,
+        max_steps=4,
+        batch_size=4,
+        storage_path=str(tmp_path / "runs"),
+        seed=0,
+    )
     out = adapt.adapt(cfg)
-    adapter_bytes = (out / adapt.ADAPTER_FILE).stat().st_size
+    adapter_bytes = (out / ADAPTER_FILE).stat().st_size
     base_bytes = sum(p.stat().st_size for p in (base_dir / "unet").rglob("*.safetensors"))
     assert adapter_bytes <= 0.10 * base_bytes, f"LoRA adapter {adapter_bytes} B vs base {base_bytes} B"
     support = json.loads((out / adapt.SUPPORT_JSON).read_text())
@@ -75,4 +87,6 @@ def test_lora_adaptation_runs_on_ray_train_and_loads_from_local_files(ray_local,
     images = gen.sample(["lesion", "no_lesion"], domains="site_b", steps=2, seed=0)
     assert images.shape == (2, 32, 32) and images.dtype == np.uint8
     base_gen = generator.load(base_dir, device="cpu")
-    assert not np.array_equal(images[0], base_gen.sample(["malignant"], steps=2, seed=0)[0]), "the adapter changes the model"
+    assert not np.array_equal(images[0], base_gen.sample(["malignant"], steps=2, seed=0)[0]), (
+        "the adapter changes the model"
+    )

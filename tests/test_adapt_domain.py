@@ -3,12 +3,13 @@ per class from device B, generates images a domain classifier calls B; the base 
 
 import numpy as np
 import pytest
-
-from busgen import adapt, generator
-from busgen.adapt import AdaptConfig
-from busgen.phantom import make_phantom_arrays
-from busgen.train import PretrainConfig, pretrain
 from helpers_data import write_parquet_dataset
+
+from busgen.data.phantom import make_phantom_arrays
+from busgen.model import generator, lora
+from busgen.train import adapt
+from busgen.train.adapt import AdaptConfig
+from busgen.train.pretrain import PretrainConfig, pretrain
 
 
 def texture_features(images: np.ndarray) -> np.ndarray:
@@ -35,10 +36,34 @@ def test_adapted_samples_look_like_the_new_device(ray_local, tmp_path):
     clf.fit(texture_features(np.concatenate([a_imgs, b_imgs])), [0] * 300 + [1] * 300)
 
     base = tmp_path / "base"
-    pretrain(PretrainConfig(data_dir=str(data_a), preset="tiny", image_size=size, batch_size=32, max_steps=300, lr=1e-3, warmup_steps=20,
-                            ema_decay=0.99, checkpoint_every=300, storage_path=str(tmp_path / "runs"), run_name="base-a", out=str(base)))
-    adapted = adapt.adapt(AdaptConfig(base=str(base), data_dir=str(data_b), out=str(tmp_path / "adapted"), shots=10, max_steps=150,
-                                      batch_size=16, storage_path=str(tmp_path / "runs"), lora_targets=["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]))
+    pretrain(
+        PretrainConfig(
+            data_dir=str(data_a),
+            preset="tiny",
+            image_size=size,
+            batch_size=32,
+            max_steps=300,
+            lr=1e-3,
+            warmup_steps=20,
+            ema_decay=0.99,
+            checkpoint_every=300,
+            storage_path=str(tmp_path / "runs"),
+            run_name="base-a",
+            out=str(base),
+        )
+    )
+    adapted = adapt.adapt(
+        AdaptConfig(
+            base=str(base),
+            data_dir=str(data_b),
+            out=str(tmp_path / "adapted"),
+            shots=10,
+            max_steps=150,
+            batch_size=16,
+            storage_path=str(tmp_path / "runs"),
+            lora_targets=["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"],
+        )
+    )
 
     labels = ["benign", "malignant", "normal"] * 10
     base_samples = generator.load(base, device="cpu").sample(labels, steps=20, seed=0)
@@ -48,5 +73,7 @@ def test_adapted_samples_look_like_the_new_device(ray_local, tmp_path):
     print(f"device-B share: adapted {share_b_adapted:.2f}, base {share_b_base:.2f}", flush=True)
     assert share_b_adapted >= 0.8, f"only {share_b_adapted:.0%} of adapted samples look like device B"
     assert share_b_base <= 0.3, f"{share_b_base:.0%} of base samples already look like device B"
-    size_ratio = (adapted / adapt.ADAPTER_FILE).stat().st_size / sum(p.stat().st_size for p in (base / "unet").rglob("*.safetensors"))
+    size_ratio = (adapted / lora.ADAPTER_FILE).stat().st_size / sum(
+        p.stat().st_size for p in (base / "unet").rglob("*.safetensors")
+    )
     assert size_ratio <= 0.10

@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from busgen import classify, metrics
-from busgen.imageio import encode_png
-from busgen.phantom import CLASSES, make_phantom_arrays
+from busgen.data.imageio import encode_png
+from busgen.data.phantom import CLASSES, make_phantom_arrays
+from busgen.eval import classify, metrics
+from busgen.model import classifier
 
 SIZE = 32
 
@@ -31,7 +32,7 @@ def phantom_splits():
 @pytest.fixture(scope="module")
 def trained(phantom_splits):
     (x, _, y), (xv, _, yv) = phantom_splits["train"], phantom_splits["val"]
-    cfg = classify.ClassifierConfig.small(image_size=SIZE, epochs=6, patience=3, batch_size=32, samples_per_epoch=480)
+    cfg = classifier.ClassifierConfig.small(image_size=SIZE, epochs=6, patience=3, batch_size=32, samples_per_epoch=480)
     model, history = classify.train_classifier(x, y, xv, yv, cfg, CLASSES)
     return model, cfg, history
 
@@ -39,7 +40,7 @@ def trained(phantom_splits):
 def test_classifier_learns_phantom_classes_above_chance(phantom_splits, trained):
     model, _, history = trained
     xt, _, yt = phantom_splits["test"]
-    probs = classify.predict_proba(model, xt)
+    probs = classifier.predict_proba(model, xt)
     assert probs.shape == (len(xt), 3)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     rep = metrics.classification_report(yt, probs, CLASSES, n_boot=50)
@@ -50,22 +51,22 @@ def test_classifier_learns_phantom_classes_above_chance(phantom_splits, trained)
 
 def test_embed_gives_penultimate_features(phantom_splits, trained):
     model, cfg, _ = trained
-    feats = classify.embed(model, phantom_splits["test"][0][:10])
+    feats = classifier.embed(model, phantom_splits["test"][0][:10])
     assert feats.shape == (10, cfg.width * 8) and feats.dtype == np.float32
 
 
 def test_save_load_roundtrip_and_predictor(tmp_path, phantom_splits, trained):
     model, cfg, history = trained
     xt = phantom_splits["test"][0][:8]
-    out = classify.save_classifier(tmp_path / "clf", model, cfg, CLASSES, {"history": history})
-    assert (out / classify.META_FILE).is_file() and (out / classify.WEIGHTS_FILE).is_file()
-    loaded, cfg2, names = classify.load_classifier(out)
+    out = classifier.save_classifier(tmp_path / "clf", model, cfg, CLASSES, {"history": history})
+    assert (out / classifier.META_FILE).is_file() and (out / classifier.WEIGHTS_FILE).is_file()
+    loaded, cfg2, names = classifier.load_classifier(out)
     assert cfg2 == cfg and names == list(CLASSES)
-    np.testing.assert_allclose(classify.predict_proba(loaded, xt), classify.predict_proba(model, xt), atol=1e-6)
-    pred = classify.Predictor.from_checkpoint(out)({"image": xt})
+    np.testing.assert_allclose(classifier.predict_proba(loaded, xt), classifier.predict_proba(model, xt), atol=1e-6)
+    pred = classifier.Predictor.from_checkpoint(out)({"image": xt})
     assert pred["probs"].shape == (8, 3) and pred["pred"].dtype == np.int64
     # Parquet rows carry PNG bytes; the predictor decodes them.
-    from_png = classify.Predictor.from_checkpoint(out)({"image": np.array([encode_png(i) for i in xt], dtype=object)})
+    from_png = classifier.Predictor.from_checkpoint(out)({"image": np.array([encode_png(i) for i in xt], dtype=object)})
     np.testing.assert_allclose(from_png["probs"], pred["probs"], atol=1e-6)
 
 
@@ -88,11 +89,16 @@ def test_mix_weights_give_each_set_its_ratio():
 @pytest.mark.slow
 def test_predictor_in_ray_data_map_batches(ray_local, tmp_path, phantom_splits, trained):
     model, cfg, _ = trained
-    model_dir = classify.save_classifier(tmp_path / "clf", model, cfg, CLASSES)
+    model_dir = classifier.save_classifier(tmp_path / "clf", model, cfg, CLASSES)
     xt, _, yt = phantom_splits["test"]
     ds = ray_local.data.from_items([{"image": img, "label": lab} for img, lab in zip(xt[:24], yt[:24])])
-    out = ds.map_batches(classify.Predictor, fn_constructor_args=(str(model_dir),), batch_size=8, num_cpus=0.5,
-                         compute=ray_local.data.ActorPoolStrategy(size=1)).take_all()
+    out = ds.map_batches(
+        classifier.Predictor,
+        fn_constructor_args=(str(model_dir),),
+        batch_size=8,
+        num_cpus=0.5,
+        compute=ray_local.data.ActorPoolStrategy(size=1),
+    ).take_all()
     assert len(out) == 24 and all(len(r["probs"]) == 3 for r in out)
     assert {r["pred_label"] for r in out} <= set(CLASSES)
 
@@ -108,12 +114,15 @@ def _write_set(path: Path, images: np.ndarray, labels: list[str], split: str) ->
 def test_train_classifier_ray_real_plus_synthetic(ray_local, tmp_path, phantom_splits):
     (x, _, y), (xv, _, yv) = phantom_splits["train"], phantom_splits["val"]
     real = _write_set(tmp_path / "real", np.concatenate([x, xv]), list(y) + list(yv), "train")
-    pq.write_table(pa.table({"image": [encode_png(i) for i in xv], "label": list(yv), "split": ["val"] * len(yv)}),
-                   real / "part-1.parquet")
+    pq.write_table(
+        pa.table({"image": [encode_png(i) for i in xv], "label": list(yv), "split": ["val"] * len(yv)}),
+        real / "part-1.parquet",
+    )
     xs, _, ys = make_phantom_arrays(60, SIZE, seed=5, style="b")
     syn = _write_set(tmp_path / "syn", xs, ys, "train")
-    cfg = classify.ClassifierConfig.small(image_size=SIZE, epochs=2, batch_size=32)
-    out = classify.train_classifier_ray(cfg, [(str(real), 1.0), (str(syn), 0.5)], str(real), tmp_path / "model",
-                                        storage_path=str(tmp_path / "runs"))
-    pred = classify.Predictor.from_checkpoint(out)({"image": phantom_splits["test"][0]})
+    cfg = classifier.ClassifierConfig.small(image_size=SIZE, epochs=2, batch_size=32)
+    out = classify.train_classifier_ray(
+        cfg, [(str(real), 1.0), (str(syn), 0.5)], str(real), tmp_path / "model", storage_path=str(tmp_path / "runs")
+    )
+    pred = classifier.Predictor.from_checkpoint(out)({"image": phantom_splits["test"][0]})
     assert pred["probs"].shape == (60, 3)

@@ -44,7 +44,10 @@ LOOPBACK = "127.0.0.1"
 WORKER_CPUS = 2  # logical CPUs per worker node: sampler actors plus Ray Data tasks fit
 OBJECT_STORE_BYTES = 96 * 1024 * 1024
 # What `ray job submit --working-dir .` would upload, minus what a job never needs.
-RUNTIME_ENV = {"working_dir": str(REPO_ROOT), "excludes": [".venv", ".git", ".pytest_cache", "demo_out", "**/__pycache__"]}
+RUNTIME_ENV = {
+    "working_dir": str(REPO_ROOT),
+    "excludes": [".venv", ".git", ".pytest_cache", "demo_out", "**/__pycache__"],
+}
 
 
 # ============================================================================ cluster process
@@ -68,11 +71,20 @@ def serve_cluster(num_workers: int, temp_dir: str) -> None:
     # cluster there, and without it Ray falls back to scanning for *any* running GCS.
     address_file = Path(ray._private.utils.get_ray_address_file(None))
     previous = address_file.read_text() if address_file.exists() else None
-    cluster = Cluster(initialize_head=True, head_node_args=dict(
-        node_ip_address=LOOPBACK, num_cpus=0, include_dashboard=True, dashboard_host=LOOPBACK,
-        # Explicit free ports: the defaults (8265, agent 52365) may belong to another Ray on this machine.
-        dashboard_port=free_port(), dashboard_agent_listen_port=free_port(), temp_dir=temp_dir,
-        object_store_memory=OBJECT_STORE_BYTES))
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args=dict(
+            node_ip_address=LOOPBACK,
+            num_cpus=0,
+            include_dashboard=True,
+            dashboard_host=LOOPBACK,
+            # Explicit free ports: the defaults (8265, agent 52365) may belong to another Ray on this machine.
+            dashboard_port=free_port(),
+            dashboard_agent_listen_port=free_port(),
+            temp_dir=temp_dir,
+            object_store_memory=OBJECT_STORE_BYTES,
+        ),
+    )
     if previous is None:
         address_file.unlink(missing_ok=True)
     else:
@@ -81,15 +93,30 @@ def serve_cluster(num_workers: int, temp_dir: str) -> None:
     # A temp dir per node, as on separate machines: nodes sharing one would share the unpacked
     # runtime_env working_dir, and a worker node deleting it when its tasks end would pull it
     # from under the job driver on the head.
-    workers = [cluster.add_node(node_ip_address=LOOPBACK, num_cpus=WORKER_CPUS, object_store_memory=OBJECT_STORE_BYTES,
-                                temp_dir=f"{temp_dir}/w{i}") for i in range(num_workers)]
+    workers = [
+        cluster.add_node(
+            node_ip_address=LOOPBACK,
+            num_cpus=WORKER_CPUS,
+            object_store_memory=OBJECT_STORE_BYTES,
+            temp_dir=f"{temp_dir}/w{i}",
+        )
+        for i in range(num_workers)
+    ]
     cluster.wait_for_nodes()
 
     def raylet_pid(node) -> int:
         return node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
 
-    print(json.dumps({"dashboard_url": f"http://{cluster.webui_url}", "gcs_address": cluster.address,
-                      "worker_raylet_pids": [raylet_pid(n) for n in workers]}), flush=True)
+    print(
+        json.dumps(
+            {
+                "dashboard_url": f"http://{cluster.webui_url}",
+                "gcs_address": cluster.address,
+                "worker_raylet_pids": [raylet_pid(n) for n in workers],
+            }
+        ),
+        flush=True,
+    )
     for line in sys.stdin:  # EOF (the test process died) ends the cluster too
         cmd = line.split()
         if cmd and cmd[0] == "kill":  # abrupt node loss: SIGKILL every process of that node
@@ -160,15 +187,26 @@ class LocalCluster:
 
 def start_cluster(temp_dir: Path, num_workers: int = 2, timeout: float = 180) -> LocalCluster:
     token = secrets.token_hex(24)
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, RAY_USAGE_STATS_ENABLED="0",
-               # Ray turns 127.0.0.1 in a GCS address into the machine's external IP (services.
-               # resolve_ip_for_localhost) unless "cluster mode" is off; off, every process of the
-               # cluster (agents, job drivers) resolves its node IP to loopback, as the nodes have.
-               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-               # job entrypoints say `python ...`: make that the venv's interpreter
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.Popen([sys.executable, __file__, "--serve-cluster", str(num_workers), str(temp_dir)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
+    env = dict(
+        os.environ,
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=token,
+        RAY_USAGE_STATS_ENABLED="0",
+        # Ray turns 127.0.0.1 in a GCS address into the machine's external IP (services.
+        # resolve_ip_for_localhost) unless "cluster mode" is off; off, every process of the
+        # cluster (agents, job drivers) resolves its node IP to loopback, as the nodes have.
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        # job entrypoints say `python ...`: make that the venv's interpreter
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve-cluster", str(num_workers), str(temp_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+    )
     cluster = LocalCluster(proc, {}, token)
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -212,7 +250,9 @@ def wait_for_job(cluster: LocalCluster, job_id: str, timeout: float) -> tuple[st
         if status.is_terminal():
             return str(status), client.get_job_logs(job_id)
         time.sleep(1)
-    pytest.fail(f"job {job_id} still {client.get_job_status(job_id)} after {timeout}s:\n{client.get_job_logs(job_id)[-4000:]}")
+    pytest.fail(
+        f"job {job_id} still {client.get_job_status(job_id)} after {timeout}s:\n{client.get_job_logs(job_id)[-4000:]}"
+    )
 
 
 def wait_while_running(cluster: LocalCluster, job_id: str, condition, what: str, timeout: float) -> None:
@@ -231,15 +271,17 @@ def assert_succeeded(status: str, logs: str) -> None:
 
 
 def generate_entrypoint(model_dir: Path, out_dir: Path, results_fp: Path, *overrides: str) -> str:
-    return (f"python jobs/generate.py --config evals/suites/generate_small.yaml model={model_dir} out={out_dir} "
-            f"{' '.join(overrides)} --results-fp {results_fp}")
+    return (
+        f"python jobs/generate.py --config evals/suites/generate_small.yaml model={model_dir} out={out_dir} "
+        f"{' '.join(overrides)} --results-fp {results_fp}"
+    )
 
 
 def assert_exactly_n_unique_images(out_dir: Path, n: int, shard_size: int) -> None:
     """Shards tile [0, n) once with full row counts, and the images are n distinct rows."""
     import pyarrow.dataset as pads
 
-    from busgen import data
+    from busgen.data import dataset as data
     from jobs.generate import check_output
 
     assert check_output(out_dir, n, shard_size) == n
@@ -284,16 +326,23 @@ def fits_some_worker(demand: dict[str, float], config: dict) -> bool:
     return any(all(node["resources"].get(r, 0) >= amount for r, amount in demand.items()) for node in workers)
 
 
-@pytest.mark.parametrize("job,suite,overrides", [
-    ("generate", "generate_small.yaml", ["model=m", "out=o"]),
-    ("generate", "generate_small.yaml", ["model=m", "out=o", "num_gpus=1", "num_cpus=4"]),  # docs/cluster.md GPU run
-    ("sweep", "sweep_small.yaml", ["base.model=m", "out=o"]),
-    ("sweep", "sweep_small.yaml", ["base.model=m", "out=o", "resources_per_trial={CPU: 4, GPU: 1}"]),
-])
+@pytest.mark.parametrize(
+    "job,suite,overrides",
+    [
+        ("generate", "generate_small.yaml", ["model=m", "out=o"]),
+        (
+            "generate",
+            "generate_small.yaml",
+            ["model=m", "out=o", "num_gpus=1", "num_cpus=4"],
+        ),  # docs/cluster.md GPU run
+        ("sweep", "sweep_small.yaml", ["base.model=m", "out=o"]),
+        ("sweep", "sweep_small.yaml", ["base.model=m", "out=o", "resources_per_trial={CPU: 4, GPU: 1}"]),
+    ],
+)
 def test_job_resource_demands_fit_a_cluster_node_type(job, suite, overrides):
     import importlib
 
-    from busgen.config import load_config
+    from busgen.core.config import load_config
 
     module = importlib.import_module(f"jobs.{job}")
     config_cls = module.GenerateJobConfig if job == "generate" else module.SweepConfig
@@ -305,12 +354,26 @@ def test_job_resource_demands_fit_a_cluster_node_type(job, suite, overrides):
 def test_job_exit_status_and_summary_line_on_bad_config(tmp_path):
     """A typo exits 2, a missing model exits 1; both print the summary line and write results."""
     results_fp = tmp_path / "results.json"
-    base = [sys.executable, "jobs/generate.py", "--config", "evals/suites/generate_small.yaml", "--results-fp", str(results_fp)]
-    typo = subprocess.run([*base, "model=m", "out=o", "stepz=3"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    base = [
+        sys.executable,
+        "jobs/generate.py",
+        "--config",
+        "evals/suites/generate_small.yaml",
+        "--results-fp",
+        str(results_fp),
+    ]
+    typo = subprocess.run(
+        [*base, "model=m", "out=o", "stepz=3"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert typo.returncode == 2 and "BUSGEN_JOB generate status=bad_config" in typo.stdout, typo.stderr
     assert "stepz" in json.loads(results_fp.read_text())["error"]
-    missing = subprocess.run([*base, f"model={tmp_path / 'nope'}", f"out={tmp_path / 'out'}"],
-                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [*base, f"model={tmp_path / 'nope'}", f"out={tmp_path / 'out'}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 1 and "status=failed" in missing.stdout, missing.stderr
     assert json.loads(results_fp.read_text())["status"] == "failed"
 
@@ -336,8 +399,12 @@ def test_generate_job_survives_losing_a_worker_node(local_cluster, tiny_model, t
     """Kill the node running a sampler actor mid-run: the job still ends with exactly N unique images."""
     n, shard_size = 64, 4
     out_dir, results_fp = tmp_path / "synthetic", tmp_path / "generate.json"
-    job_id = submit(local_cluster, generate_entrypoint(
-        tiny_model, out_dir, results_fp, f"n={n}", f"shard_size={shard_size}", "steps=8", "batch_size=4"))
+    job_id = submit(
+        local_cluster,
+        generate_entrypoint(
+            tiny_model, out_dir, results_fp, f"n={n}", f"shard_size={shard_size}", "steps=8", "batch_size=4"
+        ),
+    )
 
     # 1. wait until shards are being written, then kill a node that hosts a sampler actor
     wait_while_running(local_cluster, job_id, lambda: list(out_dir.glob("shard-*.parquet")), "a finished shard", 150)
@@ -355,8 +422,8 @@ def test_generate_job_survives_losing_a_worker_node(local_cluster, tiny_model, t
 
 PRETRAIN_DRIVER = """
 import json, sys
-from busgen.config import load_config
-from busgen.train import PretrainConfig, pretrain
+from busgen.core.config import load_config
+from busgen.train.pretrain import PretrainConfig, pretrain
 cfg = load_config(PretrainConfig, None, sys.argv[2:])
 result = pretrain(cfg)
 history = [m for _, m in result.best_checkpoints]
@@ -386,9 +453,21 @@ def test_pretraining_resumes_from_checkpoint_after_a_train_worker_dies(local_clu
     max_steps, every = 12, 4
     data_dir = write_phantom_dataset(tmp_path / "data", n=32, size=32)
     storage, run_name, results_fp = tmp_path / "runs", "fault", tmp_path / "pretrain.json"
-    overrides = [f"data_dir={data_dir}", "preset=tiny", "image_size=32", "batch_size=4", f"max_steps={max_steps}",
-                 f"checkpoint_every={every}", "num_workers=2", "max_failures=1", "warmup_steps=2", "log_every=1",
-                 f"storage_path={storage}", f"run_name={run_name}", f"out={tmp_path / 'model'}"]
+    overrides = [
+        f"data_dir={data_dir}",
+        "preset=tiny",
+        "image_size=32",
+        "batch_size=4",
+        f"max_steps={max_steps}",
+        f"checkpoint_every={every}",
+        "num_workers=2",
+        "max_failures=1",
+        "warmup_steps=2",
+        "log_every=1",
+        f"storage_path={storage}",
+        f"run_name={run_name}",
+        f"out={tmp_path / 'model'}",
+    ]
     job_id = submit(local_cluster, f"python -c '{PRETRAIN_DRIVER}' {results_fp} {' '.join(overrides)}")
 
     # 1. once the first checkpoint is persisted, SIGKILL one Ray Train worker process
@@ -413,12 +492,20 @@ def test_sweep_job_writes_results_table(local_cluster, tiny_model, tmp_path):
     import csv
 
     out_dir, results_fp = tmp_path / "sweep", tmp_path / "sweep.json"
-    job_id = submit(local_cluster, f"python jobs/sweep.py --config evals/suites/sweep_small.yaml "
-                                   f"base.model={tiny_model} out={out_dir} --results-fp {results_fp}")
+    job_id = submit(
+        local_cluster,
+        f"python jobs/sweep.py --config evals/suites/sweep_small.yaml "
+        f"base.model={tiny_model} out={out_dir} --results-fp {results_fp}",
+    )
     assert_succeeded(*wait_for_job(local_cluster, job_id, timeout=400))
 
     rows = list(csv.DictReader((out_dir / "results.csv").open()))
-    assert sorted((r["sampler"], int(r["steps"])) for r in rows) == [("ddim", 2), ("ddim", 4), ("dpmpp", 2), ("dpmpp", 4)]
+    assert sorted((r["sampler"], int(r["steps"])) for r in rows) == [
+        ("ddim", 2),
+        ("ddim", 4),
+        ("dpmpp", 2),
+        ("dpmpp", 4),
+    ]
     assert all(r["status"] == "ok" and float(r["images_per_s"]) > 0 for r in rows)
     assert (out_dir / "results.parquet").is_file()
     assert json.loads(results_fp.read_text())["metrics"]["trials"] == 4

@@ -6,18 +6,18 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-from busgen import diffusion, models
+from busgen.model import diffusion, unet
 
 
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    return models.build_model(models.model_config_for("tiny"), num_labels=3, num_domains=2).eval()
+    return unet.build_model(unet.model_config_for("tiny"), num_labels=3, num_domains=2).eval()
 
 
 def _conds(n, size=32):
     boxes = [[0.2, 0.2, 0.6, 0.6] if i % 2 == 0 else None for i in range(n)]
-    return [i % 3 for i in range(n)], [i % 2 for i in range(n)], torch.from_numpy(models.rasterize_boxes(boxes, size))
+    return [i % 3 for i in range(n)], [i % 2 for i in range(n)], torch.from_numpy(unet.rasterize_boxes(boxes, size))
 
 
 def test_make_sampler_kinds():
@@ -41,7 +41,9 @@ def test_loss_targets(tiny, prediction_type):
     loss = diffusion.diffusion_loss(oracle, sched, x0, None, None, None, noise=noise, timesteps=t)
     assert loss.item() == pytest.approx(0.0, abs=1e-10)
     labels, domains, mask = _conds(2)
-    real = diffusion.diffusion_loss(tiny, sched, x0, torch.tensor(labels), torch.tensor(domains), mask, noise=noise, timesteps=t)
+    real = diffusion.diffusion_loss(
+        tiny, sched, x0, torch.tensor(labels), torch.tensor(domains), mask, noise=noise, timesteps=t
+    )
     assert real.item() > 0.01
 
 
@@ -54,8 +56,16 @@ def test_per_image_seeds_independent_of_batch(tiny, sampler):
     assert torch.equal(full, again)
     # image 2 alone, and image 2 in another batch, match its place in the full batch
     alone = diffusion.sample(tiny, cfg, labels[2:3], domains[2:3], mask[2:3], steps=4, seeds=[12], sampler=sampler)
-    mixed = diffusion.sample(tiny, cfg, [labels[2], 0], [domains[2], 1], torch.cat([mask[2:3], mask[1:2]]),
-                             steps=4, seeds=[12, 99], sampler=sampler)
+    mixed = diffusion.sample(
+        tiny,
+        cfg,
+        [labels[2], 0],
+        [domains[2], 1],
+        torch.cat([mask[2:3], mask[1:2]]),
+        steps=4,
+        seeds=[12, 99],
+        sampler=sampler,
+    )
     for other in (alone[0], mixed[0]):
         assert (other - full[2]).abs().max() * 127.5 <= 2.0
     assert (full[0] - full[1]).abs().mean() > 0.05
@@ -84,8 +94,17 @@ def test_every_sampler_lands_on_the_data_despite_small_prediction_error(sampler,
     """At the first trailing step alpha ~ 5e-5: an x0 estimate that is not kept in [-1, 1] blows up 1% errors."""
     c = torch.linspace(-0.8, 0.8, 64).reshape(1, 1, 8, 8)
     labels, domains, mask = [0, 1], [0, 1], torch.zeros(2, 1, 8, 8)
-    out = diffusion.sample(_NearOracle(c), diffusion.DiffusionConfig(), labels, domains, mask, steps=steps,
-                           guidance=1.0, seeds=[1, 2], sampler=sampler)
+    out = diffusion.sample(
+        _NearOracle(c),
+        diffusion.DiffusionConfig(),
+        labels,
+        domains,
+        mask,
+        steps=steps,
+        guidance=1.0,
+        seeds=[1, 2],
+        sampler=sampler,
+    )
     assert (out - c).abs().mean() < 0.1, (out - c).abs().mean()
 
 

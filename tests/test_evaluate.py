@@ -16,9 +16,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from busgen import evalreport, evaluate
-from busgen.config import ConfigError, load_config
-from busgen.phantom import make_phantom_arrays
+from busgen.core.config import ConfigError, load_config
+from busgen.data.phantom import make_phantom_arrays
+from busgen.eval import report as evalreport
+from busgen.eval import runner as evaluate
 from tests.helpers_data import write_parquet_dataset
 from tests.helpers_models import export_untrained_tiny
 
@@ -33,7 +34,9 @@ def _real_set(out, n: int, seed: int, style: str = "a", splits=("train", "val", 
     images, masks, labels = make_phantom_arrays(n, SIZE, seed=seed, style=style)
     # 50/25/25 split, interleaved so every split holds every class
     cycle = [splits[0], splits[0], splits[1], splits[2]] if len(splits) == 3 else list(splits)
-    return write_parquet_dataset(out, images, masks, labels, f"phantom_{style}", [cycle[i % len(cycle)] for i in range(n)])
+    return write_parquet_dataset(
+        out, images, masks, labels, f"phantom_{style}", [cycle[i % len(cycle)] for i in range(n)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +45,44 @@ def suite_run(tmp_path_factory, ray_local):
     real = _real_set(root / "real", 240, seed=0)
     external = _real_set(root / "external", 60, seed=5, style="b", splits=("test",))
     model = export_untrained_tiny(root / "model", size=SIZE, domains=("phantom_a",))
-    cfg = load_config(evaluate.SuiteConfig, SUITE, [f"real_dir={real}", f"model={model}", f"out={root / 'report'}",
-                                                    f"utility.external_test={{site_b: {external}}}"])
+    cfg = load_config(
+        evaluate.SuiteConfig,
+        SUITE,
+        [
+            f"real_dir={real}",
+            f"model={model}",
+            f"out={root / 'report'}",
+            f"utility.external_test={{site_b: {external}}}",
+        ],
+    )
     return evaluate.run_suite(cfg), root / "report"
 
 
 def test_report_has_every_part_and_plot(suite_run):
     record, out = suite_run
-    for name in ("report.md", "results.json", "results.parquet", "results.csv", "sampler_steps.csv",
-                 "auc_vs_ratio.png", "roc.png", "roc_site_b.png", "samples.png", "nn_pairs.png", "fid_vs_steps.png"):
+    for name in (
+        "report.md",
+        "results.json",
+        "results.parquet",
+        "results.csv",
+        "sampler_steps.csv",
+        "auc_vs_ratio.png",
+        "roc.png",
+        "roc_site_b.png",
+        "samples.png",
+        "nn_pairs.png",
+        "fid_vs_steps.png",
+    ):
         assert (out / name).is_file(), name
     text = (out / "report.md").read_text()
-    for heading in ("Downstream diagnosis", "Cross-dataset", "Fidelity", "Privacy", "Membership inference", "FID vs sampler"):
+    for heading in (
+        "Downstream diagnosis",
+        "Cross-dataset",
+        "Fidelity",
+        "Privacy",
+        "Membership inference",
+        "FID vs sampler",
+    ):
         assert heading in text, heading
     saved = json.loads((out / "results.json").read_text())
     assert {"timestamp", "run_id", "params", "metrics"} <= set(saved)
@@ -115,12 +144,18 @@ def test_config_errors_are_caught_before_any_work(tmp_path):
         load_config(evaluate.SuiteConfig, SUITE, [f"real_dir={tmp_path}", "utility.ratio=[1]"])
     with pytest.raises(ConfigError, match="synthetic arms need"):
         load_config(evaluate.SuiteConfig, SUITE, [f"real_dir={tmp_path}", "sampler_steps.enabled=false"])
-    proc = subprocess.run([sys.executable, "jobs/evaluate.py", "--config", SUITE, f"real_dir={tmp_path}", "positive=normal"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "jobs/evaluate.py", "--config", SUITE, f"real_dir={tmp_path}", "positive=normal"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "BUSGEN_JOB evaluate status=bad_config" in proc.stdout
 
 
-def _trial(tmp_path, ratio: float, seed: int, positive: list[int], score: list[float], synthetic_only: bool = False) -> dict:
+def _trial(
+    tmp_path, ratio: float, seed: int, positive: list[int], score: list[float], synthetic_only: bool = False
+) -> dict:
     art = tmp_path / f"r{ratio}-s{seed}-{synthetic_only}"
     art.mkdir()
     (art / "reports.json").write_text(json.dumps({"scores": {"real_test": {"positive": positive, "score": score}}}))
@@ -128,7 +163,7 @@ def _trial(tmp_path, ratio: float, seed: int, positive: list[int], score: list[f
 
 
 def test_paired_deltas_pair_seeds_and_skip_arms_tested_on_other_cases(tmp_path):
-    from busgen import metrics
+    from busgen.eval import metrics
 
     y = [0, 0, 1, 1, 0, 1]
     real = [[0.1, 0.6, 0.4, 0.9, 0.2, 0.7], [0.3, 0.2, 0.8, 0.6, 0.5, 0.4]]
@@ -136,8 +171,12 @@ def test_paired_deltas_pair_seeds_and_skip_arms_tested_on_other_cases(tmp_path):
     trials = [_trial(tmp_path, 0, s, y, real[s]) for s in (0, 1)] + [_trial(tmp_path, 1, s, y, syn[s]) for s in (0, 1)]
     trials.append(_trial(tmp_path, 0, 0, y[::-1], syn[0], synthetic_only=True))  # other cases: cannot pair
     deltas = evaluate.paired_deltas(trials, n_boot=50)["real_test"]
-    expected = np.mean([metrics.roc_auc(np.array(y), np.array(syn[s])) - metrics.roc_auc(np.array(y), np.array(real[s]))
-                        for s in (0, 1)])
+    expected = np.mean(
+        [
+            metrics.roc_auc(np.array(y), np.array(syn[s])) - metrics.roc_auc(np.array(y), np.array(real[s]))
+            for s in (0, 1)
+        ]
+    )
     assert set(deltas) == {"real+syn x1"} and deltas["real+syn x1"]["n_runs"] == 2
     assert deltas["real+syn x1"]["value"] == pytest.approx(expected)
 
@@ -155,7 +194,7 @@ def test_share_filter_cli_removes_planted_copies(suite_run, tmp_path):
     from typer.testing import CliRunner
 
     from busgen.cli import app
-    from busgen.data import read_table
+    from busgen.data.dataset import read_table
 
     record, out = suite_run
     real_dir, syn_dir = record["inputs"]["real_dir"], record["inputs"]["synthetic_dir"]
@@ -164,10 +203,14 @@ def test_share_filter_cli_removes_planted_copies(suite_run, tmp_path):
     images = train_pngs + syn.column("image").to_pylist()[3:]  # rows 0-2 become verbatim training copies
     planted = tmp_path / "planted"
     planted.mkdir()
-    pq.write_table(syn.set_column(syn.schema.get_field_index("image"), "image", pa.array(images, pa.binary())),
-                   planted / "part-0.parquet")
-    result = CliRunner().invoke(app, ["share-filter", str(planted), "--real", real_dir, "--out", str(tmp_path / "shared"),
-                                      "--encoder-epochs", "2"])
+    pq.write_table(
+        syn.set_column(syn.schema.get_field_index("image"), "image", pa.array(images, pa.binary())),
+        planted / "part-0.parquet",
+    )
+    result = CliRunner().invoke(
+        app,
+        ["share-filter", str(planted), "--real", real_dir, "--out", str(tmp_path / "shared"), "--encoder-epochs", "2"],
+    )
     assert result.exit_code == 0, result.output
     audit = json.loads((tmp_path / "shared" / "audit.json").read_text())
     assert {0, 1, 2} <= set(audit["removed_ids"]) and audit["rows_out"] == audit["rows_in"] - len(audit["removed_ids"])
@@ -182,5 +225,7 @@ def test_evaluate_cli_rejects_unknown_suite_and_bad_override(tmp_path):
 
     runner = CliRunner()
     assert runner.invoke(app, ["evaluate", "--suite", "no_such_suite", "--out", str(tmp_path)]).exit_code == 2
-    bad = runner.invoke(app, ["evaluate", "--suite", "utility_ci", "--out", str(tmp_path), f"real_dir={tmp_path}", "utility.seedz=[1]"])
+    bad = runner.invoke(
+        app, ["evaluate", "--suite", "utility_ci", "--out", str(tmp_path), f"real_dir={tmp_path}", "utility.seedz=[1]"]
+    )
     assert bad.exit_code == 2 and "seedz" in bad.output

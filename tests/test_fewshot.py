@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
-
-from busgen.fewshot import FewShotConfig, fit_domain_classifier, run_few_shot, texture_features
-from busgen.phantom import make_phantom_arrays
 from helpers_data import write_parquet_dataset
 from helpers_models import export_untrained_tiny
+
+from busgen.data.phantom import make_phantom_arrays
+from busgen.eval.fewshot import FewShotConfig, fit_domain_classifier, run_few_shot, texture_features
 
 
 def test_domain_classifier_tells_the_two_phantom_devices_apart():
@@ -26,8 +26,18 @@ def test_sweep_writes_one_row_per_k_plus_baseline(ray_local, tmp_path):
     ref = write_parquet_dataset(tmp_path / "a", a_imgs, a_masks, a_labels, domains="phantom")
     target = write_parquet_dataset(tmp_path / "b", b_imgs, b_masks, b_labels, domains="site_b")
     base = export_untrained_tiny(tmp_path / "base")
-    cfg = FewShotConfig(base=str(base), target_dir=str(target), reference_dir=str(ref), out=str(tmp_path / "fs"), shots=[2],
-                        max_steps=3, batch_size=4, n_samples=6, sample_steps=2, storage_path=str(tmp_path / "runs"))
+    cfg = FewShotConfig(
+        base=str(base),
+        target_dir=str(target),
+        reference_dir=str(ref),
+        out=str(tmp_path / "fs"),
+        shots=[2],
+        max_steps=3,
+        batch_size=4,
+        n_samples=6,
+        sample_steps=2,
+        storage_path=str(tmp_path / "runs"),
+    )
     rows = run_few_shot(cfg)
     assert [r["shots"] for r in rows] == [0, 2]
     assert all(0.0 <= r["domain_score"] <= 1.0 and np.isfinite(r["fid"]) for r in rows)

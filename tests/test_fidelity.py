@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from busgen import classify, fidelity
-from busgen.phantom import CLASSES, make_phantom_arrays
-
+from busgen.data.phantom import CLASSES, make_phantom_arrays
+from busgen.eval import classify, fidelity
+from busgen.model import classifier
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -81,9 +81,9 @@ def device_feats():
     """In-domain features (a real-data classifier's penultimate layer) of device a, split in two, and device b."""
     a, _, la = make_phantom_arrays(240, 32, seed=0, style="a")
     b, _, lb = make_phantom_arrays(120, 32, seed=1, style="b")
-    cfg = classify.ClassifierConfig.small(image_size=32, epochs=3, batch_size=32, samples_per_epoch=240)
+    cfg = classifier.ClassifierConfig.small(image_size=32, epochs=3, batch_size=32, samples_per_epoch=240)
     model, _ = classify.train_classifier(a[:120], la[:120], a[120:], la[120:], cfg, CLASSES)
-    fa, fb = classify.embed(model, a), classify.embed(model, b)
+    fa, fb = classifier.embed(model, a), classifier.embed(model, b)
     return (fa[:120], la[:120], a[:120]), (fa[120:], la[120:], a[120:]), (fb, lb, b)
 
 

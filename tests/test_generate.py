@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pyarrow.dataset as pads
 import pytest
-
-from busgen import schema as S
-from busgen.data import decode_images, parquet_files, read_table
-from busgen.generate import GenerateConfig, GenerateError, RowPlan, exact_counts, export_png, generate
 from helpers_models import export_untrained_tiny
+
+from busgen.data import schema as S
+from busgen.data.dataset import decode_images, parquet_files, read_table
+from busgen.generate.shards import GenerateConfig, GenerateError, RowPlan, exact_counts, export_png, generate
 
 FAST = dict(sampler="ddim", steps=2, batch_size=16)
 
@@ -29,7 +29,10 @@ def images_by_index(out) -> dict[int, bytes]:
 
 
 def test_row_plan_gives_exact_counts_and_is_pure():
-    assert exact_counts({"benign": 0.5, "malignant": 0.5}, 201) in ({"benign": 101, "malignant": 100}, {"benign": 100, "malignant": 101})
+    assert exact_counts({"benign": 0.5, "malignant": 0.5}, 201) in (
+        {"benign": 101, "malignant": 100},
+        {"benign": 100, "malignant": 101},
+    )
     plan = RowPlan.build(1000, 3, {"a": 0.7, "b": 0.2, "c": 0.1}, None)
     labels = [plan.row(i)[0] for i in range(1000)]
     assert {k: labels.count(k) for k in "abc"} == {"a": 700, "b": 200, "c": 100}
@@ -39,7 +42,15 @@ def test_row_plan_gives_exact_counts_and_is_pure():
 
 
 def test_n200_exact_rows_ratio_and_byte_identical_rerun(ray_local, model_dir, tmp_path):
-    cfg = GenerateConfig(model=str(model_dir), out=str(tmp_path / "a"), n=200, class_ratio={"benign": 0.5, "malignant": 0.5}, shard_size=64, seed=7, **FAST)
+    cfg = GenerateConfig(
+        model=str(model_dir),
+        out=str(tmp_path / "a"),
+        n=200,
+        class_ratio={"benign": 0.5, "malignant": 0.5},
+        shard_size=64,
+        seed=7,
+        **FAST,
+    )
     summary = generate(cfg, progress=False)
     assert summary.generated == 200
     table = read_table(tmp_path / "a")
@@ -48,7 +59,9 @@ def test_n200_exact_rows_ratio_and_byte_identical_rerun(ray_local, model_dir, tm
     labels = table.column(S.LABEL).to_pylist()
     assert labels.count("benign") == 100 and labels.count("malignant") == 100
     assert set(table.column(S.SPLIT).to_pylist()) == {"train"}
-    assert set(table.column(S.MODEL_ID).to_pylist()) == {json.loads((model_dir / "busgen.json").read_text())["model_id"]}
+    assert set(table.column(S.MODEL_ID).to_pylist()) == {
+        json.loads((model_dir / "busgen.json").read_text())["model_id"]
+    }
     boxes = table.column(S.BOX).to_pylist()
     assert all(b is not None and len(b) == 4 for b in boxes), "benign/malignant rows get a box from the prior"
     assert len(parquet_files(tmp_path / "a")) == 4, "200 rows in shards of 64"
@@ -74,8 +87,25 @@ def test_concurrency_changes_nothing_and_batch_size_only_float_noise(ray_local, 
 
 def test_rerun_resumes_after_kill_and_finishes_exactly_once(ray_local, model_dir, tmp_path):
     out = tmp_path / "killed"
-    args = ["--model", str(model_dir), "--n", "120", "--out", str(out), "--shard-size", "10", "--steps", "12", "--batch-size", "10", "--seed", "5"]
-    proc = subprocess.Popen([sys.executable, "-m", "busgen.cli", "generate", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        "--model",
+        str(model_dir),
+        "--n",
+        "120",
+        "--out",
+        str(out),
+        "--shard-size",
+        "10",
+        "--steps",
+        "12",
+        "--batch-size",
+        "10",
+        "--seed",
+        "5",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "busgen.cli", "generate", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("shard-*.parquet"))) < 2:
         time.sleep(0.2)
@@ -83,7 +113,9 @@ def test_rerun_resumes_after_kill_and_finishes_exactly_once(ray_local, model_dir
     proc.wait(timeout=30)
     partial = len(list(out.glob("shard-*.parquet")))
     assert 2 <= partial < 12, f"the kill should land mid-run (found {partial} shards)"
-    cfg = GenerateConfig(model=str(model_dir), out=str(out), n=120, shard_size=10, steps=12, batch_size=10, seed=5, sampler="ddim")
+    cfg = GenerateConfig(
+        model=str(model_dir), out=str(out), n=120, shard_size=10, steps=12, batch_size=10, seed=5, sampler="ddim"
+    )
     summary = generate(cfg, progress=False)
     assert summary.skipped >= 20 and summary.generated == 120 - summary.skipped
     idx = pads.dataset(parquet_files(out)).to_table(columns=[S.INDEX]).column(S.INDEX).to_pylist()

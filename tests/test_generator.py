@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from busgen import boxprior, generator, models
+from busgen.model import boxprior, generator, unet
 
 CLASSES = ["benign", "malignant", "normal"]
 DOMAINS = ["site_a", "site_b"]
@@ -17,8 +17,8 @@ BENIGN_BOXES = [[0.2, 0.3, 0.5, 0.5], [0.25, 0.35, 0.55, 0.55], [0.3, 0.3, 0.6, 
 
 def _export(out_dir, seed=0):
     torch.manual_seed(seed)
-    cfg = models.model_config_for("tiny")
-    model = models.build_model(cfg, len(CLASSES), len(DOMAINS))
+    cfg = unet.model_config_for("tiny")
+    model = unet.build_model(cfg, len(CLASSES), len(DOMAINS))
     ema = {k: v.clone() for k, v in model.state_dict().items()}
     prior = boxprior.fit(BENIGN_BOXES + [None], ["benign"] * 4 + ["normal"])
     return generator.export_model(out_dir, model, ema, cfg, CLASSES, DOMAINS, prior, "datafp", 0, {"loss": 1.0})
@@ -55,8 +55,13 @@ def test_same_seed_same_images_different_seed_differs(gen):
 def test_per_image_seeds_independent_of_batch_composition(gen):
     batch = gen.sample(["benign", "malignant", "normal"], domains=["site_a", None, "site_b"], steps=4, seeds=[5, 6, 7])
     alone = gen.sample(["normal"], domains=["site_b"], steps=4, seeds=[7])
-    other = gen.sample(["malignant", "normal", "benign"], domains=["site_a", "site_b", "site_a"], steps=4, seeds=[1, 7, 2],
-                       batch_size=2)
+    other = gen.sample(
+        ["malignant", "normal", "benign"],
+        domains=["site_a", "site_b", "site_a"],
+        steps=4,
+        seeds=[1, 7, 2],
+        batch_size=2,
+    )
     assert np.abs(alone[0].astype(int) - batch[2]).max() <= 2
     assert np.abs(other[1].astype(int) - batch[2]).max() <= 2
 
@@ -92,7 +97,12 @@ def test_box_prior_samples_near_training_boxes_and_round_trips(tmp_path):
     boxes = np.concatenate([centers - 0.1, centers + 0.1], axis=1).tolist()
     prior = boxprior.fit(boxes + [None] * 10, ["malignant"] * 200 + ["normal"] * 10)
     drawn = np.array(prior.sample("malignant", 500, seed=1))
-    assert drawn.min() >= 0 and drawn.max() <= 1 and (drawn[:, 2] > drawn[:, 0]).all() and (drawn[:, 3] > drawn[:, 1]).all()
+    assert (
+        drawn.min() >= 0
+        and drawn.max() <= 1
+        and (drawn[:, 2] > drawn[:, 0]).all()
+        and (drawn[:, 3] > drawn[:, 1]).all()
+    )
     cx = (drawn[:, 0] + drawn[:, 2]) / 2
     assert abs(cx.mean() - 0.4) < 0.03 and abs((drawn[:, 2] - drawn[:, 0]).mean() - 0.2) < 0.03
     assert prior.sample("normal", 3, seed=0) == [None, None, None]

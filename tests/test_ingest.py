@@ -7,11 +7,11 @@ import shutil
 import numpy as np
 import pytest
 
-from busgen import schema as S
-from busgen.data import iter_torch_batches, load, read_arrays, read_table
-from busgen.imageio import encode_png, resize_square
-from busgen.ingest import IngestConfig, IngestError, ingest
-from busgen.phantom import write_phantom
+from busgen.data import schema as S
+from busgen.data.dataset import iter_torch_batches, load, read_arrays, read_table
+from busgen.data.imageio import encode_png, resize_square
+from busgen.data.ingest import IngestConfig, IngestError, ingest
+from busgen.data.phantom import write_phantom
 
 
 def read_quarantine(out):
@@ -96,7 +96,10 @@ def test_bad_files_are_quarantined_and_good_files_kept(ray_local, phantom_tree, 
     assert summary.n_ingested == len(good) and summary.n_duplicates == 1
     with open(tmp_path / "ds" / "duplicates.csv") as fh:
         dup = list(csv.DictReader(fh))
-    assert len(dup) == 1 and {dup[0]["source"], dup[0]["duplicate_of"]} == {f"{good[3].parent.name}/copy_of_good.png", str(good[3].relative_to(src))}
+    assert len(dup) == 1 and {dup[0]["source"], dup[0]["duplicate_of"]} == {
+        f"{good[3].parent.name}/copy_of_good.png",
+        str(good[3].relative_to(src)),
+    }
 
 
 def test_csv_manifest_with_mask_split_domain_and_unlisted_files(ray_local, phantom_tree, tmp_path):
@@ -119,7 +122,10 @@ def test_csv_manifest_with_mask_split_domain_and_unlisted_files(ray_local, phant
     table = read_table(tmp_path / "ds", [S.SPLIT, S.DOMAIN, S.MASK, S.LABEL])
     assert sorted(table.column(S.SPLIT).to_pylist()) == ["test"] * 3 + ["train"] * 7
     assert set(table.column(S.DOMAIN).to_pylist()) == {"site-x"}
-    assert all((m is not None) == (lbl != "normal") for m, lbl in zip(table.column(S.MASK).to_pylist(), table.column(S.LABEL).to_pylist()))
+    assert all(
+        (m is not None) == (lbl != "normal")
+        for m, lbl in zip(table.column(S.MASK).to_pylist(), table.column(S.LABEL).to_pylist())
+    )
 
 
 def write_dicom(path, arr16):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from busgen import models
-from busgen.imageio import mask_to_box
+from busgen.data.imageio import mask_to_box
+from busgen.model import unet as models
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,13 @@ def _inputs(n=4, size=32, box=True):
     x = torch.randn(n, 1, size, size)
     t = torch.randint(0, 1000, (n,))
     boxes = [[0.2, 0.3, 0.6, 0.7] if box else None] * n
-    return x, t, torch.tensor([0, 1, 2, 3][:n]), torch.tensor([0, 1, 2, 0][:n]), torch.from_numpy(models.rasterize_boxes(boxes, size))
+    return (
+        x,
+        t,
+        torch.tensor([0, 1, 2, 3][:n]),
+        torch.tensor([0, 1, 2, 0][:n]),
+        torch.from_numpy(models.rasterize_boxes(boxes, size)),
+    )
 
 
 def test_forward_shape_and_null_indices(tiny):

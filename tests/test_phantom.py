@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from busgen.imageio import mask_to_box
-from busgen.phantom import STYLES, make_phantom_arrays, write_phantom
+from busgen.data.imageio import mask_to_box
+from busgen.data.phantom import STYLES, make_phantom_arrays, write_phantom
 
 
 def test_same_seed_gives_identical_bytes(tmp_path):

@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from busgen import encoders, privacy
-from busgen.imageio import encode_png
-from busgen.phantom import make_phantom_arrays
+from busgen.data.imageio import encode_png
+from busgen.data.phantom import make_phantom_arrays
+from busgen.eval.privacy import audit as privacy
+from busgen.eval.privacy import encoder as encoders
 
 SIZE = 32
 
@@ -35,7 +36,9 @@ def _shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """Translate with black fill (no wrap-around), like a re-framed copy."""
     out = np.zeros_like(images)
     h, w = images.shape[1:]
-    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[:, max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[
+        :, max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
     return out
 
 
@@ -69,7 +72,9 @@ def test_clean_set_is_not_flagged(train_set, encoder):
     audit = privacy.audit_memorization(clean, train_set[0], encoder)
     assert not audit.flagged.any()
     summary = audit.summary()
-    assert summary["n_copies"] == summary["n_mem"] == summary["n_train_copied"] == 0 and summary["memorization_rate"] == 0
+    assert (
+        summary["n_copies"] == summary["n_mem"] == summary["n_train_copied"] == 0 and summary["memorization_rate"] == 0
+    )
     assert 0 < summary["pixel"]["p95_top1_sim"] < 1 and summary["feature"]["median_ratio"] > 0.5
 
 
@@ -87,7 +92,9 @@ def test_share_filter_drops_flagged_rows_and_writes_audit(tmp_path, train_set):
     ids = np.arange(100, 113)
     syn_dir = tmp_path / "syn"
     syn_dir.mkdir()
-    table = pa.table({"image": [encode_png(i) for i in syn], "label": labels + ["benign"] * 3, "index": ids, "split": ["train"] * 13})
+    table = pa.table(
+        {"image": [encode_png(i) for i in syn], "label": labels + ["benign"] * 3, "index": ids, "split": ["train"] * 13}
+    )
     pq.write_table(table, syn_dir / "part-0.parquet")
     (syn_dir / "manifest.json").write_text("{}")
     audit = privacy.audit_memorization(syn, train, None, syn_ids=ids)
@@ -115,16 +122,20 @@ class _ToyMemorizingDenoiser:
 def test_membership_auc_high_for_memorising_model_and_chance_for_independent_scores(train_set):
     members, nonmembers = train_set[0][:60], make_phantom_arrays(60, SIZE, seed=3)[0]
     fn = _ToyMemorizingDenoiser(members)
-    leak = privacy.membership_auc(privacy.denoising_error_scores(fn, members, (50, 100)),
-                                  privacy.denoising_error_scores(fn, nonmembers, (50, 100)))
+    leak = privacy.membership_auc(
+        privacy.denoising_error_scores(fn, members, (50, 100)),
+        privacy.denoising_error_scores(fn, nonmembers, (50, 100)),
+    )
     assert leak["auc"] > 0.95 and leak["tpr_at_1pct_fpr"] > 0.5
 
     def independent(x0, t):
         return torch.rand(len(x0))
 
     many_members, many_non = make_phantom_arrays(400, 16, seed=4)[0], make_phantom_arrays(400, 16, seed=5)[0]
-    chance = privacy.membership_auc(privacy.denoising_error_scores(independent, many_members, seed=1),
-                                    privacy.denoising_error_scores(independent, many_non, seed=2))
+    chance = privacy.membership_auc(
+        privacy.denoising_error_scores(independent, many_members, seed=1),
+        privacy.denoising_error_scores(independent, many_non, seed=2),
+    )
     assert abs(chance["auc"] - 0.5) < 0.07
 
 
@@ -133,8 +144,9 @@ def test_denoising_scores_are_reproducible_and_batch_independent(train_set):
         return x0.flatten(1).pow(2).mean(1) + torch.randn(len(x0))
 
     x = train_set[0][:10]
-    np.testing.assert_array_equal(privacy.denoising_error_scores(noisy, x, seed=0),
-                                  privacy.denoising_error_scores(noisy, x, seed=0))
+    np.testing.assert_array_equal(
+        privacy.denoising_error_scores(noisy, x, seed=0), privacy.denoising_error_scores(noisy, x, seed=0)
+    )
 
 
 def test_epsilon_mse_adapter_zero_for_oracle():

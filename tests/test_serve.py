@@ -16,10 +16,10 @@ import time
 import numpy as np
 import pytest
 import requests
-
-from busgen import serve as bs
-from busgen.imageio import decode_image, encode_png
 from helpers_models import CLASSES, export_untrained_tiny
+
+from busgen.data.imageio import decode_image, encode_png
+from busgen.serve import api as bs
 
 pytestmark = pytest.mark.timeout(240)  # fast suite (runs in CI); the whole module takes well under 90 s
 
@@ -41,7 +41,7 @@ def test_args_parse_cli_strings_and_enforce_batching_rules(tmp_path):
         bs.ServeArgs(generators="a=/m", limits={"max_n": 64}, generator={"max_batch_size": 32})
     with pytest.raises(ValueError, match="no generators"):
         bs.ServeArgs()
-    assert bs.SAMPLERS == __import__("busgen.diffusion", fromlist=["SAMPLERS"]).SAMPLERS
+    assert bs.SAMPLERS == __import__("busgen.model.diffusion", fromlist=["SAMPLERS"]).SAMPLERS
 
 
 def test_token_resolution_refuses_missing_and_short_tokens(tmp_path, monkeypatch):
@@ -63,16 +63,20 @@ def test_token_resolution_refuses_missing_and_short_tokens(tmp_path, monkeypatch
 
 
 def test_multipart_extraction():
-    body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n"
-            b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
-            b"Content-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\nDATA\r\n--XyZ--\r\n")
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\nhi\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\nDATA\r\n--XyZ--\r\n"
+    )
     assert bs.extract_upload(body, "multipart/form-data; boundary=XyZ") == (b"\x89PNG\r\n\x1a\nDATA", "a.png")
     assert bs.extract_upload(b"raw", "image/png") == (b"raw", "")
     with pytest.raises(bs.RequestError, match="no file part"):
-        bs.extract_upload(body.split(b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"")[0] + b"--XyZ--\r\n",
-                          "multipart/form-data; boundary=XyZ")
+        bs.extract_upload(
+            body.split(b'--XyZ\r\nContent-Disposition: form-data; name="file"')[0] + b"--XyZ--\r\n",
+            "multipart/form-data; boundary=XyZ",
+        )
     noisy = encode_png(np.random.default_rng(0).integers(0, 256, (40, 40), dtype=np.uint8))  # every byte value
-    body = b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"n.png\"\r\n\r\n" + noisy + b"\r\n--B--\r\n"
+    body = b'--B\r\nContent-Disposition: form-data; name="file"; filename="n.png"\r\n\r\n' + noisy + b"\r\n--B--\r\n"
     assert bs.extract_upload(body, "multipart/form-data; boundary=B")[0] == noisy
 
 
@@ -89,11 +93,11 @@ def save_random_classifier(out_dir) -> str:
     """A randomly initialised small classifier: serving tests check plumbing, not accuracy."""
     import torch
 
-    from busgen import classify
+    from busgen.model import classifier
 
     torch.manual_seed(0)
-    cfg = classify.ClassifierConfig.small(image_size=SIZE)
-    classify.save_classifier(out_dir, classify.build_model(cfg, len(CLASSES)), cfg, CLASSES)
+    cfg = classifier.ClassifierConfig.small(image_size=SIZE)
+    classifier.save_classifier(out_dir, classifier.build_model(cfg, len(CLASSES)), cfg, CLASSES)
     return str(out_dir)
 
 
@@ -117,10 +121,15 @@ def server(ray_local, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("serve")
     args = bs.ServeArgs(
-        generators={"base": str(export_untrained_tiny(root / "g0", seed=0, size=SIZE)),
-                    "alt": str(export_untrained_tiny(root / "g1", seed=1, size=SIZE))},
-        classifier_dir=save_random_classifier(root / "clf"), token=TOKEN, limits=LIMITS,
-        access_log_fp=str(root / "access.log"), ingress_num_cpus=0.25,
+        generators={
+            "base": str(export_untrained_tiny(root / "g0", seed=0, size=SIZE)),
+            "alt": str(export_untrained_tiny(root / "g1", seed=1, size=SIZE)),
+        },
+        classifier_dir=save_random_classifier(root / "clf"),
+        token=TOKEN,
+        limits=LIMITS,
+        access_log_fp=str(root / "access.log"),
+        ingress_num_cpus=0.25,
         generator={"num_cpus": 1, "max_batch_size": 8, "max_ongoing_requests": 16, "torch_threads": 1},
         classifier={"num_cpus": 0.5, "max_batch_size": 8, "max_ongoing_requests": 16, "torch_threads": 1},
     )
@@ -184,8 +193,9 @@ def test_generate_returns_valid_pngs_deterministic_for_a_seed(server):
     assert first.json()["seeds"] == [7, 8, 9]
     again = generate(server, n=3, seed=7, steps=2)
     assert again.json()["images"] == first.json()["images"]
-    assert generate(server, n=1, seed=8, steps=2).json()["images"][0] == first.json()["images"][1], \
+    assert generate(server, n=1, seed=8, steps=2).json()["images"][0] == first.json()["images"][1], (
         "image i depends on seed + i only"
+    )
 
 
 def test_two_generators_served_by_id_differ(server):
@@ -244,7 +254,7 @@ def jpeg_bytes(image: np.ndarray) -> bytes:
 
 
 def test_classify_png_jpeg_dicom_returns_probabilities(server):
-    from busgen.phantom import make_phantom_arrays
+    from busgen.data.phantom import make_phantom_arrays
 
     image = make_phantom_arrays(1, 48, seed=0)[0][0]  # 48 px: the server resizes to the model's 32
     uploads = [
@@ -257,7 +267,9 @@ def test_classify_png_jpeg_dicom_returns_probabilities(server):
         assert resp.status_code == 200, resp.text
         out = resp.json()
         assert set(out["probs"]) == set(CLASSES) and abs(sum(out["probs"].values()) - 1.0) < 1e-4
-        assert out["label"] == max(out["probs"], key=out["probs"].get) and out["model_version"].endswith(out["model_id"])
+        assert out["label"] == max(out["probs"], key=out["probs"].get) and out["model_version"].endswith(
+            out["model_id"]
+        )
 
 
 def test_classify_bad_uploads_are_4xx_and_service_survives(server):

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from busgen import config, diffusion, generator, models, train
 from helpers_data import write_phantom_dataset
 
+from busgen.core import config
+from busgen.model import diffusion, generator, unet
+from busgen.train import pretrain as train
 
 # ----------------------------------------------------------------------------- config
 
@@ -54,7 +55,7 @@ def test_augment_flips_image_and_box_together():
     img[0, 2:4, 0:2] = 1.0  # bright patch at the left edge, box [0, .25, .25, .5]
     flipped, boxes = train.augment(img, [[0.0, 0.25, 0.25, 0.5]], np.random.default_rng(0), hflip_prob=1.0, jitter=0.0)
     assert boxes[0] == [0.75, 0.25, 1.0, 0.5]
-    mask = models.rasterize_boxes(boxes, 8)[0, 0] > 0
+    mask = unet.rasterize_boxes(boxes, 8)[0, 0] > 0
     assert (flipped[0][mask] == 1.0).all() and (flipped[0][~mask] == -1.0).all()
 
 
@@ -70,15 +71,15 @@ def test_augment_jitter_is_small_and_in_range():
 def test_overfit_fixed_batch_loss_halves():
     """With data, noise and timesteps fixed, the model must memorise: loss falls by >= 50%."""
     torch.manual_seed(0)
-    from busgen.phantom import make_phantom_arrays
-    from busgen.imageio import mask_to_box, to_model_range
+    from busgen.data.imageio import mask_to_box, to_model_range
+    from busgen.data.phantom import make_phantom_arrays
 
     images, masks, labels = make_phantom_arrays(8, 32, seed=0)
     x0 = torch.from_numpy(to_model_range(images)[:, None])
-    box = torch.from_numpy(models.rasterize_boxes([mask_to_box(m) for m in masks], 32))
+    box = torch.from_numpy(unet.rasterize_boxes([mask_to_box(m) for m in masks], 32))
     y = torch.tensor([["benign", "malignant", "normal"].index(l) for l in labels])
     d = torch.zeros(8, dtype=torch.long)
-    model = models.build_model(models.model_config_for("tiny"), 3, 1)
+    model = unet.build_model(unet.model_config_for("tiny"), 3, 1)
     sched = diffusion.make_noise_scheduler(diffusion.DiffusionConfig())
     noise, t = torch.randn_like(x0), torch.randint(0, 1000, (8,))
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
@@ -110,8 +111,16 @@ def test_ddp_pretrain_export_and_resume(ray_local, phantom_dir, tmp_path):
     """2-worker DDP run to step k, export, then a new trainer with the same name continues to k+m."""
     k, m = 3, 2
     cfg = train.PretrainConfig(
-        data_dir=str(phantom_dir), num_workers=2, batch_size=8, max_steps=k, checkpoint_every=2, warmup_steps=1,
-        storage_path=str(tmp_path / "runs"), run_name=f"t{time.time_ns()}", out=str(tmp_path / "model"), log_every=1,
+        data_dir=str(phantom_dir),
+        num_workers=2,
+        batch_size=8,
+        max_steps=k,
+        checkpoint_every=2,
+        warmup_steps=1,
+        storage_path=str(tmp_path / "runs"),
+        run_name=f"t{time.time_ns()}",
+        out=str(tmp_path / "model"),
+        log_every=1,
     )
     # 1. fresh run: stops at k with a checkpoint from both ranks, exports a loadable model
     first = train.pretrain(cfg)
@@ -144,7 +153,7 @@ BOX_B = [0.53, 0.47, 0.81, 0.75]  # lower right, disjoint from BOX_A
 
 
 def _region_means(images: np.ndarray, box) -> tuple[float, float]:
-    inside = models.rasterize_boxes([box], images.shape[-1])[0, 0] > 0
+    inside = unet.rasterize_boxes([box], images.shape[-1])[0, 0] > 0
     return float(images[:, inside].mean()), float(images[:, ~inside].mean())
 
 
@@ -158,9 +167,19 @@ def test_box_conditioning_places_dark_lesion_in_box(ray_local, tmp_path):
     """
     data_dir = write_phantom_dataset(tmp_path / "data", 384, size=32, seed=0)
     cfg = train.PretrainConfig(
-        data_dir=str(data_dir), num_workers=1, cpus_per_worker=2, batch_size=16, lr=1e-3, warmup_steps=50,
-        max_steps=200, ema_decay=0.995, checkpoint_every=200, storage_path=str(tmp_path / "runs"),
-        run_name=f"cond{time.time_ns()}", out=str(tmp_path / "model"), log_every=50,
+        data_dir=str(data_dir),
+        num_workers=1,
+        cpus_per_worker=2,
+        batch_size=16,
+        lr=1e-3,
+        warmup_steps=50,
+        max_steps=200,
+        ema_decay=0.995,
+        checkpoint_every=200,
+        storage_path=str(tmp_path / "runs"),
+        run_name=f"cond{time.time_ns()}",
+        out=str(tmp_path / "model"),
+        log_every=50,
     )
     assert train.pretrain(cfg).error is None
     gen = generator.load(cfg.out)

@@ -7,7 +7,6 @@ import resource
 import subprocess
 import sys
 
-
 RESULT_PREFIX = "BENCH_RESULT "
 
 
@@ -22,7 +21,7 @@ def run_isolated(module_path: str, *args: str, timeout: int = 600) -> dict:
     A fresh process per measurement keeps peak-RSS figures independent of each other.
     """
     out = subprocess.run([sys.executable, module_path, *args], capture_output=True, text=True, timeout=timeout)
-    results = [line[len(RESULT_PREFIX):] for line in out.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    results = [line[len(RESULT_PREFIX) :] for line in out.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if out.returncode != 0 or not results:
         raise RuntimeError(f"{module_path} {args} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
     return json.loads(results[-1])

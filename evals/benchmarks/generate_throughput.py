@@ -1,7 +1,7 @@
 """Generation throughput: the Ray Data pipeline vs a plain in-process loop, and driver memory vs N.
 
 Same model, sampler, steps and batch size on both sides. The Ray side runs the
-full `busgen.generate` pipeline (one sampler actor using all cores, shards,
+full `busgen.generate.shards` pipeline (one sampler actor using all cores, shards,
 manifest); the loop side calls `Generator.sample` over the same batches and
 encodes PNGs, with no Ray. Then driver peak RSS is measured in fresh processes
 at N and 10*N (goal: flat, since images stream from actors to shard files).
@@ -27,9 +27,9 @@ def loop_throughput(model_dir: Path, n: int, steps: int, batch_size: int) -> flo
     """Images/s of a plain loop over the same rows and batches as the pipeline, PNG encoding included."""
     import torch
 
-    from busgen import generator
-    from busgen.generate import RowPlan
-    from busgen.imageio import encode_png
+    from busgen.data.imageio import encode_png
+    from busgen.generate.shards import RowPlan
+    from busgen.model import generator
 
     torch.set_num_threads(os.cpu_count() or 1)
     gen = generator.load(model_dir)
@@ -43,23 +43,41 @@ def loop_throughput(model_dir: Path, n: int, steps: int, batch_size: int) -> flo
     return n / (time.time() - t0)
 
 
-def ray_throughput(model_dir: Path, out: Path, n: int, steps: int, batch_size: int, shard_size: int) -> tuple[float, float]:
-    """(steady images/s, end-to-end images/s incl. actor start-up) of ``busgen.generate``."""
-    from busgen.generate import GenerateConfig, generate
+def ray_throughput(
+    model_dir: Path, out: Path, n: int, steps: int, batch_size: int, shard_size: int
+) -> tuple[float, float]:
+    """(steady images/s, end-to-end images/s incl. actor start-up) of ``busgen.generate.shards``."""
+    from busgen.generate.shards import GenerateConfig, generate
 
-    cfg = GenerateConfig(model=str(model_dir), out=str(out), n=n, steps=steps, batch_size=batch_size, shard_size=shard_size,
-                         concurrency=1, num_cpus=1, torch_threads=os.cpu_count() or 1)
+    cfg = GenerateConfig(
+        model=str(model_dir),
+        out=str(out),
+        n=n,
+        steps=steps,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        concurrency=1,
+        num_cpus=1,
+        torch_threads=os.cpu_count() or 1,
+    )
     t0 = time.time()
     summary = generate(cfg, progress=False)
     return summary.images_per_s, n / (time.time() - t0)
 
 
 def child(args) -> dict:
-    from busgen.generate import GenerateConfig, generate
-    from busgen.raylocal import init_ray
+    from busgen.core.raylocal import init_ray
+    from busgen.generate.shards import GenerateConfig, generate
 
     init_ray(num_cpus=4)
-    cfg = GenerateConfig(model=args.model, out=args.child, n=args.n, steps=args.steps, batch_size=args.batch_size, shard_size=args.shard_size)
+    cfg = GenerateConfig(
+        model=args.model,
+        out=args.child,
+        n=args.n,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+    )
     generate(cfg, progress=False)
     return {"n": args.n, "peak_rss_mib": peak_rss_mib()}
 
@@ -76,8 +94,8 @@ def main() -> None:
     if args.child:
         emit_result(child(args))
         return
-    from busgen.raylocal import init_ray
-    from busgen.smoke import export_untrained
+    from busgen.core.raylocal import init_ray
+    from busgen.model.smoke import export_untrained
 
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model) if args.model else export_untrained(Path(tmp) / "model")
@@ -87,14 +105,34 @@ def main() -> None:
         import ray
 
         ray.shutdown()
-        rss = [run_isolated(__file__, "--n", str(k * args.n), "--steps", "1", "--batch-size", str(args.batch_size),
-                            "--shard-size", str(args.shard_size), "--model", str(model), "--child", str(Path(tmp) / f"rss{k}"))
-               for k in (1, 10)]
+        rss = [
+            run_isolated(
+                __file__,
+                "--n",
+                str(k * args.n),
+                "--steps",
+                "1",
+                "--batch-size",
+                str(args.batch_size),
+                "--shard-size",
+                str(args.shard_size),
+                "--model",
+                str(model),
+                "--child",
+                str(Path(tmp) / f"rss{k}"),
+            )
+            for k in (1, 10)
+        ]
     print(f"loop: {loop:.2f} img/s; ray data: {steady:.2f} img/s ({e2e:.2f} img/s including Ray start and actor load)")
-    print(f"driver peak RSS: {rss[0]['peak_rss_mib']:.0f} MiB at n={rss[0]['n']}, {rss[1]['peak_rss_mib']:.0f} MiB at n={rss[1]['n']}")
-    headline("generate_throughput", steady / loop,
-             f"ray {steady:.2f} img/s, loop {loop:.2f} img/s, {args.steps} DDIM steps, batch {args.batch_size}; "
-             f"driver RSS {rss[0]['peak_rss_mib']:.0f} MiB at N={rss[0]['n']} vs {rss[1]['peak_rss_mib']:.0f} MiB at 10N")
+    print(
+        f"driver peak RSS: {rss[0]['peak_rss_mib']:.0f} MiB at n={rss[0]['n']}, {rss[1]['peak_rss_mib']:.0f} MiB at n={rss[1]['n']}"
+    )
+    headline(
+        "generate_throughput",
+        steady / loop,
+        f"ray {steady:.2f} img/s, loop {loop:.2f} img/s, {args.steps} DDIM steps, batch {args.batch_size}; "
+        f"driver RSS {rss[0]['peak_rss_mib']:.0f} MiB at N={rss[0]['n']} vs {rss[1]['peak_rss_mib']:.0f} MiB at 10N",
+    )
 
 
 if __name__ == "__main__":

@@ -22,16 +22,22 @@ from _common import emit_result, headline, peak_rss_mib, run_isolated  # noqa: E
 
 def measure(n: int, size: int, work: Path) -> dict:
     """Child process: write n phantom images, ingest them, report driver peak RSS."""
-    from busgen.ingest import IngestConfig, ingest
-    from busgen.phantom import write_phantom
-    from busgen.raylocal import init_ray
+    from busgen.core.raylocal import init_ray
+    from busgen.data.ingest import IngestConfig, ingest
+    from busgen.data.phantom import write_phantom
 
     src = write_phantom(work / f"src_{n}", n, size, seed=0)
     init_ray(num_cpus=4)
     rss_before = peak_rss_mib()
     t0 = time.time()
     summary = ingest(src, work / f"ds_{n}", IngestConfig(size=size), progress=False)
-    return {"n": n, "ingested": summary.n_ingested, "seconds": time.time() - t0, "peak_rss_mib": peak_rss_mib(), "rss_after_start_mib": rss_before}
+    return {
+        "n": n,
+        "ingested": summary.n_ingested,
+        "seconds": time.time() - t0,
+        "peak_rss_mib": peak_rss_mib(),
+        "rss_after_start_mib": rss_before,
+    }
 
 
 def main() -> None:
@@ -47,9 +53,15 @@ def main() -> None:
         small = run_isolated(__file__, "--n", str(args.n), "--size", str(args.size), "--child", tmp)
         large = run_isolated(__file__, "--n", str(10 * args.n), "--size", str(args.size), "--child", tmp)
     for r in (small, large):
-        print(f"n={r['n']}: ingested {r['ingested']} in {r['seconds']:.1f}s ({r['n'] / r['seconds']:.0f} img/s), driver peak RSS {r['peak_rss_mib']:.0f} MiB")
+        print(
+            f"n={r['n']}: ingested {r['ingested']} in {r['seconds']:.1f}s ({r['n'] / r['seconds']:.0f} img/s), driver peak RSS {r['peak_rss_mib']:.0f} MiB"
+        )
     ratio = large["peak_rss_mib"] / small["peak_rss_mib"]
-    headline("ingest_memory", ratio, f"driver peak RSS {small['peak_rss_mib']:.0f} MiB at n={small['n']}, {large['peak_rss_mib']:.0f} MiB at n={large['n']}")
+    headline(
+        "ingest_memory",
+        ratio,
+        f"driver peak RSS {small['peak_rss_mib']:.0f} MiB at n={small['n']}, {large['peak_rss_mib']:.0f} MiB at n={large['n']}",
+    )
 
 
 if __name__ == "__main__":

@@ -49,9 +49,10 @@ def export_models(root: Path) -> tuple[str, str]:
     """An untrained tiny generator and a random small classifier (cost, not quality, is measured)."""
     import torch
 
-    from busgen import boxprior, classify, generator, models
-    from busgen.imageio import mask_to_box
-    from busgen.phantom import make_phantom_arrays
+    from busgen.data.imageio import mask_to_box
+    from busgen.data.phantom import make_phantom_arrays
+    from busgen.model import boxprior, classifier, generator
+    from busgen.model import unet as models
 
     torch.manual_seed(0)
     cfg = models.model_config_for("tiny", SIZE)
@@ -59,8 +60,8 @@ def export_models(root: Path) -> tuple[str, str]:
     _, masks, labels = make_phantom_arrays(30, SIZE, seed=0)
     prior = boxprior.fit([mask_to_box(m) for m in masks], labels)
     gen_dir = generator.export_model(root / "gen", unet, None, cfg, CLASSES, ("phantom",), prior, "untrained", 0)
-    ccfg = classify.ClassifierConfig.small(image_size=SIZE)
-    clf_dir = classify.save_classifier(root / "clf", classify.build_model(ccfg, len(CLASSES)), ccfg, CLASSES)
+    ccfg = classifier.ClassifierConfig.small(image_size=SIZE)
+    clf_dir = classifier.save_classifier(root / "clf", classifier.build_model(ccfg, len(CLASSES)), ccfg, CLASSES)
     return str(gen_dir), str(clf_dir)
 
 
@@ -68,8 +69,8 @@ def offline_throughput(gen_dir: str, clf_dir: str, images: np.ndarray) -> tuple[
     """(classify images/s, generate requests/s) in-process, one thread, the served batch sizes."""
     import torch
 
-    from busgen import generator
-    from busgen.classify import Predictor
+    from busgen.model import generator
+    from busgen.model.classifier import Predictor
 
     torch.set_num_threads(1)  # the replicas get one CPU each, hence one thread
     predictor = Predictor.from_checkpoint(clf_dir)
@@ -103,13 +104,16 @@ def deploy(gen_dir: str, clf_dir: str, token: str) -> str:
     import requests
     from ray import serve
 
-    from busgen import serve as bs
-    from busgen.raylocal import init_ray
+    from busgen.core.raylocal import init_ray
+    from busgen.serve import api as bs
     from serving.app import build_app
 
     init_ray(num_cpus=4, object_store_mb=512)
     args = bs.ServeArgs(
-        generators={"tiny": gen_dir}, classifier_dir=clf_dir, token=token, ingress_num_cpus=0.5,
+        generators={"tiny": gen_dir},
+        classifier_dir=clf_dir,
+        token=token,
+        ingress_num_cpus=0.5,
         limits={"max_n": GEN_N, "max_steps": GEN_STEPS, "default_steps": GEN_STEPS},
         generator={"num_cpus": 1, "torch_threads": 1, "max_batch_size": GENERATE_BATCH, "max_ongoing_requests": 32},
         classifier={"num_cpus": 1, "torch_threads": 1, "max_batch_size": CLASSIFY_BATCH, "max_ongoing_requests": 32},
@@ -159,7 +163,14 @@ def drive(calls: list[tuple[str, callable]], n_requests: int, max_s: float) -> d
 
 def summarize(latencies: list[float], errors: int, wall: float) -> dict:
     ms = np.percentile(np.array(latencies) * 1000.0, [50, 95, 99]) if latencies else [float("nan")] * 3
-    return {"ok": len(latencies), "errors": errors, "rps": len(latencies) / wall, "p50": ms[0], "p95": ms[1], "p99": ms[2]}
+    return {
+        "ok": len(latencies),
+        "errors": errors,
+        "rps": len(latencies) / wall,
+        "p50": ms[0],
+        "p95": ms[1],
+        "p99": ms[2],
+    }
 
 
 def make_calls(url: str, token: str, pngs: list[bytes]) -> tuple[tuple[str, callable], tuple[str, callable]]:
@@ -184,15 +195,18 @@ def make_calls(url: str, token: str, pngs: list[bytes]) -> tuple[tuple[str, call
 
 def report(phase: str, results: dict[str, dict]) -> None:
     for name, r in results.items():
-        print(f"{phase:<9} {name:<9} {r['ok']:>4} ok {r['errors']:>3} err  {r['rps']:7.2f} req/s  "
-              f"p50 {r['p50']:7.1f} ms  p95 {r['p95']:7.1f} ms  p99 {r['p99']:7.1f} ms", flush=True)
+        print(
+            f"{phase:<9} {name:<9} {r['ok']:>4} ok {r['errors']:>3} err  {r['rps']:7.2f} req/s  "
+            f"p50 {r['p50']:7.1f} ms  p95 {r['p95']:7.1f} ms  p99 {r['p99']:7.1f} ms",
+            flush=True,
+        )
 
 
 def main() -> None:
     from ray import serve
 
-    from busgen.imageio import encode_png
-    from busgen.phantom import make_phantom_arrays
+    from busgen.data.imageio import encode_png
+    from busgen.data.phantom import make_phantom_arrays
 
     token = secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory() as tmp:
@@ -215,13 +229,22 @@ def main() -> None:
         # a neighbour's burst of CPU use cannot flatter the ratio.
         after = offline_throughput(gen_dir, clf_dir, images)
     offline_classify, offline_generate = max(before[0], after[0]), max(before[1], after[1])
-    print(f"offline   classify {offline_classify:.1f} img/s (batch {CLASSIFY_BATCH}), generate {offline_generate:.2f} "
-          f"req/s (batch {GENERATE_BATCH} images, {GEN_N} per request, {GEN_STEPS} steps)", flush=True)
-    print(f"generate ratio={g['rps'] / offline_generate:.2f} (served {g['rps']:.2f} req/s, "
-          f"offline {offline_generate:.2f} req/s)", flush=True)
-    headline("serve_load", c["rps"] / offline_classify,
-             f"served {c['rps']:.1f} req/s, offline {offline_classify:.1f} req/s, "
-             f"p50 {c['p50']:.0f}ms p95 {c['p95']:.0f}ms p99 {c['p99']:.0f}ms")
+    print(
+        f"offline   classify {offline_classify:.1f} img/s (batch {CLASSIFY_BATCH}), generate {offline_generate:.2f} "
+        f"req/s (batch {GENERATE_BATCH} images, {GEN_N} per request, {GEN_STEPS} steps)",
+        flush=True,
+    )
+    print(
+        f"generate ratio={g['rps'] / offline_generate:.2f} (served {g['rps']:.2f} req/s, "
+        f"offline {offline_generate:.2f} req/s)",
+        flush=True,
+    )
+    headline(
+        "serve_load",
+        c["rps"] / offline_classify,
+        f"served {c['rps']:.1f} req/s, offline {offline_classify:.1f} req/s, "
+        f"p50 {c['p50']:.0f}ms p95 {c['p95']:.0f}ms p99 {c['p99']:.0f}ms",
+    )
 
 
 if __name__ == "__main__":

@@ -31,26 +31,37 @@ STEPS = 30
 
 def measure(data_dir: Path, work: Path, num_workers: int) -> float:
     """Run-average images/s of one short pretraining run with ``num_workers`` DDP workers."""
-    from busgen.train import PretrainConfig, pretrain
+    from busgen.train.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig(
-        data_dir=str(data_dir), num_workers=num_workers, cpus_per_worker=1, batch_size=BATCH_PER_WORKER,
-        max_steps=STEPS, checkpoint_every=STEPS, warmup_steps=5, log_every=10,
-        storage_path=str(work / "runs"), run_name=f"throughput-{num_workers}w-{time.time_ns()}", out=str(work / f"model{num_workers}"),
+        data_dir=str(data_dir),
+        num_workers=num_workers,
+        cpus_per_worker=1,
+        batch_size=BATCH_PER_WORKER,
+        max_steps=STEPS,
+        checkpoint_every=STEPS,
+        warmup_steps=5,
+        log_every=10,
+        storage_path=str(work / "runs"),
+        run_name=f"throughput-{num_workers}w-{time.time_ns()}",
+        out=str(work / f"model{num_workers}"),
     )
     t0 = time.time()
     result = pretrain(cfg)
     if result.error is not None:
         raise RuntimeError(f"{num_workers}-worker run failed: {result.error}")
     rate = float(result.metrics["images_per_s_run"])
-    print(f"{num_workers} worker(s): {rate:.1f} img/s over {STEPS} steps (fit + export {time.time() - t0:.0f} s)", flush=True)
+    print(
+        f"{num_workers} worker(s): {rate:.1f} img/s over {STEPS} steps (fit + export {time.time() - t0:.0f} s)",
+        flush=True,
+    )
     return rate
 
 
 def main() -> None:
     from helpers_data import write_phantom_dataset
 
-    from busgen.raylocal import init_ray
+    from busgen.core.raylocal import init_ray
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -11,7 +11,9 @@ from typing import List, Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="BUSGen Platform: breast-ultrasound generative modelling on Ray.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="BUSGen Platform: breast-ultrasound generative modelling on Ray."
+)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -34,7 +36,7 @@ def phantom(
     classes: Optional[str] = typer.Option(None, "--classes", help="comma list from benign,malignant,normal"),
 ):
     """Write a deterministic breast-ultrasound phantom dataset (the embedded default data)."""
-    from busgen.phantom import CLASSES, write_phantom
+    from busgen.data.phantom import CLASSES, write_phantom
 
     try:
         write_phantom(out, n, size, seed, style, tuple(parse_csv_list(classes) or CLASSES))
@@ -48,19 +50,32 @@ def ingest(
     src: Path = typer.Argument(..., help="class-folder tree, folder with labels.csv, or CSV manifest"),
     out: Path = typer.Option(..., "--out", help="output dataset folder"),
     size: int = typer.Option(128, "--size", help="stored image side in pixels"),
-    resize_mode: str = typer.Option("pad", "--resize-mode", help="pad (keep aspect, zero-pad) | crop (keep aspect, centre crop) | stretch"),
-    domain: Optional[str] = typer.Option(None, "--domain", help="device/site id for all rows (default: manifest column, else source name)"),
-    classes: Optional[str] = typer.Option(None, "--classes", help="comma list of allowed labels; others are quarantined"),
+    resize_mode: str = typer.Option(
+        "pad", "--resize-mode", help="pad (keep aspect, zero-pad) | crop (keep aspect, centre crop) | stretch"
+    ),
+    domain: Optional[str] = typer.Option(
+        None, "--domain", help="device/site id for all rows (default: manifest column, else source name)"
+    ),
+    classes: Optional[str] = typer.Option(
+        None, "--classes", help="comma list of allowed labels; others are quarantined"
+    ),
     seed: int = typer.Option(0, "--seed", help="seed of the stratified split when the source has none"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output dataset"),
 ):
     """Ingest a BUS dataset (folders, BUSI, CSV manifest, DICOM) into Parquet with Ray Data."""
-    from busgen.ingest import IngestConfig, IngestError
-    from busgen.ingest import ingest as run_ingest
+    from busgen.data.ingest import IngestConfig, IngestError
+    from busgen.data.ingest import ingest as run_ingest
 
     if resize_mode not in ("pad", "crop", "stretch"):
         fail(f"unknown --resize-mode {resize_mode!r}: use pad, crop or stretch")
-    cfg = IngestConfig(size=size, resize_mode=resize_mode, domain=domain, classes=parse_csv_list(classes), seed=seed, overwrite=overwrite)
+    cfg = IngestConfig(
+        size=size,
+        resize_mode=resize_mode,
+        domain=domain,
+        classes=parse_csv_list(classes),
+        seed=seed,
+        overwrite=overwrite,
+    )
     try:
         summary = run_ingest(src, out, cfg, progress=sys.stderr.isatty())
     except IngestError as exc:
@@ -76,8 +91,8 @@ def dataset_report(
     out: Path = typer.Option(..., "--out", help="report folder (report.md + PNGs)"),
 ):
     """Write a Markdown report of a dataset: counts, quarantine, sample grid per class."""
-    from busgen.data import DatasetError
-    from busgen.report import dataset_report as make_report
+    from busgen.data.dataset import DatasetError
+    from busgen.data.report import dataset_report as make_report
 
     try:
         path = make_report(dataset, out)
@@ -102,7 +117,7 @@ def parse_ratio(value: Optional[str], flag: str) -> Optional[dict[str, float]]:
 
 def load_typed_config(cls, config: Optional[Path], overrides: Optional[List[str]]):
     """YAML file + key=value overrides -> typed config, or a clear error and exit 2."""
-    from busgen.config import ConfigError, load_config
+    from busgen.core.config import ConfigError, load_config
 
     try:
         return load_config(cls, config, overrides or [])
@@ -112,38 +127,58 @@ def load_typed_config(cls, config: Optional[Path], overrides: Optional[List[str]
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def pretrain(
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of PretrainConfig fields (see evals/suites/pretrain_tiny.yaml)"),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="YAML file of PretrainConfig fields (see evals/suites/pretrain_tiny.yaml)"
+    ),
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. max_steps=500 num_workers=2"),
 ):
     """Pretrain the diffusion generator on Ray Train (resumes a run of the same run_name) and export it."""
-    from busgen.raylocal import init_ray
-    from busgen.train import PretrainConfig
-    from busgen.train import pretrain as run_pretrain
+    from busgen.core.raylocal import init_ray
+    from busgen.train.pretrain import PretrainConfig
+    from busgen.train.pretrain import pretrain as run_pretrain
 
     cfg = load_typed_config(PretrainConfig, config, overrides)
     init_ray()
     result = run_pretrain(cfg)
     metrics = result.metrics or {}
-    typer.echo(f"pretrained {cfg.preset} to step {metrics.get('step')} (loss {metrics.get('loss_avg', float('nan')):.4f}) -> {cfg.out}")
+    typer.echo(
+        f"pretrained {cfg.preset} to step {metrics.get('step')} (loss {metrics.get('loss_avg', float('nan')):.4f}) -> {cfg.out}"
+    )
 
 
 @app.command()
 def adapt(
     base: Path = typer.Option(..., "--base", help="pretrained model folder"),
-    data: Path = typer.Option(..., "--data", help="ingested dataset of the new task (support images from its train split)"),
+    data: Path = typer.Option(
+        ..., "--data", help="ingested dataset of the new task (support images from its train split)"
+    ),
     shots: int = typer.Option(10, "--shots", help="K labelled images per class"),
     out: Path = typer.Option(..., "--out", help="adapted model folder"),
-    classes: Optional[str] = typer.Option(None, "--classes", help="label set of the new task, comma list (default: all labels in the data)"),
+    classes: Optional[str] = typer.Option(
+        None, "--classes", help="label set of the new task, comma list (default: all labels in the data)"
+    ),
     method: str = typer.Option("lora", "--method", help="lora | full"),
-    steps: int = typer.Option(200, "--steps", help="fine-tuning steps (a fixed small budget guards against overfitting)"),
+    steps: int = typer.Option(
+        200, "--steps", help="fine-tuning steps (a fixed small budget guards against overfitting)"
+    ),
     seed: int = typer.Option(0, "--seed", help="seed of the support-set choice and of training"),
-    overrides: Optional[List[str]] = typer.Argument(None, help="more AdaptConfig key=value overrides, e.g. lora_rank=8"),
+    overrides: Optional[List[str]] = typer.Argument(
+        None, help="more AdaptConfig key=value overrides, e.g. lora_rank=8"
+    ),
 ):
     """Adapt a pretrained generator few-shot to a new task (LoRA or full fine-tune) on Ray Train."""
-    from busgen.adapt import AdaptConfig, AdaptError
-    from busgen.adapt import adapt as run_adapt
+    from busgen.train.adapt import AdaptConfig, AdaptError
+    from busgen.train.adapt import adapt as run_adapt
 
-    base_fields = [f"base={base}", f"data_dir={data}", f"out={out}", f"shots={shots}", f"method={method}", f"max_steps={steps}", f"seed={seed}"]
+    base_fields = [
+        f"base={base}",
+        f"data_dir={data}",
+        f"out={out}",
+        f"shots={shots}",
+        f"method={method}",
+        f"max_steps={steps}",
+        f"seed={seed}",
+    ]
     if classes:
         base_fields.append(f"classes=[{classes}]")
     cfg = load_typed_config(AdaptConfig, None, base_fields + list(overrides or []))
@@ -159,9 +194,15 @@ def generate(
     model: Path = typer.Option(..., "--model", help="exported model folder (pretrained or adapted)"),
     n: int = typer.Option(..., "--n", help="number of images"),
     out: Path = typer.Option(..., "--out", help="output folder (Parquet shards + manifest.json)"),
-    class_ratio: Optional[str] = typer.Option(None, "--class-ratio", help="e.g. benign=0.5,malignant=0.5 (default: uniform)"),
-    domain: Optional[str] = typer.Option(None, "--domain", help="domain name, or ratio siteA=0.7,siteB=0.3 (default: unconditional)"),
-    boxes: Optional[Path] = typer.Option(None, "--boxes", help="CSV of x0,y0,x1,y1 boxes (row i uses line i mod len); default: box prior"),
+    class_ratio: Optional[str] = typer.Option(
+        None, "--class-ratio", help="e.g. benign=0.5,malignant=0.5 (default: uniform)"
+    ),
+    domain: Optional[str] = typer.Option(
+        None, "--domain", help="domain name, or ratio siteA=0.7,siteB=0.3 (default: unconditional)"
+    ),
+    boxes: Optional[Path] = typer.Option(
+        None, "--boxes", help="CSV of x0,y0,x1,y1 boxes (row i uses line i mod len); default: box prior"
+    ),
     sampler: str = typer.Option("ddim", "--sampler", help="ddim | dpmpp | ddpm"),
     steps: int = typer.Option(25, "--steps", help="sampling steps"),
     guidance: float = typer.Option(1.8, "--guidance", help="classifier-free guidance scale (1 = none)"),
@@ -174,15 +215,25 @@ def generate(
     """Generate a synthetic image set with Ray Data: deterministic, resumable Parquet shards."""
     from pydantic import ValidationError
 
-    from busgen.generate import GenerateConfig, GenerateError
-    from busgen.generate import generate as run_generate
+    from busgen.generate.shards import GenerateConfig, GenerateError
+    from busgen.generate.shards import generate as run_generate
 
     try:
         cfg = GenerateConfig(
-            model=str(model), out=str(out), n=n, class_ratio=parse_ratio(class_ratio, "--class-ratio"),
-            domain_ratio=parse_ratio(domain, "--domain"), boxes_file=str(boxes) if boxes else None, sampler=sampler,
-            steps=steps, guidance=guidance, seed=seed, shard_size=shard_size, batch_size=batch_size,
-            concurrency=concurrency, num_gpus=num_gpus,
+            model=str(model),
+            out=str(out),
+            n=n,
+            class_ratio=parse_ratio(class_ratio, "--class-ratio"),
+            domain_ratio=parse_ratio(domain, "--domain"),
+            boxes_file=str(boxes) if boxes else None,
+            sampler=sampler,
+            steps=steps,
+            guidance=guidance,
+            seed=seed,
+            shard_size=shard_size,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            num_gpus=num_gpus,
         )
         summary = run_generate(cfg, progress=True)
     except ValidationError as exc:
@@ -198,8 +249,8 @@ def export_png(
     out: Path = typer.Argument(..., help="output folder: <label>/<index>.png"),
 ):
     """Write the images of a dataset as PNG files, one folder per class."""
-    from busgen.data import DatasetError
-    from busgen.generate import export_png as run_export
+    from busgen.data.dataset import DatasetError
+    from busgen.generate.shards import export_png as run_export
 
     try:
         count = run_export(dataset, out)
@@ -235,13 +286,19 @@ def _suite_path(suite: str) -> Path:
 
 @app.command()
 def evaluate(
-    suite: str = typer.Option(..., "--suite", help="suite YAML file, or a name under evals/suites/ (utility, utility_ci, sampler_steps, busi_full)"),
+    suite: str = typer.Option(
+        ...,
+        "--suite",
+        help="suite YAML file, or a name under evals/suites/ (utility, utility_ci, sampler_steps, busi_full)",
+    ),
     out: Path = typer.Option(..., "--out", help="report folder: report.md, PNGs, results.parquet/.csv, results.json"),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. real_dir=DATA model=MODEL utility.seeds=[0]"),
+    overrides: Optional[List[str]] = typer.Argument(
+        None, help="key=value overrides, e.g. real_dir=DATA model=MODEL utility.seeds=[0]"
+    ),
 ):
     """Run an evaluation suite (utility, fidelity, privacy, FID vs steps) on Ray Tune and write a report."""
-    from busgen.config import ConfigError, load_config
-    from busgen.evaluate import SuiteConfig, run_suite
+    from busgen.core.config import ConfigError, load_config
+    from busgen.eval.runner import SuiteConfig, run_suite
 
     try:
         cfg = load_config(SuiteConfig, _suite_path(suite), [*(overrides or []), f"out={out}"])
@@ -259,31 +316,41 @@ def share_filter(
     synthetic: Path = typer.Argument(..., help="synthetic dataset folder (busgen generate output)"),
     real: Path = typer.Option(..., "--real", help="the generator's real training data (ingested dataset)"),
     out: Path = typer.Option(..., "--out", help="filtered copy: Parquet + manifest + audit.json"),
-    split: Optional[str] = typer.Option("train", "--split", help="split of --real the generator trained on ('' = all rows)"),
+    split: Optional[str] = typer.Option(
+        "train", "--split", help="split of --real the generator trained on ('' = all rows)"
+    ),
     encoder_epochs: int = typer.Option(30, "--encoder-epochs", help="copy-encoder (SimCLR) training epochs"),
 ):
     """Write a shareable copy of a synthetic set without memorised or copied images, with an audit record."""
-    from busgen.data import DatasetError
-    from busgen.evaluate import share_filter_dir
+    from busgen.data.dataset import DatasetError
+    from busgen.eval.runner import share_filter_dir
 
     try:
         record = share_filter_dir(synthetic, real, out, split or None, encoder_epochs)
     except DatasetError as exc:
         fail(str(exc))
-    typer.echo(f"kept {record['rows_out']} of {record['rows_in']} images ({record['n_copies']} copies, "
-               f"{record['n_mem']} memorised removed) -> {out} (audit: {out / 'audit.json'})")
+    typer.echo(
+        f"kept {record['rows_out']} of {record['rows_in']} images ({record['n_copies']} copies, "
+        f"{record['n_mem']} memorised removed) -> {out} (audit: {out / 'audit.json'})"
+    )
 
 
 @app.command()
 def serve(
-    generator: List[str] = typer.Option(..., "--generator", help="ID=MODEL_DIR (repeatable); the first is the default model"),
-    classifier: Optional[Path] = typer.Option(None, "--classifier", help="saved classifier folder (busgen.classify)"),
+    generator: List[str] = typer.Option(
+        ..., "--generator", help="ID=MODEL_DIR (repeatable); the first is the default model"
+    ),
+    classifier: Optional[Path] = typer.Option(
+        None, "--classifier", help="saved classifier folder (busgen.eval.classify)"
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="HTTP bind address"),
     port: int = typer.Option(8000, "--port", help="HTTP port"),
-    insecure_local: bool = typer.Option(False, "--insecure-local", help="disable bearer-token auth (loopback demos only)"),
+    insecure_local: bool = typer.Option(
+        False, "--insecure-local", help="disable bearer-token auth (loopback demos only)"
+    ),
 ):
     """Serve generators and a classifier over HTTP with Ray Serve (token from $BUSGEN_API_TOKEN)."""
-    from busgen.serve import run_local
+    from busgen.serve.api import run_local
 
     dirs = {}
     for item in generator:

@@ -32,15 +32,27 @@ class DemoConfig:
 
 def run_demo_evaluation(cfg: DemoConfig, dataset: Path, model_dir: Path, syn_dir: Path, out: Path) -> list[list]:
     """Utility (real / mixed / synthetic-only), fidelity and privacy on the demo's data; returns AUC rows."""
-    from busgen.classify import ClassifierConfig
-    from busgen.evaluate import run_suite
-    from busgen.suites import REAL_TEST, FidelitySettings, PrivacySettings, SuiteConfig, UtilitySettings
+    from busgen.eval.runner import run_suite
+    from busgen.eval.suites import REAL_TEST, FidelitySettings, PrivacySettings, SuiteConfig, UtilitySettings
+    from busgen.model.classifier import ClassifierConfig
 
     suite = SuiteConfig(
-        name="demo", real_dir=str(dataset), model=str(model_dir), synthetic_dir=str(syn_dir), out=str(out),
-        utility=UtilitySettings(ratios=[0, 1], synthetic_only=True, seeds=[cfg.seed], n_boot=300,
-                                classifier=ClassifierConfig(width=8, blocks=(1, 1, 1, 1), image_size=cfg.size, epochs=8, patience=3, batch_size=32)),
-        fidelity=FidelitySettings(), privacy=PrivacySettings(n_membership=60, encoder_epochs=5, timesteps=[50, 100]),
+        name="demo",
+        real_dir=str(dataset),
+        model=str(model_dir),
+        synthetic_dir=str(syn_dir),
+        out=str(out),
+        utility=UtilitySettings(
+            ratios=[0, 1],
+            synthetic_only=True,
+            seeds=[cfg.seed],
+            n_boot=300,
+            classifier=ClassifierConfig(
+                width=8, blocks=(1, 1, 1, 1), image_size=cfg.size, epochs=8, patience=3, batch_size=32
+            ),
+        ),
+        fidelity=FidelitySettings(),
+        privacy=PrivacySettings(n_membership=60, encoder_epochs=5, timesteps=[50, 100]),
     )
     record = run_suite(suite)
     rows = []
@@ -52,10 +64,12 @@ def run_demo_evaluation(cfg: DemoConfig, dataset: Path, model_dir: Path, syn_dir
 
 def first_images_per_class(table, classes, per_class: int, prefix: str) -> dict:
     """Grid rows ``"<prefix> <class>"`` of the first ``per_class`` decoded images of each class in a table."""
-    from busgen.data import decode_images
+    from busgen.data.dataset import decode_images
 
     images, labels = table.column("image").to_pylist(), table.column("label").to_pylist()
-    return {f"{prefix} {c}": decode_images([p for p, lbl in zip(images, labels) if lbl == c][:per_class]) for c in classes}
+    return {
+        f"{prefix} {c}": decode_images([p for p, lbl in zip(images, labels) if lbl == c][:per_class]) for c in classes
+    }
 
 
 def _stage(name: str):
@@ -65,15 +79,15 @@ def _stage(name: str):
 
 def run_demo(cfg: DemoConfig) -> Path:
     """Run every stage and write ``<out>/report.md``; returns its path."""
-    from busgen import generate as gen_mod
-    from busgen import generator
-    from busgen.data import read_table
-    from busgen.ingest import IngestConfig, ingest
-    from busgen.phantom import write_phantom
-    from busgen.raylocal import init_ray
-    from busgen.report import Report, image_grid
-    from busgen.report import dataset_report as write_dataset_report
-    from busgen.train import PretrainConfig, pretrain
+    from busgen.core.raylocal import init_ray
+    from busgen.data.dataset import read_table
+    from busgen.data.ingest import IngestConfig, ingest
+    from busgen.data.phantom import write_phantom
+    from busgen.data.report import Report, image_grid
+    from busgen.data.report import dataset_report as write_dataset_report
+    from busgen.generate import shards as gen_mod
+    from busgen.model import generator
+    from busgen.train.pretrain import PretrainConfig, pretrain
 
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -106,10 +120,22 @@ def run_demo(cfg: DemoConfig) -> Path:
     t = _stage("pretrain (Ray Train)")
     model_dir = out / "model"
     pcfg = PretrainConfig(
-        data_dir=str(dataset), preset="tiny", image_size=cfg.size, batch_size=cfg.batch_size, max_steps=cfg.train_steps,
-        warmup_steps=min(50, cfg.train_steps // 10), checkpoint_every=max(100, cfg.train_steps // 3), num_workers=cfg.num_workers,
-        storage_path=str(out / "ray_runs"), run_name=f"demo-{int(time.time())}", out=str(model_dir), seed=cfg.seed, ema_decay=0.995,
-        lr=1e-3, cpus_per_worker=max(1, (os.cpu_count() or 2) // cfg.num_workers), log_every=50,
+        data_dir=str(dataset),
+        preset="tiny",
+        image_size=cfg.size,
+        batch_size=cfg.batch_size,
+        max_steps=cfg.train_steps,
+        warmup_steps=min(50, cfg.train_steps // 10),
+        checkpoint_every=max(100, cfg.train_steps // 3),
+        num_workers=cfg.num_workers,
+        storage_path=str(out / "ray_runs"),
+        run_name=f"demo-{int(time.time())}",
+        out=str(model_dir),
+        seed=cfg.seed,
+        ema_decay=0.995,
+        lr=1e-3,
+        cpus_per_worker=max(1, (os.cpu_count() or 2) // cfg.num_workers),
+        log_every=50,
     )
     pretrain(pcfg)
     gen = generator.load(model_dir)
@@ -124,7 +150,9 @@ def run_demo(cfg: DemoConfig) -> Path:
     # 5. synthetic set with Ray Data
     t = _stage("generate (Ray Data)")
     syn_dir = out / "synthetic"
-    gcfg = gen_mod.GenerateConfig(model=str(model_dir), out=str(syn_dir), n=cfg.n_synthetic, steps=cfg.sample_steps, shard_size=100, seed=cfg.seed)
+    gcfg = gen_mod.GenerateConfig(
+        model=str(model_dir), out=str(syn_dir), n=cfg.n_synthetic, steps=cfg.sample_steps, shard_size=100, seed=cfg.seed
+    )
     if (syn_dir / gen_mod.MANIFEST).exists():
         import shutil
 
@@ -141,26 +169,38 @@ def run_demo(cfg: DemoConfig) -> Path:
 
     # report
     rep = Report(out, "BUSGen demo report")
-    rep.text(f"Data: **{cfg.data}** ({summary.n_ingested} images ingested at {cfg.size} px, "
-             f"{summary.n_quarantined} quarantined). Full dataset report: [dataset_report/report.md](dataset_report/report.md).")
+    rep.text(
+        f"Data: **{cfg.data}** ({summary.n_ingested} images ingested at {cfg.size} px, "
+        f"{summary.n_quarantined} quarantined). Full dataset report: [dataset_report/report.md](dataset_report/report.md)."
+    )
     rep.section("Generator").table(
         ["field", "value"],
-        [["preset", "tiny"], ["steps", cfg.train_steps], ["workers", cfg.num_workers], ["model id", gen.model_id],
-         ["final loss", gen.meta.get("metrics", {}).get("loss", "n/a")]],
+        [
+            ["preset", "tiny"],
+            ["steps", cfg.train_steps],
+            ["workers", cfg.num_workers],
+            ["model id", gen.model_id],
+            ["final loss", gen.meta.get("metrics", {}).get("loss", "n/a")],
+        ],
     )
     real = read_table(dataset, ["image", "label"], split="train")
     real_grid = first_images_per_class(real, gen.class_names, per_class, "real")
     rep.section("Real training images").figure("real_grid.png", image_grid(real_grid), "real images per class")
-    rep.section("Generated samples per class", f"DDIM, {cfg.sample_steps} steps, guidance 1.8, boxes from the box prior.")
+    rep.section(
+        "Generated samples per class", f"DDIM, {cfg.sample_steps} steps, guidance 1.8, boxes from the box prior."
+    )
     rep.figure("samples_grid.png", image_grid({f"gen {c}": v for c, v in grids.items()}), "samples per class")
     syn_labels = syn.column("label").to_pylist()
     rep.section("Synthetic set (Ray Data)", gsum.line())
     rep.table(["class", "images"], [[c, syn_labels.count(c)] for c in gen.class_names])
     syn_grid = first_images_per_class(syn, gen.class_names, per_class, "syn")
     rep.figure("synthetic_grid.png", image_grid(syn_grid), "synthetic set, first images per class")
-    rep.section("Downstream evaluation", "Benign vs malignant classifiers trained on real, synthetic and mixed data, "
-                "tested on the real test split (95% bootstrap CIs). Full report with ROC curves, fidelity and privacy: "
-                "[evaluation/report.md](evaluation/report.md).")
+    rep.section(
+        "Downstream evaluation",
+        "Benign vs malignant classifiers trained on real, synthetic and mixed data, "
+        "tested on the real test split (95% bootstrap CIs). Full report with ROC curves, fidelity and privacy: "
+        "[evaluation/report.md](evaluation/report.md).",
+    )
     rep.table(["arm", "test AUC", "95% CI"], evaluation)
     for name in ("auc_vs_ratio.png", "nn_pairs.png"):
         if (out / "evaluation" / name).exists():

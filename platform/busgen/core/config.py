@@ -1,0 +1,84 @@
+"""Typed run configs from a YAML file plus ``key=value`` overrides.
+
+Every job takes ``--config file.yaml`` and trailing ``key=value`` pairs (dotted keys
+reach nested models: ``model.dropout=0.1``). Values are parsed with
+``yaml.safe_load`` so ``lr=3e-4``, ``use_gpu=true`` and ``sizes=[1,2]`` get their
+natural types. Unknown keys and wrong types fail loudly: a typo in a sweep must not
+silently train with the default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the config class; the message says why."""
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b=1e-3"`` -> (["a", "b"], 0.001)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: cannot parse value: {exc}") from None
+    return key.strip().split("."), value
+
+
+def set_nested(data: dict, path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        node = data.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {'.'.join(path)}: {part!r} is not a section")
+        data = node
+    data[path[-1]] = value
+
+
+def check_keys(cls: type[BaseModel], data: dict, prefix: str = "") -> None:
+    """Reject keys ``cls`` does not declare, recursing into nested pydantic models."""
+    fields = cls.model_fields
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"unknown config key {prefix + key!r} for {cls.__name__}; valid keys: {sorted(fields)}")
+        sub = fields[key].annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel) and isinstance(value, dict):
+            check_keys(sub, value, prefix + key + ".")
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping at top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Build ``cls`` from defaults, then the YAML file at ``path``, then ``key=value`` overrides.
+
+    Raises:
+        ConfigError: missing file, malformed override, unknown key or a value of the wrong type.
+    """
+    data = read_yaml(path) if path else {}
+    for item in overrides:
+        keys, value = parse_override(item)
+        set_nested(data, keys, value)
+    check_keys(cls, data)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid {cls.__name__} config: {problems}") from None

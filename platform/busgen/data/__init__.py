@@ -1,0 +1,1 @@
+"""busgen.data.dataset."""

@@ -1,0 +1,234 @@
+"""Downstream diagnosis classifier: the yardstick for "is synthetic data useful?".
+
+A compact ResNet-18-style CNN in plain torch (no torchvision) is trained on real,
+synthetic or mixed data and always validated and tested on *real* images, so
+that any gain or loss is measured where it matters. Training uses balanced
+sampling (BUS sets are imbalanced: normal and malignant are minorities), light
+augmentation, and early stopping on real validation AUC. Utility trials run it
+in-process inside Ray Tune trials (``busgen.eval.suites``).
+
+The network, its persistence and ``Predictor`` live in ``busgen.model.classifier``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+
+from busgen.model.classifier import ClassifierConfig, ResNetClassifier, build_model, logits_of, to_tensor, unwrap
+
+# Augmentation
+
+
+def label_indices(labels: Sequence, class_names: Sequence[str]) -> np.ndarray:
+    """Class names or integer labels -> int64 indices into class_names."""
+    arr = np.asarray(labels)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    lookup = {c: i for i, c in enumerate(class_names)}
+    return np.array([lookup[str(v)] for v in arr], dtype=np.int64)
+
+
+def augment_batch(
+    x: torch.Tensor,
+    gen: torch.Generator,
+    max_shift: float = 0.06,
+    intensity: float = 0.1,
+    hflip: bool = True,
+    scale: float = 0.0,
+    noise: float = 0.0,
+) -> torch.Tensor:
+    """Random horizontal flip, translation (+ optional zoom), gain/offset jitter and noise, per sample.
+
+    Ultrasound images are left-right symmetric in meaning (probe orientation varies)
+    but not up-down (depth), so only horizontal flips are used. One affine grid
+    sample does flip, shift and zoom at once.
+    """
+    b = x.shape[0]
+    u = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731, uniform [0, 1)
+    sx = 1.0 + scale * (2 * u(b) - 1)
+    flip = torch.where(u(b) < 0.5, -1.0, 1.0) if hflip else torch.ones(b)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = sx * flip, sx
+    theta[:, :, 2] = 2 * max_shift * (2 * u(b, 2) - 1)  # grid units span [-1, 1] = 2 per side
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # Out-of-field pixels become -1 (black), like the ultrasound background.
+    out = F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
+    gain = 1 + intensity * (2 * u(b, 1, 1, 1) - 1)
+    offset = intensity * (2 * u(b, 1, 1, 1) - 1)
+    out = out * gain + offset
+    if noise > 0:
+        out = out + noise * torch.randn(out.shape, generator=gen)
+    return out.clamp_(-1, 1)
+
+
+def balanced_weights(y: np.ndarray) -> np.ndarray:
+    """Per-sample weights 1/count(class) so every class is drawn equally often."""
+    counts = np.bincount(y)
+    return (1.0 / counts[y]).astype(np.float64)
+
+
+def mix_weights(labels_per_set: Sequence[np.ndarray], ratios: Sequence[float]) -> tuple[np.ndarray, int]:
+    """Sampling weights for a concatenation of training sets, balanced by class within each set.
+
+    Set i receives a share ratios[i] / sum(ratios) of each epoch's draws, and the
+    epoch holds len(set 0) * sum(ratios) / ratios[0] samples. With sets
+    [(real, 1.0), (synthetic, r)] this draws n_real real and r * n_real synthetic
+    images per epoch, i.e. r = n_synthetic / n_real.
+
+    Returns:
+        (weights for the concatenated samples, samples per epoch).
+    """
+    total = float(sum(ratios))
+    parts = [balanced_weights(y) / len(np.unique(y)) * (r / total) for y, r in zip(labels_per_set, ratios)]
+    per_epoch = round(len(labels_per_set[0]) * total / ratios[0])
+    return np.concatenate(parts), per_epoch
+
+
+# Training loop
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, class_names: Sequence[str], positive: str) -> dict:
+    """Validation loss, accuracy and positive-vs-rest AUC (macro one-vs-rest if `positive` is absent)."""
+    logits = logits_of(unwrap(model), x)
+    probs = logits.softmax(1).numpy()
+    y_np = y.numpy()
+    out = {"val_loss": float(F.cross_entropy(logits, y)), "val_acc": float((probs.argmax(1) == y_np).mean())}
+    try:
+        if positive in class_names:
+            k = list(class_names).index(positive)
+            out["val_auc"] = float(roc_auc_score(y_np == k, probs[:, k]))
+        else:
+            out["val_auc"] = float(roc_auc_score(y_np, probs, multi_class="ovr", labels=range(len(class_names))))
+    except ValueError:  # one class only in validation: AUC undefined
+        out["val_auc"] = float("nan")
+    return out
+
+
+def _train_epoch(
+    model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer, cfg: ClassifierConfig, gen: torch.Generator
+) -> float:
+    model.train()
+    device = next(model.parameters()).device
+    total, n = 0.0, 0
+    for xb, yb in loader:
+        if cfg.augment:
+            xb = augment_batch(xb, gen, cfg.max_shift, cfg.intensity_jitter)
+        loss = F.cross_entropy(model(xb.to(device)), yb.to(device), label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total, n = total + loss.item() * len(yb), n + len(yb)
+    return total / max(n, 1)
+
+
+def fit(
+    model: nn.Module,
+    x_tr: torch.Tensor,
+    y_tr: torch.Tensor,
+    weights: np.ndarray,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    cfg: ClassifierConfig,
+    class_names: Sequence[str],
+    rank: int = 0,
+    world_size: int = 1,
+    report_fn: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Train with balanced sampling and early stopping; leaves the best validation weights in `model`.
+
+    Each rank draws its own 1/world_size share of the epoch (different sampler seed)
+    and all ranks evaluate the full validation set, so every rank takes the same
+    early-stopping decision without extra communication.
+
+    Returns:
+        history: one dict per epoch (epoch, train_loss, val_loss, val_acc, val_auc, lr).
+    """
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    n_epoch = max(1, (cfg.samples_per_epoch or len(y_tr)) // world_size)
+    sampler = WeightedRandomSampler(
+        torch.as_tensor(weights, dtype=torch.double), n_epoch, replacement=True, generator=gen
+    )
+    loader = DataLoader(
+        TensorDataset(x_tr, y_tr), batch_size=cfg.batch_size, sampler=sampler, drop_last=n_epoch > cfg.batch_size
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    history, best, best_state, stale = [], -np.inf, None, 0
+    for epoch in range(cfg.epochs):
+        record = {
+            "epoch": epoch,
+            "lr": sched.get_last_lr()[0],
+            "train_loss": _train_epoch(model, loader, opt, cfg, gen),
+        }
+        sched.step()
+        record.update(evaluate(model, x_val, y_val, class_names, cfg.positive))
+        history.append(record)
+        if report_fn is not None:
+            report_fn(record)
+        # A NaN AUC (single-class validation) falls back to loss so stopping still works.
+        use_auc = cfg.monitor == "auc" and np.isfinite(record["val_auc"])
+        score = record["val_auc"] if use_auc else -record["val_loss"]
+        if score > best + 1e-4:
+            best, best_state, stale = score, copy.deepcopy(unwrap(model).state_dict()), 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    if best_state is not None:
+        unwrap(model).load_state_dict(best_state)
+    return history
+
+
+def train_classifier(
+    train_images: np.ndarray,
+    train_labels: Sequence,
+    val_images: np.ndarray,
+    val_labels: Sequence,
+    cfg: ClassifierConfig,
+    class_names: Sequence[str],
+    sample_weights: np.ndarray | None = None,
+) -> tuple[ResNetClassifier, list[dict]]:
+    """Train in-process; see `fit`.
+
+    Args:
+        train_images, val_images: uint8 (N, H, W).
+        train_labels, val_labels: class names or indices into class_names.
+        cfg: classifier config (seeded: the same inputs give the same model).
+        class_names: output column order.
+        sample_weights: per-training-sample draw weights (default: class-balanced); see `mix_weights`.
+
+    Returns:
+        (model with the best-validation weights, in eval mode; per-epoch history).
+    """
+    torch.manual_seed(cfg.seed)
+    y_tr = label_indices(train_labels, class_names)
+    weights = balanced_weights(y_tr) if sample_weights is None else sample_weights
+    model = build_model(cfg, len(class_names))
+    history = fit(
+        model,
+        to_tensor(train_images, cfg.image_size),
+        torch.from_numpy(y_tr),
+        weights,
+        to_tensor(val_images, cfg.image_size),
+        torch.from_numpy(label_indices(val_labels, class_names)),
+        cfg,
+        class_names,
+    )
+    return model.eval(), history
+
+
+# Inference
+
+
+# Persistence
+
+
+# Ray Train

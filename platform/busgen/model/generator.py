@@ -1,0 +1,286 @@
+"""A trained generator as a self-contained directory, and the object that samples from it.
+
+Layout written by ``export_model`` and read by ``load``::
+
+    model_dir/
+      busgen.json              class/domain names, architecture, diffusion config, provenance
+      unet/                    diffusers save_pretrained of the trained weights (fine-tuning starts here)
+      unet_ema/                the same model with EMA weights: what sampling uses
+      scheduler/               diffusers scheduler_config.json of the training noise schedule
+      box_prior.json           per-class KDE box prior (JSON, no pickle)
+
+Everything needed to rebuild the model is in the directory, so ``load`` works on a
+copy made on another machine and ``model_id`` identifies the exact weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from busgen.data.imageio import from_model_range
+from busgen.model import boxprior, diffusion, lora
+from busgen.model import unet as models
+
+BUSGEN_JSON = "busgen.json"
+UNET_DIR = "unet"
+EMA_DIR = "unet_ema"
+SCHEDULER_DIR = "scheduler"
+BOX_PRIOR_JSON = "box_prior.json"
+FORMAT_VERSION = 1
+
+
+def weights_fingerprint(model_dir: str | Path) -> str:
+    """Short sha256 over every weights file (path and bytes), in sorted order."""
+    root = Path(model_dir)
+    h = hashlib.sha256()
+    for fp in sorted(p for p in root.rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file()):
+        h.update(str(fp.relative_to(root)).encode())
+        with open(fp, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def export_model(
+    out_dir: str | Path,
+    unet: models.ConditionalUNet,
+    ema_state: dict[str, torch.Tensor] | None,
+    model_cfg: models.ModelConfig,
+    class_names: Sequence[str],
+    domain_names: Sequence[str],
+    box_prior: boxprior.BoxPrior,
+    data_fingerprint: str,
+    steps: int,
+    metrics: dict | None = None,
+    diffusion_cfg: diffusion.DiffusionConfig | None = None,
+) -> Path:
+    """Write a self-contained model directory (see module docstring) and return its path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    diffusion_cfg = diffusion_cfg or diffusion.DiffusionConfig()
+    unet = unet.to("cpu")
+    unet.save_pretrained(out / UNET_DIR)
+    if ema_state is not None:
+        ema_model = copy.deepcopy(unet)
+        ema_model.load_state_dict({k: v.to("cpu") for k, v in ema_state.items()})
+        ema_model.save_pretrained(out / EMA_DIR)
+    diffusion.make_noise_scheduler(diffusion_cfg).save_pretrained(out / SCHEDULER_DIR)
+    box_prior.save(out / BOX_PRIOR_JSON)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "class_names": list(class_names),
+        "domain_names": list(domain_names),
+        "image_size": model_cfg.image_size,
+        "model": model_cfg.model_dump(mode="json"),
+        "diffusion": diffusion_cfg.model_dump(mode="json"),
+        "sampling_weights": EMA_DIR if ema_state is not None else UNET_DIR,
+        "data_fingerprint": data_fingerprint,
+        "train_steps": int(steps),
+        "metrics": metrics or {},
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    meta["model_id"] = weights_fingerprint(out)
+    (out / BUSGEN_JSON).write_text(json.dumps(meta, indent=2, default=float))
+    return out
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Generator:
+    """Samples uint8 images from a loaded model; see ``sample``."""
+
+    def __init__(
+        self,
+        model: models.ConditionalUNet,
+        diffusion_cfg: diffusion.DiffusionConfig,
+        class_names: Sequence[str],
+        domain_names: Sequence[str],
+        box_prior: boxprior.BoxPrior,
+        model_id: str,
+        meta: dict | None = None,
+    ):
+        self.model = model.eval()
+        self.diffusion_cfg = diffusion_cfg
+        self.class_names = list(class_names)
+        self.domain_names = list(domain_names)
+        self.image_size = int(model.config.image_size)
+        self.box_prior = box_prior
+        self.model_id = model_id
+        self.meta = meta or {}
+
+    def label_indices(self, labels: Sequence[str]) -> list[int]:
+        return [_index_of(name, self.class_names, "label") for name in labels]
+
+    def domain_indices(self, domains: str | Sequence[str | None] | None, n: int) -> list[int]:
+        """Domain names -> indices; None (all or per image) means the null domain (unconditional)."""
+        if domains is None or isinstance(domains, str):
+            domains = [domains] * n
+        if len(domains) != n:
+            raise ValueError(f"got {len(domains)} domains for {n} labels")
+        null = len(self.domain_names)
+        return [null if d is None else _index_of(d, self.domain_names, "domain") for d in domains]
+
+    def resolve_boxes(self, labels: Sequence[str], boxes: Sequence | None, seeds: Sequence[int]) -> list:
+        """Per-image boxes: given ones as is, ``None`` entries drawn from the box prior with the image's seed.
+
+        An empty sequence ``()`` asks explicitly for no box.
+        """
+        boxes = [None] * len(labels) if boxes is None else list(boxes)
+        if len(boxes) != len(labels):
+            raise ValueError(f"got {len(boxes)} boxes for {len(labels)} labels")
+        out = []
+        for label, box, seed in zip(labels, boxes, seeds):
+            if box is None:
+                box = self.box_prior.sample(label, 1, seed=seed)[0]
+            elif len(box) not in (0, 4):
+                raise ValueError(f"a box is [x0, y0, x1, y1] in [0, 1] (or () for none), got {box!r}")
+            out.append(box)
+        return out
+
+    def sample(
+        self,
+        labels: str | Sequence[str],
+        domains: str | Sequence[str | None] | None = None,
+        boxes: Sequence | None = None,
+        steps: int = 25,
+        guidance: float = diffusion.DEFAULT_GUIDANCE,
+        seed: int = 0,
+        sampler: str = "ddim",
+        seeds: Sequence[int] | None = None,
+        batch_size: int = 64,
+    ) -> np.ndarray:
+        """Generate one image per label.
+
+        Args:
+            labels: class names, one per image (a single name = one image).
+            domains: domain name for all images, one per image, or None for domain-unconditional.
+            boxes: per-image [x0, y0, x1, y1] normalised boxes; None (all or per image) draws
+                from the class's box prior seeded by that image's seed; ``()`` means no box.
+            steps, guidance, sampler: see ``diffusion.sample``.
+            seed: image i uses seed + i when ``seeds`` is not given.
+            seeds: one int per image; image i depends only on seeds[i] and its conditions.
+            batch_size: images per forward pass (memory only; results do not depend on it).
+
+        Returns:
+            np.ndarray uint8 (N, image_size, image_size).
+
+        Raises:
+            ValueError: unknown label/domain (the message lists the valid ones) or mismatched lengths.
+        """
+        labels = [labels] if isinstance(labels, str) else list(labels)
+        n = len(labels)
+        seeds = [seed + i for i in range(n)] if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != n:
+            raise ValueError(f"got {len(seeds)} seeds for {n} labels")
+        label_idx = self.label_indices(labels)
+        domain_idx = self.domain_indices(domains, n)
+        masks = torch.from_numpy(models.rasterize_boxes(self.resolve_boxes(labels, boxes, seeds), self.image_size))
+        out = np.zeros((n, self.image_size, self.image_size), dtype=np.uint8)
+        for s in range(0, n, batch_size):
+            sl = slice(s, s + batch_size)
+            x = diffusion.sample(
+                self.model,
+                self.diffusion_cfg,
+                label_idx[sl],
+                domain_idx[sl],
+                masks[sl],
+                steps,
+                guidance,
+                seeds[sl],
+                sampler,
+            )
+            out[sl] = from_model_range(x[:, 0].numpy())
+        return out
+
+
+def _index_of(name: str, options: list[str], kind: str) -> int:
+    try:
+        return options.index(name)
+    except ValueError:
+        raise ValueError(f"unknown {kind} {name!r}; valid {kind}s: {options}") from None
+
+
+class AdapterError(ValueError):
+    """An adapter folder that cannot be rebuilt (base model missing or changed, tensors missing)."""
+
+
+def resolve_base(adapted_dir: Path, meta: dict) -> Path:
+    """Find the base model (next to the adapter first, then the recorded absolute path) and check its weights."""
+    candidates = [adapted_dir / meta["base_model_rel"], Path(meta["base_model"])]
+    for cand in candidates:
+        if (cand / BUSGEN_JSON).is_file():
+            if weights_fingerprint(cand) != meta["base_model_id"]:
+                raise AdapterError(
+                    f"base model at {cand} has other weights than the adapter was trained on "
+                    f"(model id {meta['base_model_id']})"
+                )
+            return cand
+    raise AdapterError(
+        f"base model of adapter {adapted_dir} not found at {[str(c) for c in candidates]}: copy it back or re-adapt"
+    )
+
+
+def build_adapted_model(spec: lora.AdapterSpec) -> models.ConditionalUNet:
+    """The trainable module tree of an adaptation: the base folder's sampling weights plus ``spec``'s surgery."""
+    base = load(spec.base, device="cpu")
+    return lora.build_adapted(base.model, base.class_names, base.domain_names, spec)
+
+
+def load_adapter(adapted_dir: Path, meta: dict, device) -> models.ConditionalUNet:
+    """Rebuild base + adapter for sampling from an adapter folder written by ``busgen adapt``."""
+    from safetensors.torch import load_file
+
+    spec = lora.AdapterSpec(
+        **meta["adapter"],
+        base=str(resolve_base(adapted_dir, meta)),
+        class_names=meta["class_names"],
+        domain_names=meta["domain_names"],
+    )
+    model = build_adapted_model(spec)
+    state = load_file(str(adapted_dir / lora.ADAPTER_FILE))
+    missing = set(lora.trainable_state(model)) - set(state)
+    if missing:
+        raise AdapterError(
+            f"adapter {adapted_dir} lacks {len(missing)} tensors (e.g. {sorted(missing)[0]}): "
+            "was it written by another version?"
+        )
+    model.load_state_dict(state, strict=False)
+    return model.to(device).eval()
+
+
+def load(model_dir: str | Path, device: str | torch.device | None = None) -> Generator:
+    """Load an exported model directory for sampling (EMA weights when present).
+
+    Raises:
+        FileNotFoundError: the directory has no busgen.json.
+    """
+    root = Path(model_dir)
+    meta_fp = root / BUSGEN_JSON
+    if not meta_fp.is_file():
+        raise FileNotFoundError(f"not a BUSGen model directory (no {BUSGEN_JSON}): {root}")
+    meta = json.loads(meta_fp.read_text())
+    if meta.get("kind") == "adapter":  # few-shot LoRA adapter: rebuild base + adapter (see busgen.model.lora)
+        model = load_adapter(root, meta, device or default_device())
+    else:
+        model = models.ConditionalUNet.from_pretrained(root / meta.get("sampling_weights", EMA_DIR))
+        model = model.to(device or default_device())
+    models.maybe_enable_xformers(model)
+    return Generator(
+        model=model,
+        diffusion_cfg=diffusion.DiffusionConfig(**meta["diffusion"]),
+        class_names=meta["class_names"],
+        domain_names=meta["domain_names"],
+        box_prior=boxprior.BoxPrior.load(root / BOX_PRIOR_JSON),
+        model_id=weights_fingerprint(root),
+        meta=meta,
+    )

@@ -1,0 +1,91 @@
+"""Model surgery for few-shot adaptation: new condition vocabularies and LoRA adapters.
+
+Everything that changes a pretrained ``ConditionalUNet`` lives here, so that training
+(``busgen.train.adapt``) and loading (``busgen.model.generator``) rebuild exactly the
+same module tree from the same typed ``AdapterSpec``:
+
+* ``expand_conditions``: a model for a new label/domain set, keeping the pretrained
+  embedding of every known name and initialising new ones from the mean of the
+  pretrained ones (a neutral "some lesion / some device" starting point);
+* ``apply_lora``: peft LoRA on attention (and optionally conv) projections; only the
+  LoRA matrices and the condition embeddings train, so the adapter file is small.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from busgen.model.unet import ConditionalUNet
+
+ADAPTER_FILE = "adapter.safetensors"
+DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+AdaptMethod = Literal["lora", "full"]
+
+
+class AdapterSpec(BaseModel):
+    """How an adapted model is built from its base: recorded in the adapter's ``busgen.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: str  # pretrained model directory the adapter was trained on
+    method: AdaptMethod = "lora"
+    lora_rank: int = 4
+    lora_alpha: float = 4.0
+    lora_targets: list[str] = list(DEFAULT_LORA_TARGETS)
+    class_names: list[str]  # label vocabulary of the adapted task
+    domain_names: list[str]  # device/site vocabulary of the adapted task
+
+
+def _resize_embedding(
+    old: torch.nn.Embedding, old_names: Sequence[str], new_names: Sequence[str]
+) -> torch.nn.Embedding:
+    """Embedding for ``new_names`` + null: known names keep their rows, new ones start at the mean of the old."""
+    w = old.weight.detach()
+    mean = w[: len(old_names)].mean(dim=0)
+    rows = [w[old_names.index(n)] if n in old_names else mean for n in new_names] + [w[len(old_names)]]  # last = null
+    new = torch.nn.Embedding(len(new_names) + 1, w.shape[1])
+    new.weight.data.copy_(torch.stack(rows))
+    return new
+
+
+def expand_conditions(
+    model: ConditionalUNet,
+    old_classes: Sequence[str],
+    old_domains: Sequence[str],
+    new_classes: Sequence[str],
+    new_domains: Sequence[str],
+) -> ConditionalUNet:
+    """Replace the label/domain embeddings for a new vocabulary (in place); returns the model."""
+    model.label_embedding = _resize_embedding(model.label_embedding, list(old_classes), list(new_classes))
+    model.domain_embedding = _resize_embedding(model.domain_embedding, list(old_domains), list(new_domains))
+    model.register_to_config(num_labels=len(new_classes), num_domains=len(new_domains))
+    return model
+
+
+def apply_lora(model: ConditionalUNet, rank: int, alpha: float, targets: Sequence[str]) -> ConditionalUNet:
+    """Inject LoRA into ``targets`` of the UNet; freeze everything but LoRA and the condition embeddings."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    lora = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0)
+    inject_adapter_in_model(lora, model.unet)
+    for name, p in model.named_parameters():
+        p.requires_grad = "lora_" in name or name.startswith(("label_embedding", "domain_embedding"))
+    return model
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What an adapter file holds: the parameters that train (LoRA + embeddings)."""
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def build_adapted(
+    base: ConditionalUNet, base_classes: Sequence[str], base_domains: Sequence[str], spec: AdapterSpec
+) -> ConditionalUNet:
+    """The adapted module tree: ``base`` (modified in place) with the new vocabulary and, for LoRA, adapters."""
+    model = expand_conditions(base.train(), base_classes, base_domains, spec.class_names, spec.domain_names)
+    if spec.method == "lora":
+        apply_lora(model, spec.lora_rank, spec.lora_alpha, spec.lora_targets)
+    return model

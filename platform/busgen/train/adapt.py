@@ -1,0 +1,248 @@
+"""Few-shot adaptation: specialise a pretrained generator to a new task from K labelled images per class.
+
+BUSGen's central claim is that a generator pretrained on a large corpus needs only a
+handful of labelled images of a new task (new device, new hospital, new label set)
+to produce task-specific training data. The pieces here:
+
+* ``select_support``: a seeded, recorded K-shot support set from the train split, so
+  runs are reproducible and evaluation never tests on support images;
+* the model surgery (new condition vocabulary, LoRA) is ``busgen.model.lora``, typed
+  by an ``AdapterSpec`` that both training and loading rebuild the model from;
+* ``adapt``: the Ray Train run (the pretraining loop, given the ``AdapterSpec``) and the
+  export: an adapter folder that names its base model, or a full model.
+
+Overfitting guard: a fixed, small step budget with an EMA of the trained weights
+(K-shot sets are too small for a meaningful held-out slice at K=5).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict
+
+from busgen.data import dataset as data
+from busgen.data import schema
+from busgen.model import boxprior, diffusion, generator, lora, unet
+from busgen.train import pretrain
+
+SUPPORT_JSON = "support.json"
+SUPPORT_DIR = "support"
+
+
+class AdaptError(ValueError):
+    """The adaptation cannot run as asked (too few images, incompatible base model...)."""
+
+
+class AdaptConfig(BaseModel):
+    """One few-shot adaptation run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: str  # pretrained model directory
+    data_dir: str  # ingested dataset of the new task; support images come from its train split
+    out: str  # adapted model directory
+    shots: int = 10  # K labelled images per class
+    classes: list[str] | None = None  # label set of the new task (default: all labels in the data)
+    method: lora.AdaptMethod = "lora"
+    lora_rank: int = 4
+    lora_alpha: float = 4.0
+    lora_targets: list[str] = list(lora.DEFAULT_LORA_TARGETS)  # add "conv1", "conv2" to adapt resnet convs too
+    lr: float | None = None  # default: 1e-3 for LoRA, 5e-5 for a full fine-tune (low: keep pretrained features)
+    max_steps: int = 200  # fixed small budget: the overfitting guard
+    batch_size: int = 8
+    ema_decay: float = 0.99
+    num_workers: int = 1
+    use_gpu: bool = False
+    storage_path: str = "~/busgen_runs"
+    run_name: str | None = None  # default: adapt-<out folder name>
+    seed: int = 0
+
+
+# ----------------------------------------------------------------------------- support set
+
+
+def select_support(data_dir: str | Path, shots: int, classes: Sequence[str] | None, seed: int) -> pa.Table:
+    """K images per class from the train split, chosen by a seeded RNG over rows sorted by sha256.
+
+    Sorting first makes the choice independent of Parquet file order.
+
+    Raises:
+        AdaptError: a class has fewer than ``shots`` training images, or is absent.
+    """
+    table = data.read_table(data_dir, split="train")
+    labels = np.array(table.column(schema.LABEL).to_pylist())
+    classes = list(classes) if classes else sorted(set(labels.tolist()))
+    if shots < 1:
+        raise AdaptError(f"--shots must be >= 1, got {shots}")
+    order = np.argsort(np.array(table.column(schema.SHA256).to_pylist()), kind="stable")
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in classes:
+        rows = [int(i) for i in order if labels[i] == c]
+        if len(rows) < shots:
+            raise AdaptError(
+                f"class {c!r} has {len(rows)} training images in {data_dir}, fewer than --shots {shots}: lower --shots or add data"
+            )
+        picked += sorted(rng.choice(rows, size=shots, replace=False).tolist())
+    return table.take(pa.array(picked, type=pa.int64()))
+
+
+def write_support(support: pa.Table, out: Path, cfg: AdaptConfig) -> Path:
+    """Write the support rows (a Parquet dataset the trainer streams) and the human-readable record."""
+    (out / SUPPORT_DIR).mkdir(parents=True, exist_ok=True)
+    pq.write_table(support, out / SUPPORT_DIR / "support.parquet")
+    record = {
+        "data_dir": str(Path(cfg.data_dir).resolve()),
+        "shots": cfg.shots,
+        "seed": cfg.seed,
+        "classes": sorted(set(support.column(schema.LABEL).to_pylist())),
+        "images": [
+            {"source": s, "sha256": h, "label": lbl}
+            for s, h, lbl in zip(*(support.column(c).to_pylist() for c in (schema.SOURCE, schema.SHA256, schema.LABEL)))
+        ],
+    }
+    (out / SUPPORT_JSON).write_text(json.dumps(record, indent=2))
+    return out / SUPPORT_DIR
+
+
+def support_hashes(adapted_dir: str | Path) -> set[str]:
+    """sha256 of every support image of an adapted model: evaluation must exclude these."""
+    record = json.loads((Path(adapted_dir) / SUPPORT_JSON).read_text())
+    return {r["sha256"] for r in record["images"]}
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def check_compatible(base_meta: dict, data_dir: str | Path) -> None:
+    """Refuse a base model whose image size or channel layout differs from the new task's data."""
+    info = data.dataset_info(data_dir)
+    first = data.read_table(data_dir, [schema.IMAGE]).column(schema.IMAGE)[0].as_py()
+    shape = data.decode_images([first]).shape[1:]
+    size = base_meta["image_size"]
+    if shape != (size, size):
+        raise AdaptError(
+            f"base model generates {size}x{size} images but {data_dir} holds {shape[1]}x{shape[0]} (dataset.json size {info.get('image_size')}): "
+            f"re-ingest with --size {size}"
+        )
+    if base_meta.get("image_channels", 1) != 1:
+        raise AdaptError(
+            f"base model has {base_meta['image_channels']} image channels; BUS data are single-channel grayscale"
+        )
+
+
+def adapt(cfg: AdaptConfig) -> Path:
+    """Select the support set, fine-tune on Ray Train, export the adapted model to ``cfg.out``."""
+    from busgen.core.raylocal import init_ray
+
+    base_meta_fp = Path(cfg.base) / generator.BUSGEN_JSON
+    if not base_meta_fp.is_file():
+        raise AdaptError(
+            f"base model {cfg.base} not found (no busgen.json): pass a folder written by `busgen pretrain`"
+        )
+    base_meta = json.loads(base_meta_fp.read_text())
+    if base_meta.get("kind") == "adapter":
+        raise AdaptError(f"{cfg.base} is itself an adapter: adapt from its base model {base_meta['base_model']}")
+    check_compatible(base_meta, cfg.data_dir)
+    out = Path(cfg.out)
+    support = select_support(cfg.data_dir, cfg.shots, cfg.classes, cfg.seed)
+    support_dir = write_support(support, out, cfg)
+    spec = lora.AdapterSpec(
+        base=str(Path(cfg.base).resolve()),
+        method=cfg.method,
+        lora_rank=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_targets=cfg.lora_targets,
+        class_names=sorted(set(support.column(schema.LABEL).to_pylist())),
+        domain_names=sorted(set(support.column(schema.DOMAIN).to_pylist())),
+    )
+    loop_cfg = pretrain.PretrainConfig(
+        # preset is unused when adapting: the worker rebuilds the base architecture from its folder
+        data_dir=str(support_dir),
+        image_size=base_meta["image_size"],
+        batch_size=min(cfg.batch_size, support.num_rows),
+        lr=cfg.lr or (1e-3 if cfg.method == "lora" else 5e-5),
+        warmup_steps=min(20, cfg.max_steps // 10),
+        max_steps=cfg.max_steps,
+        ema_decay=cfg.ema_decay,
+        checkpoint_every=cfg.max_steps,
+        num_to_keep=1,
+        num_workers=cfg.num_workers,
+        use_gpu=cfg.use_gpu,
+        storage_path=cfg.storage_path,
+        run_name=cfg.run_name or f"adapt-{out.name}-{int(time.time())}",
+        out=str(out),
+        seed=cfg.seed,
+        prediction_type=base_meta["diffusion"].get("prediction_type", "epsilon"),
+    )
+    init_ray()
+    dataset = pretrain.make_train_dataset(support_dir)
+    result = pretrain.fit(loop_cfg, spec.class_names, spec.domain_names, dataset, adapter=spec)
+    return export_adapted(pretrain.final_state(result, loop_cfg.run_name), cfg, base_meta, spec, support)
+
+
+def export_adapted(state: dict, cfg: AdaptConfig, base_meta: dict, spec: lora.AdapterSpec, support: pa.Table) -> Path:
+    """Write the adapter folder (LoRA) or a full model folder, both recording base model and support set."""
+    from safetensors.torch import save_file
+
+    out = Path(cfg.out)
+    model = generator.build_adapted_model(spec)
+    model.load_state_dict(state["ema"]["shadow"])  # sample with the EMA weights
+    prior = boxprior.fit(support.column(schema.BOX).to_pylist(), support.column(schema.LABEL).to_pylist())
+    provenance = {
+        "base_model": spec.base,
+        "base_model_id": generator.weights_fingerprint(spec.base),
+        "shots": cfg.shots,
+        "method": cfg.method,
+        "support_record": SUPPORT_JSON,
+        "train_steps": int(state["step"]),
+    }
+    if cfg.method == "full":
+        model_cfg = unet.ModelConfig(
+            **{k: v for k, v in base_meta["model"].items() if k in unet.ModelConfig.model_fields}
+        )
+        generator.export_model(
+            out,
+            model,
+            None,
+            model_cfg,
+            spec.class_names,
+            spec.domain_names,
+            prior,
+            base_meta.get("data_fingerprint", ""),
+            int(state["step"]),
+            {},
+            diffusion.DiffusionConfig(**base_meta["diffusion"]),
+        )
+        meta = json.loads((out / generator.BUSGEN_JSON).read_text())
+        meta.update(provenance)
+        (out / generator.BUSGEN_JSON).write_text(json.dumps(meta, indent=2))
+        return out
+    save_file(lora.trainable_state(model), str(out / lora.ADAPTER_FILE))
+    prior.save(out / generator.BOX_PRIOR_JSON)
+    meta = {
+        **{k: base_meta[k] for k in ("format_version", "image_size", "model", "diffusion")},
+        "kind": "adapter",
+        "class_names": spec.class_names,
+        "domain_names": spec.domain_names,
+        "adapter": spec.model_dump(include={"method", "lora_rank", "lora_alpha", "lora_targets"}),
+        "base_model_rel": _relpath(spec.base, out),
+        **provenance,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    meta["model_id"] = generator.weights_fingerprint(out)
+    (out / generator.BUSGEN_JSON).write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def _relpath(target: str | Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(Path(target).resolve(), start.resolve())

@@ -1,0 +1,471 @@
+"""Generator pretraining on Ray Train: data-parallel DDP workers, checkpoints, resume, export.
+
+``train_loop_per_worker`` runs inside every Ray Train worker (importable, so tests,
+sweeps and adaptation reuse it); ``pretrain`` wires Ray objects around it and exports
+the final model. Resume (Ray Train V2): build a new trainer with the same
+``RunConfig(name, storage_path)``; ``ray.train.get_checkpoint()`` then returns the latest
+checkpoint and the loop continues from its step with weights, EMA, optimizer, LR
+schedule and per-rank RNG states restored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from busgen.data import dataset as data
+from busgen.data import schema
+from busgen.data.imageio import decode_image, resize_square, to_model_range
+from busgen.model import boxprior, diffusion, generator, lora, unet
+
+STATE_FILE = "state.pt"  # rank 0: model, EMA, optimizer, LR schedule, step
+RNG_FILE = "rng_rank{rank}.pt"  # every rank: its own RNG streams
+TRAIN_COLUMNS = [schema.IMAGE, schema.BOX, schema.LABEL, schema.DOMAIN]
+
+
+class PretrainConfig(BaseModel):
+    """Pretraining run: data, architecture, optimisation, Ray scaling and storage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: str  # ingested dataset directory (Parquet); rows with split == "train" are used
+    preset: unet.PresetName = "tiny"  # tiny (32-64 px, CPU) | base (128 px) | large (256 px)
+    image_size: int | None = None  # px; None = the preset's size. Images of another size are resized.
+    batch_size: int = 16  # per worker; global batch = batch_size * num_workers
+    lr: float = 2e-4  # AdamW peak learning rate
+    weight_decay: float = 0.01
+    warmup_steps: int = 100  # linear warmup, then cosine decay to 0 at max_steps
+    max_steps: int = 1000  # total optimizer steps (a resumed run continues up to this)
+    grad_clip: float = 1.0  # max global grad norm
+    ema_decay: float = 0.999  # EMA of weights used for sampling
+    cond_drop_prob: float = 0.1  # per-condition dropout for classifier-free guidance
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    hflip_prob: float = 0.5  # horizontal flip (box flipped too); ultrasound has no left/right semantics
+    jitter: float = 0.05  # max relative contrast / absolute brightness jitter in model range
+    checkpoint_every: int = 200  # steps; the final step is always checkpointed
+    num_to_keep: int = 2  # checkpoints kept in storage
+    num_workers: int = 1  # Ray Train data-parallel workers
+    cpus_per_worker: float = 1  # torch threads per worker follow this
+    use_gpu: bool = False
+    max_failures: int = 0  # worker-group restarts from the latest checkpoint
+    storage_path: str = "~/busgen_runs"  # Ray Train storage (local path or cloud URI)
+    run_name: str = "pretrain"  # same name + storage_path = resume
+    out: str = "models/pretrain"  # exported model directory
+    seed: int = 0
+    log_every: int = 10  # steps between log lines on rank 0
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def log_line(text: str) -> None:
+    """One progress line from a Train worker, shown once.
+
+    Ray Train V2 patches ``print`` in workers to go through its logger *and* tee to the
+    worker's replaced stdout, so every printed line reached the driver twice.
+    """
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def read_train_metadata(data_dir: str | Path) -> dict:
+    """Small columns of the train split, read in-process: class/domain vocabularies, boxes, fingerprint."""
+    files = data.parquet_files(data_dir)
+    table = data.read_table(data_dir, columns=[schema.LABEL, schema.DOMAIN, schema.BOX, schema.SHA256], split="train")
+    if table.num_rows == 0:
+        raise ValueError(f"no rows with split == 'train' in {data_dir}")
+    labels = [str(x) for x in table.column(schema.LABEL).to_pylist()]
+    h = hashlib.sha256()
+    for fp in files:
+        h.update(f"{Path(fp).name}:{Path(fp).stat().st_size};".encode())
+    if schema.SHA256 in table.column_names:
+        h.update("".join(sorted(map(str, table.column(schema.SHA256).to_pylist()))).encode())
+    return {
+        "class_names": sorted(set(labels)),
+        "domain_names": sorted({str(x) for x in table.column(schema.DOMAIN).to_pylist()}),
+        "labels": labels,
+        "boxes": table.column(schema.BOX).to_pylist(),
+        "num_rows": table.num_rows,
+        "fingerprint": h.hexdigest()[:16],
+    }
+
+
+CACHE_BELOW_MB = 256  # train splits smaller than this (on disk) are materialised once in the object store
+
+
+def make_train_dataset(data_dir: str | Path):
+    """Ray Dataset of the train split with only the columns training needs.
+
+    Small splits are materialised: otherwise every epoch re-runs the Parquet read and
+    filter, and on a few hundred images that start-up cost dominates the step time.
+    Large corpora stream from Parquet every epoch (no full copy in memory).
+    """
+    ds = data.load(data_dir, split="train").select_columns(TRAIN_COLUMNS)
+    size_mb = sum(Path(f).stat().st_size for f in data.parquet_files(data_dir)) / 2**20
+    return ds.materialize() if size_mb < CACHE_BELOW_MB else ds
+
+
+def decode_batch(batch: dict, class_to_idx: dict, domain_to_idx: dict, size: int) -> tuple:
+    """Numpy batch from Ray Data -> (images float32 (B,H,W) in [-1,1], labels, domains, boxes list)."""
+    imgs = []
+    for png in batch[schema.IMAGE]:
+        img = decode_image(bytes(png))
+        imgs.append(img if img.shape == (size, size) else resize_square(img, size, mode="stretch"))
+    labels = np.array([class_to_idx[str(x)] for x in batch[schema.LABEL]], dtype=np.int64)
+    domains = np.array([domain_to_idx[str(x)] for x in batch[schema.DOMAIN]], dtype=np.int64)
+    boxes = [None if b is None or len(b) != 4 else [float(v) for v in b] for b in batch[schema.BOX]]
+    return to_model_range(np.stack(imgs)), labels, domains, boxes
+
+
+def augment(images: np.ndarray, boxes: list, rng: np.random.Generator, hflip_prob: float, jitter: float) -> tuple:
+    """Random horizontal flip (box mirrored with it) and small contrast/brightness jitter."""
+    images = images.copy()
+    boxes = list(boxes)
+    for i in range(len(images)):
+        if rng.random() < hflip_prob:
+            images[i] = images[i][:, ::-1]
+            if boxes[i] is not None:
+                x0, y0, x1, y1 = boxes[i]
+                boxes[i] = [1.0 - x1, y0, 1.0 - x0, y1]
+    if jitter > 0:
+        contrast = 1.0 + rng.uniform(-jitter, jitter, (len(images), 1, 1))
+        brightness = rng.uniform(-jitter, jitter, (len(images), 1, 1))
+        images = np.clip(images * contrast + brightness, -1.0, 1.0)
+    return images.astype(np.float32), boxes
+
+
+# ----------------------------------------------------------------------------- training state
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point state (params and buffers).
+
+    The decay ramps up as (1 + step) / (10 + step) so early, random weights fade quickly.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.num_updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.num_updates += 1
+        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].lerp_(v.detach(), 1.0 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def state_dict(self) -> dict:
+        return {
+            "decay": self.decay,
+            "num_updates": self.num_updates,
+            "shadow": {k: v.cpu() for k, v in self.shadow.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.num_updates = state["num_updates"]
+        for k, v in state["shadow"].items():
+            self.shadow[k].copy_(v)
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """Short sha256 of a state dict's tensors: lets a resumed run prove it loaded the checkpoint."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def make_rngs(seed: int, rank: int) -> tuple[torch.Generator, np.random.Generator]:
+    """Per-rank streams for noise/timesteps/dropout (torch) and augmentation (numpy)."""
+    return torch.Generator().manual_seed(seed * 1000 + rank), np.random.default_rng([seed, rank])
+
+
+def save_checkpoint(
+    ckpt_dir: Path, rank: int, unwrapped, ema, opt, lr_sched, step: int, gen, np_rng, meta: dict
+) -> None:
+    """Rank 0 writes the shared training state; every rank writes its own RNG file (Ray merges the dirs)."""
+    if rank == 0:
+        state = {
+            "model": unwrapped.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": opt.state_dict(),
+            "lr_scheduler": lr_sched.state_dict(),
+            "step": step,
+        }
+        torch.save(state, ckpt_dir / STATE_FILE)
+        (ckpt_dir / "meta.json").write_text(json.dumps({**meta, "step": step}))
+    rng = {"torch": gen.get_state(), "numpy": np_rng.bit_generator.state, "torch_global": torch.get_rng_state()}
+    torch.save(rng, ckpt_dir / RNG_FILE.format(rank=rank))
+
+
+def restore_checkpoint(ckpt_dir: Path, rank: int, unwrapped, ema, opt, lr_sched, gen, np_rng) -> int:
+    """Load everything ``save_checkpoint`` wrote; returns the step to continue from."""
+    state = torch.load(ckpt_dir / STATE_FILE, map_location="cpu", weights_only=False)
+    unwrapped.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    opt.load_state_dict(state["optimizer"])
+    lr_sched.load_state_dict(state["lr_scheduler"])
+    rng_fp = ckpt_dir / RNG_FILE.format(rank=rank)
+    if rng_fp.exists():  # absent when the worker count grew since the checkpoint
+        rng = torch.load(rng_fp, weights_only=False)
+        gen.set_state(rng["torch"])
+        np_rng.bit_generator.state = rng["numpy"]
+        torch.set_rng_state(rng["torch_global"])
+    return int(state["step"])
+
+
+# ----------------------------------------------------------------------------- worker loop
+
+
+def build_components(
+    cfg: PretrainConfig,
+    num_labels: int,
+    num_domains: int,
+    device: torch.device,
+    adapter: lora.AdapterSpec | None = None,
+) -> tuple:
+    """Model (same init on every rank; the base + ``adapter`` surgery when adapting), EMA, AdamW, LR schedule."""
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+
+    torch.manual_seed(cfg.seed)
+    if adapter is not None:
+        model = generator.build_adapted_model(adapter).to(device)
+    else:
+        model = unet.build_model(unet.model_config_for(cfg.preset, cfg.image_size), num_labels, num_domains).to(device)
+    unet.maybe_enable_xformers(model)
+    ema = EMA(model, cfg.ema_decay)
+    # LoRA adaptation freezes the base weights: only what still requires grad is optimised
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
+    lr_sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps)
+    return model, ema, opt, lr_sched
+
+
+def train_step(
+    model, unwrapped, noise_scheduler, opt, lr_sched, ema, batch: tuple, cfg: PretrainConfig, gen, device
+) -> float:
+    """One optimizer step on a prepared (x, labels, domains, box_mask) batch; returns the loss."""
+    x, labels, domains, box_mask = (t.to(device) for t in batch)
+    labels, domains, box_mask = unet.drop_conditions(
+        labels, domains, box_mask, cfg.cond_drop_prob, unwrapped.null_label, unwrapped.null_domain, gen
+    )
+    # bf16 autocast only on GPU: CPU bf16 is slower than fp32 and less accurate
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        loss = diffusion.diffusion_loss(model, noise_scheduler, x, labels, domains, box_mask, generator=gen)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    lr_sched.step()
+    ema.update(unwrapped)
+    return float(loss.detach())
+
+
+def prepare_batch(raw: dict, cfg: PretrainConfig, vocab: tuple[dict, dict], size: int, np_rng) -> tuple:
+    """Decode, augment and rasterise one Ray Data batch into model tensors."""
+    images, labels, domains, boxes = decode_batch(raw, vocab[0], vocab[1], size)
+    images, boxes = augment(images, boxes, np_rng, cfg.hflip_prob, cfg.jitter)
+    return (
+        torch.from_numpy(images[:, None]),
+        torch.from_numpy(labels),
+        torch.from_numpy(domains),
+        torch.from_numpy(unet.rasterize_boxes(boxes, size)),
+    )
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train worker: ``config`` holds ``cfg`` (PretrainConfig dict), ``class_names``, ``domain_names``
+    and ``adapter`` (an ``AdapterSpec`` dict when adapting a pretrained model, else None)."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = PretrainConfig(**config["cfg"])
+    class_names, domain_names = config["class_names"], config["domain_names"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    device = ray.train.torch.get_device()
+
+    # 1. components, then restore from the latest checkpoint of this run (if any)
+    adapter = lora.AdapterSpec(**config["adapter"]) if config.get("adapter") else None
+    model, ema, opt, lr_sched = build_components(cfg, len(class_names), len(domain_names), device, adapter)
+    gen, np_rng = make_rngs(cfg.seed, rank)
+    start_step = 0
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            start_step = restore_checkpoint(Path(d), rank, model, ema, opt, lr_sched, gen, np_rng)
+    start_digest = weights_digest(model.state_dict())
+    unwrapped = model
+    model = ray.train.torch.prepare_model(model)  # DDP when world > 1
+    noise_scheduler = diffusion.make_noise_scheduler(diffusion.DiffusionConfig(prediction_type=cfg.prediction_type))
+    size = unwrapped.config.image_size
+    vocab = ({n: i for i, n in enumerate(class_names)}, {n: i for i, n in enumerate(domain_names)})
+    meta = {"class_names": class_names, "domain_names": domain_names, "cfg": cfg.model_dump(mode="json")}
+    if rank == 0:
+        log_line(
+            f"[pretrain] {world} worker(s): start at step {start_step} of {cfg.max_steps} (weights {start_digest})"
+        )
+
+    # 2. steps: epochs over this worker's shard until max_steps
+    shard = ray.train.get_dataset_shard("train")
+    step, epoch, loss_avg = start_step, 0, None
+    t_first = None  # end of the first step: throughput excludes warm-up (allocations, first batch)
+    while step < cfg.max_steps:
+        n_batches = 0
+        t0 = time.perf_counter()
+        for raw in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", drop_last=True):
+            n_batches += 1
+            batch = prepare_batch(raw, cfg, vocab, size, np_rng)
+            loss = train_step(model, unwrapped, noise_scheduler, opt, lr_sched, ema, batch, cfg, gen, device)
+            step += 1
+            loss_avg = loss if loss_avg is None else 0.9 * loss_avg + 0.1 * loss
+            dt, t0 = time.perf_counter() - t0, time.perf_counter()
+            t_first = t_first or t0
+            done = step - start_step - 1
+            run_rate = cfg.batch_size * world * done / (t0 - t_first) if done else 0.0
+            metrics = {
+                "step": step,
+                "epoch": epoch,
+                "loss": loss,
+                "loss_avg": loss_avg,
+                "lr": lr_sched.get_last_lr()[0],
+                "images_per_s": cfg.batch_size * world / dt,
+                "images_per_s_run": run_rate,
+                "start_step": start_step,
+                "start_weights": start_digest,
+            }
+            report(metrics, step, cfg, rank, unwrapped, ema, opt, lr_sched, gen, np_rng, meta)
+            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.max_steps):
+                log_line(
+                    f"[pretrain] step {step}/{cfg.max_steps} loss {loss_avg:.4f} lr {metrics['lr']:.2e} "
+                    f"{metrics['images_per_s']:.1f} img/s"
+                )
+            if step >= cfg.max_steps:
+                break
+        if n_batches == 0:
+            raise RuntimeError(
+                f"worker {rank} got no full batch: train split too small for batch_size={cfg.batch_size} x {world} workers"
+            )
+        epoch += 1
+
+
+def report(
+    metrics: dict, step: int, cfg: PretrainConfig, rank: int, unwrapped, ema, opt, lr_sched, gen, np_rng, meta
+) -> None:
+    """Report metrics every ``log_every`` steps; attach a checkpoint every ``checkpoint_every`` steps and at the end.
+
+    Not every step: in Ray Train V2 ``report`` blocks until the controller drains its
+    queue, which throttled a tiny CPU model to ~0.5 steps/s when called per step.
+    """
+    import ray.train
+
+    if step % cfg.checkpoint_every and step != cfg.max_steps:
+        if step % cfg.log_every == 0:
+            ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint(Path(tmp), rank, unwrapped, ema, opt, lr_sched, step, gen, np_rng, meta)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def storage_location(storage_path: str) -> str:
+    """Absolute local path or the URI unchanged: Ray Train workers run in another working directory."""
+    return storage_path if "://" in storage_path else str(Path(storage_path).expanduser().resolve())
+
+
+def fit(
+    cfg: PretrainConfig,
+    class_names: list[str],
+    domain_names: list[str],
+    dataset,
+    adapter: lora.AdapterSpec | None = None,
+):
+    """Run ``train_loop_per_worker`` on Ray Train (resuming a run of the same name); returns the Result."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    loop_config = {
+        "cfg": cfg.model_dump(mode="json"),
+        "class_names": class_names,
+        "domain_names": domain_names,
+        "adapter": adapter.model_dump(mode="json") if adapter else None,
+    }
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
+        ),
+        run_config=RunConfig(
+            name=cfg.run_name,
+            storage_path=storage_location(cfg.storage_path),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+        ),
+        datasets={"train": dataset},
+    )
+    return trainer.fit()
+
+
+def final_state(result, run_name: str) -> dict:
+    """Rank 0's saved state (model, EMA, optimizer, step) from the run's latest checkpoint."""
+    if result.checkpoint is None:
+        raise RuntimeError(f"run {run_name!r} finished without a checkpoint: nothing to export")
+    with result.checkpoint.as_directory() as d:
+        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def pretrain(cfg: PretrainConfig):
+    """Train on Ray Train (resuming a run of the same name), then export the model to ``cfg.out``.
+
+    Returns:
+        the ``ray.train.Result`` of the fit; the exported directory is ``cfg.out``.
+    """
+    meta = read_train_metadata(cfg.data_dir)
+    result = fit(cfg, meta["class_names"], meta["domain_names"], make_train_dataset(cfg.data_dir))
+    export_from_checkpoint(result, cfg, meta)
+    return result
+
+
+def export_from_checkpoint(result, cfg: PretrainConfig, meta: dict) -> Path:
+    """Rebuild the model from the run's latest checkpoint and write the self-contained model dir."""
+    if result.checkpoint is None:
+        raise RuntimeError(f"run {cfg.run_name!r} finished without a checkpoint: nothing to export")
+    model_cfg = unet.model_config_for(cfg.preset, cfg.image_size)
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+    model = unet.build_model(model_cfg, len(meta["class_names"]), len(meta["domain_names"]))
+    model.load_state_dict(state["model"])
+    metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+    return generator.export_model(
+        cfg.out,
+        model,
+        state["ema"]["shadow"],
+        model_cfg,
+        meta["class_names"],
+        meta["domain_names"],
+        boxprior.fit(meta["boxes"], meta["labels"]),
+        meta["fingerprint"],
+        state["step"],
+        metrics,
+        diffusion.DiffusionConfig(prediction_type=cfg.prediction_type),
+    )
