@@ -16,6 +16,7 @@ from helpers_data import write_phantom_dataset
 
 from busgen.core import config
 from busgen.model import diffusion, generator, unet
+from busgen.train import checkpoint
 from busgen.train import pretrain as train
 
 # ----------------------------------------------------------------------------- config
@@ -104,7 +105,7 @@ def phantom_dir(tmp_path_factory) -> Path:
 def _checkpoint_state(result) -> tuple[dict, list[str]]:
     with result.checkpoint.as_directory() as d:
         files = sorted(p.name for p in Path(d).iterdir())
-        return torch.load(Path(d) / train.STATE_FILE, weights_only=False), files
+        return torch.load(Path(d) / checkpoint.STATE_FILE, weights_only=False), files
 
 
 def test_ddp_pretrain_export_and_resume(ray_local, phantom_dir, tmp_path):
@@ -139,7 +140,7 @@ def test_ddp_pretrain_export_and_resume(ray_local, phantom_dir, tmp_path):
     resumed = train.pretrain(cfg.model_copy(update={"max_steps": k + m}))
     assert resumed.error is None
     assert resumed.metrics["start_step"] == k and resumed.metrics["step"] == k + m
-    assert resumed.metrics["start_weights"] == train.weights_digest(state["model"])
+    assert resumed.metrics["start_weights"] == checkpoint.weights_digest(state["model"])
     state2, _ = _checkpoint_state(resumed)
     assert state2["step"] == k + m and state2["lr_scheduler"]["last_epoch"] == k + m
     gen2 = generator.load(cfg.out)

@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from busgen.core.types import ResizeMode
 from busgen.data import schema as S
 from busgen.data.imageio import ImageDecodeError, decode_image, encode_png, mask_to_box, resize_square, scale_to_uint8
 from busgen.data.sources import QuarantineEntry, SourceError, discover
@@ -47,7 +48,9 @@ class IngestConfig:
     """Options of one ingest run."""
 
     size: int = 128  # side of the stored square images, pixels
-    resize_mode: str = "pad"  # pad: keep aspect, zero-pad the short side | crop: keep aspect, centre-crop | stretch
+    resize_mode: ResizeMode = (
+        "pad"  # pad: keep aspect, zero-pad the short side | crop: keep aspect, centre-crop | stretch
+    )
     domain: str | None = None  # device/site id for every row; default: a 'domain' manifest column, else the source name
     classes: list[str] | None = None  # allowed labels; others go to quarantine
     seed: int = 0  # seed of the stratified split when the source gives none

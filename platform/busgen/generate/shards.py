@@ -30,13 +30,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from busgen.core.types import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SamplerName
 from busgen.data import schema as S
 from busgen.data.imageio import encode_png
 
@@ -81,9 +81,9 @@ class GenerateConfig(BaseModel):
     )
     domain_ratio: dict[str, float] | None = None  # e.g. {"siteA": 1.0}; default: domain-unconditional
     boxes_file: str | None = None  # CSV with x0,y0,x1,y1 columns: row i uses line i mod len; default: box prior
-    sampler: Literal["ddim", "dpmpp", "ddpm"] = "ddim"
+    sampler: SamplerName = DEFAULT_SAMPLER
     steps: int = Field(25, ge=1)
-    guidance: float = Field(1.8, ge=0)  # BUSGen's classifier-free guidance scale (1 = none)
+    guidance: float = Field(DEFAULT_GUIDANCE, ge=0)  # classifier-free guidance scale (1 = none)
     seed: int = 0
     shard_size: int = Field(1000, ge=1)  # rows per shard file (bounds shard rows and bytes)
     batch_size: int = Field(32, ge=1)  # images per forward pass

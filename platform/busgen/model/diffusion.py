@@ -18,9 +18,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from pydantic import BaseModel, ConfigDict
 
-SamplerName = Literal["ddpm", "ddim", "dpmpp"]
-SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp")
-DEFAULT_GUIDANCE = 1.8
+from busgen.core.types import DEFAULT_GUIDANCE, SAMPLERS
 
 
 class DiffusionConfig(BaseModel):
