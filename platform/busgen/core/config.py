@@ -58,19 +58,30 @@ def read_yaml(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
-    data = yaml.safe_load(p.read_text()) or {}
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {p} is not valid YAML{at}: {problem}; fix the file or pass another") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping at top level, got {type(data).__name__}")
     return data
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Build ``cls`` from defaults, then the YAML file at ``path``, then ``key=value`` overrides.
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = (), values: dict | None = None
+) -> T:
+    """Build ``cls`` from defaults, then the YAML file at ``path``, then ``values``, then ``key=value`` overrides.
+
+    ``values`` are already-typed top-level fields (the CLI's ``--name value`` options).
 
     Raises:
-        ConfigError: missing file, malformed override, unknown key or a value of the wrong type.
+        ConfigError: missing or malformed file, malformed override, unknown key or a value of the wrong type.
     """
     data = read_yaml(path) if path else {}
+    data.update(values or {})
     for item in overrides:
         keys, value = parse_override(item)
         set_nested(data, keys, value)

@@ -1,0 +1,63 @@
+"""Locations every node agrees on: local paths made absolute, URIs left alone, small files written to either.
+
+Jobs run inside a Ray runtime_env ``working_dir``, which is unpacked into a different
+folder on every node, so a relative path means different things to the driver and to
+workers. ``resolve_location`` therefore makes local paths absolute on the driver (pass
+shared-filesystem paths on a real cluster) and leaves ``s3://``-style URIs alone;
+``write_json`` and ``write_table`` reach either through pyarrow filesystems.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+
+def is_uri(location: str) -> bool:
+    """True for ``scheme://...`` locations (object stores), False for local paths."""
+    return "://" in location
+
+
+def resolve_location(location: str) -> str:
+    """Absolute local path, or the URI unchanged: every node must read the same thing the driver means."""
+    return location if is_uri(location) else str(Path(location).expanduser().resolve())
+
+
+def _filesystem(location: str):
+    """(pyarrow filesystem, path inside it) for a local path or a URI such as ``s3://bucket/key``."""
+    from pyarrow import fs
+
+    if is_uri(location):
+        return fs.FileSystem.from_uri(location)
+    return fs.LocalFileSystem(), resolve_location(location)
+
+
+def write_bytes(location: str, data: bytes) -> None:
+    """Write a small file to a local path or URI, creating parent folders where the filesystem has them."""
+    filesystem, path = _filesystem(location)
+    parent = path.rsplit("/", 1)[0]
+    if parent:
+        filesystem.create_dir(parent, recursive=True)
+    with filesystem.open_output_stream(path) as out:
+        out.write(data)
+
+
+def write_json(location: str, record: dict) -> None:
+    """Write ``record`` as indented JSON (non-JSON values via ``str``)."""
+    write_bytes(location, json.dumps(record, indent=2, default=str).encode())
+
+
+def write_table(location: str, rows: list[dict]) -> None:
+    """Write rows as CSV (``.csv``) or Parquet (anything else) to a local path or URI."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(rows)
+    buf = io.BytesIO()
+    if location.endswith(".csv"):
+        pacsv.write_csv(table, buf)
+    else:
+        pq.write_table(table, buf)
+    write_bytes(location, buf.getvalue())

@@ -1,0 +1,78 @@
+"""Generation that survives failures: re-run until every shard exists, then prove the tiling.
+
+``busgen.generate.shards.generate`` writes each shard to a temporary file that is
+renamed into place only when complete, and a run resumes by generating only the
+missing shards. Ray Data restarts sampler actors and retries their shards when a node
+dies; if a run still ends short (or raises), ``run_with_resume`` re-runs it up to
+``max_attempts`` times, and each re-run finishes exactly the missing ranges.
+``check_output`` then checks that the shards cover ``[0, n)`` exactly once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from busgen.core.storage import is_uri
+from busgen.generate.shards import GenerateConfig, GenerateError, completed_shards, generate, shard_ranges, validate
+
+
+class GenerateJobConfig(GenerateConfig):
+    """``GenerateConfig`` plus the failure policy of a whole run."""
+
+    max_attempts: int = Field(3, ge=1)  # whole-run attempts; each re-run resumes from the shards already written
+    progress: bool = False  # progress bar on stderr (noisy in `ray job logs`)
+
+    def generate_config(self) -> GenerateConfig:
+        """The library config; shards go to a POSIX path every node mounts."""
+        if is_uri(self.out):
+            raise GenerateError(
+                f"out={self.out}: generation writes shards to a POSIX path; "
+                "use a filesystem every node mounts (EFS/FSx/NFS), then copy to object storage"
+            )
+        return GenerateConfig(**self.model_dump(exclude={"max_attempts", "progress"}))
+
+
+def run_with_resume(job: GenerateJobConfig):
+    """Run ``generate`` and re-run it after a failure; settings errors (caught by ``validate``) are not retried.
+
+    Returns:
+        (GenerateSummary of the last attempt, number of attempts).
+    """
+    cfg = job.generate_config()
+    validate(cfg)
+    for attempt in range(1, job.max_attempts + 1):
+        try:
+            return generate(cfg, progress=job.progress), attempt
+        except Exception as exc:  # noqa: BLE001 -- node loss surfaces as many Ray exception types
+            if attempt == job.max_attempts:
+                raise
+            print(f"[generate] attempt {attempt}/{job.max_attempts} failed ({type(exc).__name__}: {exc}); resuming")
+    raise AssertionError("unreachable")
+
+
+def check_output(out: str | Path, n: int, shard_size: int) -> int:
+    """Rows in the shard files, after checking they tile ``[0, n)`` exactly (no gap, no overlap, full shards).
+
+    Reads only Parquet footers, so it is cheap even for millions of rows.
+    """
+    out = Path(out)
+    done = completed_shards(out)
+    expected = set(shard_ranges(n, shard_size))
+    if done != expected:
+        raise GenerateError(f"{out}: shards {sorted(done ^ expected)[:5]} differ from the expected tiling of [0, {n})")
+    rows = 0
+    for start, end in sorted(done):
+        fp = out / f"shard-{start:09d}-{end:09d}.parquet"
+        got = pq.ParquetFile(fp).metadata.num_rows
+        if got != end - start:
+            raise GenerateError(f"{fp} holds {got} rows, expected {end - start}")
+        rows += got
+    return rows
+
+
+def resource_demand(cfg: GenerateConfig) -> dict[str, float]:
+    """Ray resources one sampler actor asks for: some node type of ``cluster.yaml`` must offer them."""
+    return {k: v for k, v in {"CPU": cfg.num_cpus, "GPU": cfg.num_gpus}.items() if v}

@@ -1,0 +1,157 @@
+"""The one registry of operations that every face runs: the ``busgen`` CLI, ``jobs/*.py`` and the demo.
+
+An operation is a typed config class and a function ``run(cfg) -> dict`` of JSON-able
+results (defined in ``busgen.runs``). Faces only parse arguments into the config and
+print or store the result, so a command behaves the same from a terminal, from
+``ray job submit`` and from Python::
+
+    from busgen.operations import OPERATIONS
+    op = OPERATIONS["generate"]
+    result = op.run(op.config_class(model="models/busgen-tiny", out="synthetic/run1", n=64))
+
+Config classes and functions are named by import path and resolved on first use, so
+``busgen --help`` does not import torch or Ray. Paths in ``location_fields`` are made
+absolute before ``run``: Ray workers run in another working directory than the driver.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from busgen.core.storage import resolve_location
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation: where its config class and its function live, and how faces present it."""
+
+    name: str
+    config: str  # "module:Class" of the typed config (pydantic)
+    function: str  # "module:function" taking the config, returning a dict of results
+    summary: str  # one line for --help
+    positional: tuple[str, ...] = ()  # CLI positional arguments, in order, as config fields
+    location_fields: tuple[str, ...] = ()  # path fields made absolute before running (Ray workers' cwd differs)
+
+    @property
+    def config_class(self) -> type[BaseModel]:
+        return _resolve(self.config)
+
+    def run(self, cfg: BaseModel) -> dict:
+        """Run the operation on ``cfg`` (paths made absolute); returns its results."""
+        updates = {}
+        for name in self.location_fields:
+            value = getattr(cfg, name, None)
+            if isinstance(value, str) and value:
+                updates[name] = resolve_location(value)
+        return _resolve(self.function)(cfg.model_copy(update=updates) if updates else cfg)
+
+
+def _resolve(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+# ----------------------------------------------------------------------------- the registry
+
+_OPS = "busgen.runs"
+
+OPERATIONS: dict[str, Operation] = {
+    op.name: op
+    for op in (
+        Operation(
+            "phantom",
+            f"{_OPS}:PhantomRun",
+            f"{_OPS}:run_phantom",
+            "Write a deterministic breast-ultrasound phantom dataset (the embedded default data).",
+        ),
+        Operation(
+            "ingest",
+            f"{_OPS}:IngestRun",
+            f"{_OPS}:run_ingest",
+            "Ingest a BUS dataset (folders, BUSI, CSV manifest, DICOM) into Parquet with Ray Data.",
+            positional=("src",),
+            location_fields=("src", "out"),
+        ),
+        Operation(
+            "dataset-report",
+            f"{_OPS}:DatasetReportRun",
+            f"{_OPS}:run_dataset_report",
+            "Write a Markdown report of a dataset: counts, quarantine, sample grid per class.",
+            positional=("dataset",),
+        ),
+        Operation(
+            "pretrain",
+            "busgen.train.pretrain:PretrainConfig",
+            f"{_OPS}:run_pretrain",
+            "Pretrain the diffusion generator on Ray Train (resumes a run of the same run_name) and export it.",
+            location_fields=("data_dir", "storage_path", "out"),
+        ),
+        Operation(
+            "adapt",
+            "busgen.train.adapt:AdaptConfig",
+            f"{_OPS}:run_adapt",
+            "Adapt a pretrained generator few-shot to a new task (LoRA or full fine-tune) on Ray Train.",
+            location_fields=("base", "data_dir", "out", "storage_path"),
+        ),
+        Operation(
+            "generate",
+            "busgen.generate.resume:GenerateJobConfig",
+            f"{_OPS}:run_generate",
+            "Generate a synthetic image set with Ray Data: deterministic, resumable Parquet shards.",
+            location_fields=("model", "out", "boxes_file"),
+        ),
+        Operation(
+            "export-png",
+            f"{_OPS}:ExportPngRun",
+            f"{_OPS}:run_export_png",
+            "Write the images of a dataset as PNG files, one folder per class.",
+            positional=("dataset", "out"),
+        ),
+        Operation(
+            "evaluate",
+            "busgen.eval.runner:SuiteConfig",
+            f"{_OPS}:run_evaluate",
+            "Run an evaluation suite (utility, fidelity, privacy, FID vs steps) on Ray Tune and write a report.",
+            location_fields=("real_dir", "model", "synthetic_dir", "out", "storage_path"),
+        ),
+        Operation(
+            "share-filter",
+            f"{_OPS}:ShareFilterRun",
+            f"{_OPS}:run_share_filter",
+            "Write a shareable copy of a synthetic set without memorised or copied images, with an audit record.",
+            positional=("synthetic",),
+        ),
+        Operation(
+            "few-shot",
+            "busgen.eval.fewshot:FewShotConfig",
+            f"{_OPS}:run_few_shot",
+            "Adapt with several K and score each K (domain score, FID).",
+            location_fields=("base", "target_dir", "reference_dir", "out", "storage_path"),
+        ),
+        Operation(
+            "demo",
+            f"{_OPS}:DemoRun",
+            f"{_OPS}:run_demo",
+            "Run the whole pipeline on CPU (data, ingest, pretrain, generate, evaluate) and write a report.",
+        ),
+        Operation(
+            "serve",
+            f"{_OPS}:ServeRun",
+            f"{_OPS}:run_serve",
+            "Serve generators and a classifier over HTTP with Ray Serve (token from $BUSGEN_API_TOKEN).",
+        ),
+    )
+}
+
+
+def operation(name: str) -> Operation:
+    """The registered operation ``name``; a clear error lists the others."""
+    from busgen.core.config import ConfigError
+
+    if name not in OPERATIONS:
+        raise ConfigError(f"unknown operation {name!r}; known: {', '.join(OPERATIONS)}")
+    return OPERATIONS[name]
