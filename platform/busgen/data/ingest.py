@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict
 
 from busgen.core.types import ResizeMode
 from busgen.data import schema as S
@@ -43,9 +44,10 @@ SPLIT_FRACTIONS = (0.70, 0.15, 0.15)  # train / val / test when the source gives
 _STAGE_SCHEMA = S.INGEST_SCHEMA.append(pa.field("pixel_sha", pa.string())).append(pa.field("error", pa.string()))
 
 
-@dataclass
-class IngestConfig:
+class IngestConfig(BaseModel):
     """Options of one ingest run."""
+
+    model_config = ConfigDict(extra="forbid")
 
     size: int = 128  # side of the stored square images, pixels
     resize_mode: ResizeMode = (
