@@ -14,11 +14,11 @@ PYTEST_ARGS ?=
 export RAY_USAGE_STATS_ENABLED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-slow bench install clean help
+.PHONY: demo test test-slow lint bench install clean help
 
 help:
 	@echo "make demo   - run the whole pipeline on CPU and write $(DEMO_DIR)/report.md"
-	@echo "make test   - run the fast test suite (make test-slow for everything)"
+	@echo "make test   - ruff (lint + format check), then the fast test suite (make test-slow for everything)"
 	@echo "make bench  - run every benchmark under evals/benchmarks/"
 
 $(PY):
@@ -28,7 +28,7 @@ $(PY):
 $(STAMP): pyproject.toml constraints-cpu.txt | $(PY)
 	$(PIP) install -q torch==2.13.0 2>&1 | grep -v "is ignored: it is neither" || true
 	$(PIP) install -q -c constraints-cpu.txt -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither" || true
-	$(PY) -c "import busgen, ray, torch, diffusers, pyarrow, peft, sklearn, typer; assert torch.__version__.startswith('2.13.0')"
+	$(PY) -c "import busgen, ray, torch, diffusers, pyarrow, peft, sklearn, typer, ruff; assert torch.__version__.startswith('2.13.0')"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -36,7 +36,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/busgen demo --out $(DEMO_DIR)
 
-test: $(STAMP)
+# lint first: a style slip fails in seconds, before the 7-minute test run
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-slow: $(STAMP)

@@ -282,7 +282,7 @@ def assert_exactly_n_unique_images(out_dir: Path, n: int, shard_size: int) -> No
     import pyarrow.dataset as pads
 
     from busgen.data import dataset as data
-    from jobs.generate import check_output
+    from busgen.generate.resume import check_output
 
     assert check_output(out_dir, n, shard_size) == n
     table = pads.dataset(data.parquet_files(out_dir), format="parquet").to_table(columns=["index", "sha256"])
@@ -340,14 +340,12 @@ def fits_some_worker(demand: dict[str, float], config: dict) -> bool:
     ],
 )
 def test_job_resource_demands_fit_a_cluster_node_type(job, suite, overrides):
-    import importlib
-
     from busgen.core.config import load_config
+    from busgen.operations import OPERATIONS
 
-    module = importlib.import_module(f"jobs.{job}")
-    config_cls = module.GenerateJobConfig if job == "generate" else module.SweepConfig
-    cfg = load_config(config_cls, REPO_ROOT / "evals" / "suites" / suite, overrides)
-    demand = module.resource_demand(cfg)
+    op = OPERATIONS[job]
+    cfg = load_config(op.config_class, REPO_ROOT / "evals" / "suites" / suite, overrides)
+    demand = cfg.resource_demand()
     assert fits_some_worker(demand, load_cluster_yaml()), f"no node type in cluster.yaml offers {demand}"
 
 

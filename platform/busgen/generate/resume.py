@@ -25,6 +25,10 @@ class GenerateJobConfig(GenerateConfig):
     max_attempts: int = Field(3, ge=1)  # whole-run attempts; each re-run resumes from the shards already written
     progress: bool = False  # progress bar on stderr (noisy in `ray job logs`)
 
+    def resource_demand(self) -> dict[str, float]:
+        """Ray resources one sampler actor asks for: some node type of ``cluster.yaml`` must offer them."""
+        return {k: v for k, v in {"CPU": self.num_cpus, "GPU": self.num_gpus}.items() if v}
+
     def generate_config(self) -> GenerateConfig:
         """The library config; shards go to a POSIX path every node mounts."""
         if is_uri(self.out):
@@ -71,8 +75,3 @@ def check_output(out: str | Path, n: int, shard_size: int) -> int:
             raise GenerateError(f"{fp} holds {got} rows, expected {end - start}")
         rows += got
     return rows
-
-
-def resource_demand(cfg: GenerateConfig) -> dict[str, float]:
-    """Ray resources one sampler actor asks for: some node type of ``cluster.yaml`` must offer them."""
-    return {k: v for k, v in {"CPU": cfg.num_cpus, "GPU": cfg.num_gpus}.items() if v}
