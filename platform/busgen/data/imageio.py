@@ -13,9 +13,12 @@ from typing import Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-# A 128 MP grayscale image is far beyond any ultrasound frame; refuse bigger ones
-# before decoding so a malicious file cannot exhaust memory.
-MAX_PIXELS = 128 * 1024 * 1024
+# Largest image (or DICOM frame) decoded, checked from the header before any pixel
+# is decoded. BUS frames are at most a few megapixels (1024x768 to 2000x1500), so
+# 16 MP (4096 x 4096) leaves room while staying far below PIL's own bomb warning
+# (89 MP): the worst accepted 16-bit PNG costs about 32 MiB of pixels plus a 16 MiB
+# uint8 copy. Ingest and serving pass their own (configurable) caps.
+MAX_PIXELS = 4096 * 4096
 
 ResizeMode = Literal["pad", "crop", "stretch"]
 
@@ -61,18 +64,44 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 def to_gray(img: Image.Image) -> np.ndarray:
     """Convert any PIL mode to uint8 grayscale, scaling 16-bit data to 8 bits."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        return scale_to_uint8(arr)
+        return scale_to_uint8(np.asarray(img))
     return np.asarray(img.convert("L"), dtype=np.uint8)
 
 
 def scale_to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Min-max scale any numeric 2-D array to uint8 (for DICOM and 16-bit PNG)."""
-    arr = np.asarray(arr, dtype=np.float64)
-    lo, hi = float(arr.min()), float(arr.max())
+    """Min-max scale any numeric 2-D array to uint8 (for DICOM and 16-bit PNG).
+
+    Integer data of at most 16 bits goes through a 65,536-entry lookup table, so a
+    16 MP 16-bit frame costs one uint8 output (16 MiB) instead of float64 copies
+    (128 MiB each); other data is scaled in float32.
+    """
+    arr = np.asarray(arr)
+    if arr.size == 0:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    lo, hi = arr.min(), arr.max()
+    if not np.isfinite(lo) or not np.isfinite(hi):
+        arr = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = arr.min(), arr.max()
     if hi <= lo:
         return np.zeros(arr.shape, dtype=np.uint8)
-    return np.clip((arr - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
+    if arr.dtype.kind in "ui" and arr.dtype.itemsize > 2 and 0 <= lo and hi <= 0xFFFF:
+        arr = arr.astype(np.uint16)  # PIL's mode "I" holds 16-bit PNGs in int32
+    if arr.dtype.kind in "ui" and arr.dtype.itemsize <= 2:
+        arr = arr.astype(arr.dtype.newbyteorder("="), copy=False)  # big-endian 16-bit PNG/DICOM
+        return _integer_lut(arr.dtype, int(lo), int(hi))[arr.view(f"u{arr.dtype.itemsize}")]
+    scale = np.float32(255.0 / (float(hi) - float(lo)))
+    out = (arr.astype(np.float32) - np.float32(lo)) * scale + np.float32(0.5)
+    return np.clip(out, 0, 255, out=out).astype(np.uint8)
+
+
+def _integer_lut(dtype: np.dtype, lo: int, hi: int) -> np.ndarray:
+    """uint8 value of every possible bit pattern of an 8/16-bit integer type, min-max scaled."""
+    bits = 8 * dtype.itemsize
+    values = np.arange(2**bits, dtype=np.float32)
+    if dtype.kind == "i":
+        values[2 ** (bits - 1) :] -= 2**bits  # two's complement: the upper half holds negatives
+    out = (values - lo) * np.float32(255.0 / (hi - lo)) + np.float32(0.5)
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 def encode_png(arr: np.ndarray) -> bytes:

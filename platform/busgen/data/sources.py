@@ -1,16 +1,20 @@
-"""Discover what an ingest source holds: a list of image tasks plus what must be quarantined.
+"""Discover what an ingest source holds: image tasks, plus what is quarantined or a duplicate, and why.
 
 Three layouts are understood, checked in this order:
 
 1. a CSV manifest file ``path,label[,mask][,split][,domain]`` (paths relative to the CSV);
 2. a folder holding ``labels.csv``: read through that manifest, so fixed splits
-   (e.g. ``shared/data/busi128``) are kept; image files the manifest does not list
+   (e.g. ``shared/data/busi128``) are kept; files the manifest does not list
    are reported in quarantine, never silently dropped;
 3. a class-folder tree ``<class>/**/<stem>.png`` with BUSI-style ``<stem>_mask*.png``
    siblings (several mask files of one image are merged later).
 
 DICOM files are ordinary entries of any layout; they are decoded by content.
-Discovery touches only file names, never pixels, so it is cheap on millions of files.
+Discovery touches only file names and metadata, never pixels, so it is cheap on
+millions of files. What may be read at all (the source folder, no symlinks, no
+special files) is ``busgen.data.paths``'s policy; labels must be safe folder names
+(``schema.is_safe_label``). Every entry ends up as exactly one task, quarantine row
+or duplicate row, so ``n_entries`` is what the final accounting must add up to.
 """
 
 from __future__ import annotations
@@ -19,8 +23,14 @@ import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+from busgen.data.dicom import DICOM_EXTS
+from busgen.data.paths import PathPolicy, walk
+from busgen.data.schema import SAFE_LABEL_RE, is_safe_label
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", *DICOM_EXTS}
+DOC_EXTS = {".csv", ".md", ".txt", ".json"}  # side tables next to a manifest, not data
 MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_\d+)?$", re.IGNORECASE)
 MANIFEST_NAME = "labels.csv"
 
@@ -46,6 +56,15 @@ class QuarantineEntry:
     source: str
     reason: str
     label: str | None = None
+    error_type: str = ""  # exception class of a per-file failure; empty for policy decisions
+
+
+@dataclass
+class DuplicateEntry:
+    source: str
+    duplicate_of: str
+    label: str
+    kind: str  # "listed again" (same file, same label) | "identical pixels"
 
 
 @dataclass
@@ -54,14 +73,31 @@ class DiscoveredSource:
     quarantine: list[QuarantineEntry]
     layout: str  # "manifest" | "class-folders"
     root: Path
+    duplicates: list[DuplicateEntry] = field(default_factory=list)
+
+    @property
+    def n_entries(self) -> int:
+        """Files (or manifest rows) seen: each is exactly one task, quarantine row or duplicate."""
+        return len(self.tasks) + len(self.quarantine) + len(self.duplicates)
+
+
+def unsafe_label_reason(label: str) -> str:
+    return (
+        f"unsafe label {label[:80]!r}: labels become folder names, so they must match {SAFE_LABEL_RE.pattern} "
+        f"(letters, digits, _ . -; no path separators)"
+    )
 
 
 def is_mask_name(path: Path) -> bool:
     return MASK_RE.match(path.stem) is not None
 
 
-def discover(src: str | Path) -> DiscoveredSource:
+def discover(src: str | Path, allow_roots: Sequence[str] = ()) -> DiscoveredSource:
     """Find images, labels, masks and splits in ``src`` without reading pixels.
+
+    Args:
+        src: class-folder tree, folder with labels.csv, or CSV manifest.
+        allow_roots: folders outside the manifest's folder that manifest paths may point into.
 
     Raises:
         SourceError: if the source is missing, empty or its manifest is malformed.
@@ -74,18 +110,17 @@ def discover(src: str | Path) -> DiscoveredSource:
     if src.is_file():
         if src.suffix.lower() != ".csv":
             raise SourceError(f"ingest source {src} is a file but not a CSV manifest (path,label[,mask][,split])")
-        return _discover_manifest(src, src.parent, report_unlisted=False)
-    if (src / MANIFEST_NAME).is_file():
-        return _discover_manifest(src / MANIFEST_NAME, src, report_unlisted=True)
-    return _discover_class_folders(src)
-
-
-def _list_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+        return _discover_manifest(src, PathPolicy(src.parent, allow_roots), report_unlisted=False)
+    manifest = src / MANIFEST_NAME
+    if manifest.is_symlink():
+        raise SourceError(f"{manifest} is a symbolic link: links are never followed; copy the manifest into {src}")
+    if manifest.is_file():
+        return _discover_manifest(manifest, PathPolicy(src, allow_roots), report_unlisted=True)
+    return _discover_class_folders(PathPolicy(src).root)
 
 
 def _mask_index(files: list[Path]) -> dict[tuple[Path, str], list[Path]]:
-    """Map (folder, image stem) -> mask files named ``<stem>_mask*.ext`` in that folder or a sibling 'mask(s)' folder."""
+    """Map (folder, image stem) -> mask files ``<stem>_mask*.ext`` in that folder or a sibling 'mask(s)' folder."""
     index: dict[tuple[Path, str], list[Path]] = {}
     for p in files:
         m = MASK_RE.match(p.stem)
@@ -102,14 +137,19 @@ def _find_masks(image: Path, index: dict[tuple[Path, str], list[Path]]) -> list[
     return sorted(found)
 
 
+def _refused_entries(root: Path, refused: list[tuple[Path, str]]) -> list[QuarantineEntry]:
+    return [QuarantineEntry(str(p.relative_to(root)), reason) for p, reason in refused]
+
+
 def _discover_class_folders(root: Path) -> DiscoveredSource:
-    files = _list_files(root)
-    if not files:
+    files, refused = walk(root)
+    if not files and not refused:
         raise SourceError(
             f"ingest source {root} is empty: expected <class>/<image>.png folders or a labels.csv manifest"
         )
     index = _mask_index(files)
-    tasks, quarantine, used_masks = [], [], set()
+    tasks, used_masks = [], set()
+    quarantine = _refused_entries(root, refused)
     for p in files:
         rel = p.relative_to(root)
         if p.suffix.lower() not in IMAGE_EXTS:
@@ -120,13 +160,18 @@ def _discover_class_folders(root: Path) -> DiscoveredSource:
         if len(rel.parts) < 2:
             quarantine.append(QuarantineEntry(str(rel), "image is not inside a class folder (<class>/<image>)"))
             continue
+        label = rel.parts[0]
+        if not is_safe_label(label):
+            quarantine.append(QuarantineEntry(str(rel), unsafe_label_reason(label)))
+            continue
         masks = _find_masks(p, index)
         used_masks.update(masks)
-        tasks.append(ImageTask(str(p), str(rel), rel.parts[0], [str(m) for m in masks]))
+        tasks.append(ImageTask(str(p), str(rel), label, [str(m) for m in masks]))
     quarantine += _orphan_masks(root, index, used_masks)
     if not tasks:
         raise SourceError(
-            f"ingest source {root} holds no images in class folders (found {len(files)} files, none usable)"
+            f"ingest source {root} holds no images in class folders "
+            f"(found {len(files) + len(refused)} entries, none usable)"
         )
     return DiscoveredSource(tasks, quarantine, "class-folders", root)
 
@@ -150,34 +195,84 @@ def _read_manifest_rows(manifest: Path) -> list[dict[str, str]]:
     return rows
 
 
-def _discover_manifest(manifest: Path, root: Path, report_unlisted: bool) -> DiscoveredSource:
+@dataclass
+class _Listed:
+    """A manifest row that passed the path and label checks."""
+
+    path: Path
+    row: dict[str, str]
+    masks: list[Path]
+
+
+def _check_row(row: dict[str, str], policy: PathPolicy, index: dict) -> tuple[_Listed | None, Path | None, str]:
+    """(accepted row, None, "") or (None, the readable path if any, the reason the row is refused)."""
+    path, reason = policy.check_listed(row.get("path", ""))
+    if reason:
+        return None, None, reason
+    label = row.get("label", "")
+    if not label:
+        return None, path, "manifest row has an empty label"
+    if not is_safe_label(label):
+        return None, path, unsafe_label_reason(label)
+    if not row.get("mask"):
+        return _Listed(path, row, _find_masks(path, index)), None, ""
+    masks = []
+    listed_masks = [m for m in row["mask"].split(";") if m]
+    for i, m in enumerate(listed_masks, 1):
+        mask, why = policy.check_listed(m)
+        if why:
+            return None, path, f"mask {i} of {len(listed_masks)}: {why}"
+        masks.append(mask)
+    return _Listed(path, row, masks), None, ""
+
+
+def _discover_manifest(manifest: Path, policy: PathPolicy, report_unlisted: bool) -> DiscoveredSource:
     rows = _read_manifest_rows(manifest)
-    files = _list_files(root)
+    root = policy.root
+    files, refused = walk(root)
     index = _mask_index(files)
-    tasks, quarantine, listed = [], [], set()
+    quarantine: list[QuarantineEntry] = []
+    by_path: dict[Path, list[_Listed]] = {}
+    seen = {manifest.resolve()}  # files accounted for by a manifest row (so not "unlisted")
     for row in rows:
-        rel = row["path"]
-        p = (root / rel).resolve()
-        listed.add(p)
-        if not p.is_file():
-            quarantine.append(QuarantineEntry(rel, "file listed in the manifest is missing", row.get("label") or None))
-            continue
-        if not row.get("label"):
-            quarantine.append(QuarantineEntry(rel, "manifest row has an empty label"))
-            continue
-        if row.get("mask"):
-            masks = [str((root / m).resolve()) for m in row["mask"].split(";") if m]
+        listed, path, reason = _check_row(row, policy, index)
+        if listed is None:
+            quarantine.append(QuarantineEntry(row.get("path", ""), reason, row.get("label") or None))
+            seen.update([path] if path else [])
         else:
-            masks = [str(m.resolve()) for m in _find_masks(root / rel, index)]
-        listed.update(Path(m) for m in masks)
-        tasks.append(ImageTask(str(p), rel, row["label"], masks, row.get("split") or None, row.get("domain") or None))
+            by_path.setdefault(listed.path, []).append(listed)
+    tasks, duplicates = [], []
+    for path, group in by_path.items():
+        seen.add(path)
+        labels = sorted({g.row["label"] for g in group})
+        if len(labels) > 1:  # one file, several labels: none can be trusted
+            quarantine += [
+                QuarantineEntry(g.row["path"], f"label conflict: the file is listed as {labels}", g.row["label"])
+                for g in group
+            ]
+            continue
+        first = group[0]
+        seen.update(first.masks)
+        tasks.append(
+            ImageTask(
+                str(path),
+                first.row["path"],
+                first.row["label"],
+                [str(m) for m in first.masks],
+                first.row.get("split") or None,
+                first.row.get("domain") or None,
+            )
+        )
+        label = first.row["label"]
+        duplicates += [DuplicateEntry(g.row["path"], first.row["path"], label, "listed again") for g in group[1:]]
     if report_unlisted:
+        reported = {Path(q.source) for q in quarantine}
         for p in files:
-            rp = p.resolve()
-            # Masks paired to listed images are in `listed` too; docs and side tables are not data.
-            if rp in listed or p.suffix.lower() in {".csv", ".md", ".txt", ".json"}:
+            # Masks paired to listed images are in `seen` too; docs and side tables are not data.
+            if p in seen or p.suffix.lower() in DOC_EXTS:
                 continue
             quarantine.append(QuarantineEntry(str(p.relative_to(root)), f"not listed in {manifest.name}"))
+        quarantine += [q for q in _refused_entries(root, refused) if Path(q.source) not in reported]
     if not tasks:
-        raise SourceError(f"manifest {manifest} lists no existing image files")
-    return DiscoveredSource(tasks, quarantine, "manifest", root)
+        raise SourceError(f"manifest {manifest} lists no existing image files inside {root}")
+    return DiscoveredSource(tasks, quarantine, "manifest", root, duplicates)

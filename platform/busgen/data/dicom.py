@@ -1,0 +1,204 @@
+"""Bounded DICOM decoding: check the header, then decode one frame as integers.
+
+A DICOM file from elsewhere is untrusted: its header can declare 65535 x 65535
+pixels x 1000 frames, a Deflated body can inflate a thousand-fold, an exotic
+transfer syntax pulls in a native codec, and pydicom decodes every frame of a cine
+loop. So, before any pixel is decoded:
+
+1. the transfer syntax must be on an allow-list (uncompressed, Deflated, RLE,
+   JPEG baseline); a Deflated body is inflated here with a hard output cap
+   (pydicom would inflate it whole);
+2. Rows x Columns must fit ``max_pixels`` and Rows x Columns x Frames x Samples x
+   bytes per sample must fit ``max_decoded_bytes``;
+3. RescaleSlope/Intercept must be single finite numbers.
+
+Then only the first frame is decoded, in its stored integer type (uint8/uint16),
+and scaled to uint8 through a lookup table. Patient tags are never read or returned.
+``decode_dicom`` is the entry point for every stage (ingest, serving uploads).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+import zlib
+
+import numpy as np
+
+from busgen.data.imageio import MAX_PIXELS, ImageDecodeError, decode_image, scale_to_uint8
+
+MAX_DECODED_BYTES = 512 * 2**20  # all frames of one DICOM as stored integers, and any Deflate output
+DICOM_EXTS = (".dcm", ".dicom")
+DICOM_MAGIC = b"DICM"
+
+# Transfer syntaxes decoded without third-party native codecs (pydicom/numpy, or
+# Pillow's JPEG decoder behind our own pixel cap). JPEG-LS, JPEG 2000 and 12-bit JPEG
+# are refused: they need extra codecs that BUS scanners rarely require.
+ALLOWED_TRANSFER_SYNTAXES = {
+    "1.2.840.10008.1.2": "Implicit VR Little Endian",
+    "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
+    "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
+    "1.2.840.10008.1.2.1.99": "Deflated Explicit VR Little Endian",
+    "1.2.840.10008.1.2.5": "RLE Lossless",
+    "1.2.840.10008.1.2.4.50": "JPEG Baseline",
+}
+DEFLATED = "1.2.840.10008.1.2.1.99"
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+
+
+def looks_like_dicom(data: bytes, name: str = "") -> bool:
+    """DICOM by the ``DICM`` magic at offset 128 or by a .dcm/.dicom file name."""
+    return data[128:132] == DICOM_MAGIC or name.lower().endswith(DICOM_EXTS)
+
+
+def decode_dicom(data: bytes, max_pixels: int = MAX_PIXELS, max_decoded_bytes: int = MAX_DECODED_BYTES) -> np.ndarray:
+    """Decode the first frame of a DICOM to a 2-D uint8 grayscale array, within the caps.
+
+    Raises:
+        ImageDecodeError: unreadable file, refused transfer syntax, malformed or
+            out-of-range header values, or a frame/file over the caps ("too large").
+    """
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns per invalid value; the error below says what matters
+        ds = _read(data, max_decoded_bytes)
+        frames = _check_header(ds, max_pixels, max_decoded_bytes)
+        invert = _photometric(ds) == "MONOCHROME1"
+        invert ^= _single_number(ds, "RescaleSlope", 1.0) < 0  # min-max scaling makes the intercept moot
+        _single_number(ds, "RescaleIntercept", 0.0)
+        out = _first_frame(ds, frames, max_pixels)
+    return 255 - out if invert else out
+
+
+def _read(data: bytes, max_decoded_bytes: int):
+    import pydicom
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    try:
+        fp = io.BytesIO(data)
+        read_preamble(fp, force=True)
+        meta = _read_file_meta_info(fp)
+        ts = str(meta.get("TransferSyntaxUID", "") or "").strip("\0 ")
+        if ts and ts not in ALLOWED_TRANSFER_SYNTAXES:
+            name = UID(ts).name if UID(ts).is_valid else "unknown"
+            raise ImageDecodeError(
+                f"DICOM transfer syntax {ts} ({name}) is not supported: "
+                f"re-export as uncompressed, Deflated, RLE or JPEG baseline"
+            )
+        if ts == DEFLATED:
+            body = _inflate(fp.read(), max_decoded_bytes)
+            ds = pydicom.dcmread(io.BytesIO(body), force=True)
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.file_meta = meta
+        else:
+            ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        if not ts:  # no file meta: use the encoding pydicom guessed
+            implicit, little = ds.original_encoding
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+            if little is False:
+                ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRBigEndian
+    except ImageDecodeError:
+        raise
+    except Exception as exc:  # pydicom raises many kinds on garbage
+        raise ImageDecodeError(f"unreadable DICOM: {type(exc).__name__}: {str(exc)[:200]}") from None
+    return ds
+
+
+def _inflate(body: bytes, cap: int) -> bytes:
+    """Raw-deflate ``body`` into at most ``cap`` bytes; refuse streams that would inflate further."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, cap + 1)
+    except zlib.error as exc:
+        raise ImageDecodeError(f"corrupt Deflated DICOM: {exc}") from None
+    if len(out) > cap or inflater.unconsumed_tail:
+        raise ImageDecodeError(f"image too large: Deflated DICOM inflates beyond {cap / 2**20:.1f} MiB")
+    return out
+
+
+def _single_number(ds, keyword: str, default: float) -> float:
+    """A header value that must be one finite number (multi-valued or text values are refused)."""
+    if keyword not in ds:
+        return default
+    try:
+        value = ds[keyword].value
+    except Exception:  # lazy conversion of an invalid DS/IS raises here
+        raise ImageDecodeError(f"DICOM {keyword} is not a number") from None
+    if value is None or value == "":
+        return default
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        raise ImageDecodeError(f"DICOM {keyword} has {len(value)} values; an image needs exactly one number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ImageDecodeError(f"DICOM {keyword} {str(value)[:32]!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ImageDecodeError(f"DICOM {keyword} is not finite ({number})")
+    return number
+
+
+def _header_int(ds, keyword: str, default: int | None = None, lo: int = 0, hi: int = 2**31) -> int:
+    if keyword not in ds and default is not None:
+        return default
+    if keyword not in ds:
+        raise ImageDecodeError(f"DICOM has no {keyword}: not an image")
+    number = _single_number(ds, keyword, float(default if default is not None else -1))
+    if not number.is_integer() or not lo <= number <= hi:
+        raise ImageDecodeError(f"DICOM {keyword} {number:g} is out of range ({lo}..{hi})")
+    return int(number)
+
+
+def _check_header(ds, max_pixels: int, max_decoded_bytes: int) -> int:
+    """Refuse frames and files over the caps from the header alone; returns the frame count."""
+    if "PixelData" not in ds:
+        raise ImageDecodeError("DICOM holds no PixelData: not an image")
+    rows, cols = _header_int(ds, "Rows", lo=1, hi=65535), _header_int(ds, "Columns", lo=1, hi=65535)
+    frames = max(1, _header_int(ds, "NumberOfFrames", 1, hi=2**31))
+    samples = _header_int(ds, "SamplesPerPixel", 1, lo=1, hi=4)
+    bits = _header_int(ds, "BitsAllocated", 8, lo=1, hi=32)
+    if rows * cols > max_pixels:
+        raise ImageDecodeError(f"image too large: DICOM frame {cols}x{rows} exceeds {max_pixels} pixels")
+    total = rows * cols * frames * samples * math.ceil(bits / 8)
+    if total > max_decoded_bytes:
+        raise ImageDecodeError(
+            f"image too large: DICOM declares {frames} frame(s) of {cols}x{rows}x{samples} at {bits} bits "
+            f"({total / 2**20:.0f} MiB), over the {max_decoded_bytes / 2**20:.1f} MiB cap"
+        )
+    return frames
+
+
+def _photometric(ds) -> str:
+    try:
+        return str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    except Exception:
+        raise ImageDecodeError("DICOM PhotometricInterpretation is unreadable") from None
+
+
+def _first_frame(ds, frames: int, max_pixels: int) -> np.ndarray:
+    """Frame 0 as uint8 grayscale; other frames of a cine loop are never decoded."""
+    ts = str(ds.file_meta.TransferSyntaxUID)
+    try:
+        if ts == JPEG_BASELINE:
+            from pydicom.encaps import get_frame
+
+            # Our own PIL path checks the JPEG's own dimensions against the cap before decoding.
+            return decode_image(get_frame(ds.PixelData, 0, number_of_frames=frames), max_pixels)
+        from pydicom.pixels import pixel_array
+
+        arr = pixel_array(ds, index=0)
+    except ImageDecodeError:
+        raise
+    except Exception as exc:
+        raise ImageDecodeError(f"unreadable DICOM pixel data: {type(exc).__name__}: {str(exc)[:200]}") from None
+    if arr.ndim == 3:  # (rows, cols, samples): RGB/YBR capture -> luma
+        if arr.dtype == np.uint8 and arr.shape[-1] >= 3:
+            from PIL import Image
+
+            return np.asarray(Image.fromarray(np.ascontiguousarray(arr[..., :3])).convert("L"), dtype=np.uint8)
+        arr = arr[..., :3].mean(axis=-1, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ImageDecodeError(f"DICOM frame has unexpected shape {arr.shape}")
+    return scale_to_uint8(arr)
