@@ -1,1 +1,1 @@
-"""BUSGen online inference: Ray Serve application (app.py) and its Serve config (config.yaml)."""
+"""BUSGen deploy entry (app.py) and Serve config (config.yaml); the application lives in busgen.serve.app."""

@@ -12,14 +12,21 @@ import io
 import json
 import socket
 import time
+import typing
 
 import numpy as np
 import pytest
 import requests
 from helpers_models import CLASSES, export_untrained_tiny
 
+from busgen.core.types import DEFAULT_SAMPLER, SAMPLERS
 from busgen.data.imageio import decode_image, encode_png
-from busgen.serve import api as bs
+from busgen.serve.app import build_app, run_local
+from busgen.serve.auth import TOKEN_ENV, TOKEN_FILE_ENV, BearerAuth, token_digest
+from busgen.serve.config import DeploymentArgs, ServeArgs
+from busgen.serve.errors import RequestError
+from busgen.serve.guards import extract_upload
+from busgen.serve.schemas import GenerateRequest
 
 pytestmark = pytest.mark.timeout(240)  # fast suite (runs in CI); the whole module takes well under 90 s
 
@@ -32,34 +39,35 @@ LIMITS = dict(max_n=4, max_steps=4, default_steps=2, max_upload_bytes=256 * 1024
 
 
 def test_args_parse_cli_strings_and_enforce_batching_rules(tmp_path):
-    args = bs.ServeArgs(generators="a=/m/a, b=/m/b", insecure_local="true")
+    args = ServeArgs(generators="a=/m/a, b=/m/b", insecure_local="true")
     assert args.generators == {"a": "/m/a", "b": "/m/b"} and args.default_id == "a" and args.insecure_local
-    assert bs.ServeArgs(generators='{"x": "/m/x"}').generators == {"x": "/m/x"}
+    assert ServeArgs(generators='{"x": "/m/x"}').generators == {"x": "/m/x"}
     with pytest.raises(ValueError, match="max_ongoing_requests"):
-        bs.DeploymentArgs(max_batch_size=16, max_ongoing_requests=5)
+        DeploymentArgs(max_batch_size=16, max_ongoing_requests=5)
     with pytest.raises(ValueError, match="max_n"):
-        bs.ServeArgs(generators="a=/m", limits={"max_n": 64}, generator={"max_batch_size": 32})
+        ServeArgs(generators="a=/m", limits={"max_n": 64}, generator={"max_batch_size": 32})
     with pytest.raises(ValueError, match="no generators"):
-        bs.ServeArgs()
-    assert bs.SAMPLERS == __import__("busgen.model.diffusion", fromlist=["SAMPLERS"]).SAMPLERS
+        ServeArgs()
+    sampler = GenerateRequest.model_fields["sampler"]
+    assert typing.get_args(sampler.annotation) == SAMPLERS and sampler.default == DEFAULT_SAMPLER
 
 
 def test_token_resolution_refuses_missing_and_short_tokens(tmp_path, monkeypatch):
-    monkeypatch.delenv(bs.TOKEN_ENV, raising=False)
-    monkeypatch.delenv(bs.TOKEN_FILE_ENV, raising=False)
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    monkeypatch.delenv(TOKEN_FILE_ENV, raising=False)
     with pytest.raises(ValueError, match="no API token"):
-        bs.token_digest(bs.ServeArgs(generators="a=/m"))
+        token_digest(ServeArgs(generators="a=/m"))
     with pytest.raises(ValueError, match="too short"):
-        bs.token_digest(bs.ServeArgs(generators="a=/m", token="short"))
-    assert bs.token_digest(bs.ServeArgs(generators="a=/m", insecure_local=True)) is None
+        token_digest(ServeArgs(generators="a=/m", token="short"))
+    assert token_digest(ServeArgs(generators="a=/m", insecure_local=True)) is None
     (tmp_path / "tok").write_text(TOKEN + "\n")
-    auth = bs.BearerAuth(bs.token_digest(bs.ServeArgs(generators="a=/m", token_file=str(tmp_path / "tok"))))
+    auth = BearerAuth(token_digest(ServeArgs(generators="a=/m", token_file=str(tmp_path / "tok"))))
     auth.check(TOKEN)
-    with pytest.raises(bs.RequestError) as err:
+    with pytest.raises(RequestError) as err:
         auth.check(TOKEN + "x")
     assert err.value.status_code == 401
     with pytest.raises(ValueError, match="loopback"):
-        bs.run_local({"a": "/m"}, host="0.0.0.0", insecure_local=True, blocking=False)
+        run_local({"a": "/m"}, host="0.0.0.0", insecure_local=True, blocking=False)
 
 
 def test_multipart_extraction():
@@ -68,16 +76,16 @@ def test_multipart_extraction():
         b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
         b"Content-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\nDATA\r\n--XyZ--\r\n"
     )
-    assert bs.extract_upload(body, "multipart/form-data; boundary=XyZ") == (b"\x89PNG\r\n\x1a\nDATA", "a.png")
-    assert bs.extract_upload(b"raw", "image/png") == (b"raw", "")
-    with pytest.raises(bs.RequestError, match="no file part"):
-        bs.extract_upload(
+    assert extract_upload(body, "multipart/form-data; boundary=XyZ") == (b"\x89PNG\r\n\x1a\nDATA", "a.png")
+    assert extract_upload(b"raw", "image/png") == (b"raw", "")
+    with pytest.raises(RequestError, match="no file part"):
+        extract_upload(
             body.split(b'--XyZ\r\nContent-Disposition: form-data; name="file"')[0] + b"--XyZ--\r\n",
             "multipart/form-data; boundary=XyZ",
         )
     noisy = encode_png(np.random.default_rng(0).integers(0, 256, (40, 40), dtype=np.uint8))  # every byte value
     body = b'--B\r\nContent-Disposition: form-data; name="file"; filename="n.png"\r\n\r\n' + noisy + b"\r\n--B--\r\n"
-    assert bs.extract_upload(body, "multipart/form-data; boundary=B")[0] == noisy
+    assert extract_upload(body, "multipart/form-data; boundary=B")[0] == noisy
 
 
 # The served application
@@ -117,10 +125,8 @@ def wait_ready(url: str, timeout_s: float = 60.0) -> None:
 def server(ray_local, tmp_path_factory):
     from ray import serve
 
-    from serving.app import build_app
-
     root = tmp_path_factory.mktemp("serve")
-    args = bs.ServeArgs(
+    args = ServeArgs(
         generators={
             "base": str(export_untrained_tiny(root / "g0", seed=0, size=SIZE)),
             "alt": str(export_untrained_tiny(root / "g1", seed=1, size=SIZE)),

@@ -1,6 +1,6 @@
 """Serving overhead: HTTP throughput and latency of the Ray Serve API vs offline batched inference.
 
-Deploys serving/app.py on loopback with a small random classifier and an untrained
+Deploys busgen.serve.app on loopback with a small random classifier and an untrained
 tiny generator (weights do not change the cost), then drives it from a thread pool:
 classify only, generate only, then both at once. Every phase is bounded by a request
 count and a deadline. Offline throughput runs the same model at the deployment's
@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # repo root: serving/
 from _common import headline  # noqa: E402
 
 SIZE = 32  # image side of both models
@@ -105,11 +104,11 @@ def deploy(gen_dir: str, clf_dir: str, token: str) -> str:
     from ray import serve
 
     from busgen.core.raylocal import init_ray
-    from busgen.serve import api as bs
-    from serving.app import build_app
+    from busgen.serve.app import build_app
+    from busgen.serve.config import ServeArgs
 
     init_ray(num_cpus=4, object_store_mb=512)
-    args = bs.ServeArgs(
+    args = ServeArgs(
         generators={"tiny": gen_dir},
         classifier_dir=clf_dir,
         token=token,

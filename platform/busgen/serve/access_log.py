@@ -1,0 +1,48 @@
+"""JSON access log: one line per request on the ingress replica's stderr and optionally a file.
+
+Its own logger (not Serve's) so each line stays one machine-readable JSON object
+instead of being re-wrapped in Serve's text format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+ACCESS_LOGGER = "busgen.serve.access"
+
+
+def configure_access_log(log_fp: str | None = None) -> logging.Logger:
+    """One JSON line per request on stderr (the replica's log) and optionally a file; idempotent."""
+    logger = logging.getLogger(ACCESS_LOGGER)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # Serve's own handlers would re-wrap the JSON in their text format
+    wanted = [("stderr", lambda: logging.StreamHandler(sys.stderr))]
+    if log_fp:
+        wanted.append((log_fp, lambda: logging.FileHandler(log_fp)))
+    have = {getattr(h, "busgen_key", None) for h in logger.handlers}
+    for key, make in wanted:
+        if key not in have:
+            handler = make()
+            handler.busgen_key = key
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+    return logger
+
+
+def access_record(method: str, path: str, status: int, started: float, n: int | None = None) -> dict:
+    """The fields of one access-log line; ``started`` is a ``time.perf_counter()`` value."""
+    return {
+        "ts": round(time.time(), 3),
+        "method": method,
+        "path": path,
+        "status": int(status),
+        "latency_ms": round((time.perf_counter() - started) * 1000.0, 2),
+        "n": n,
+    }
+
+
+def log_access(record: dict) -> None:
+    logging.getLogger(ACCESS_LOGGER).info(json.dumps(record, separators=(",", ":")))

@@ -1,0 +1,66 @@
+"""Bearer-token auth: where the token comes from, and how a request's token is checked.
+
+Only the token's sha256 travels into the Serve deployment config, so the plaintext
+never sits in Serve's controller checkpoint. ``insecure_local`` turns auth off for
+demos and is accepted only on a loopback bind address (``LOOPBACK_HOSTS``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from pathlib import Path
+
+from busgen.serve.config import ServeArgs
+from busgen.serve.errors import RequestError
+
+TOKEN_ENV = "BUSGEN_API_TOKEN"
+TOKEN_FILE_ENV = "BUSGEN_API_TOKEN_FILE"
+MIN_TOKEN_CHARS = 16  # a guessable short token is worse than none: refuse it
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def resolve_token(token: str | None = None, token_file: str | None = None) -> str | None:
+    """The API token: explicit value, else $BUSGEN_API_TOKEN, else a token file (arg or $BUSGEN_API_TOKEN_FILE)."""
+    token = token or os.environ.get(TOKEN_ENV)
+    token_file = token_file or os.environ.get(TOKEN_FILE_ENV)
+    if not token and token_file:
+        token = Path(token_file).read_text().strip()
+    return token or None
+
+
+def token_digest(args: ServeArgs) -> str | None:
+    """sha256 of the resolved token, or None in insecure_local mode.
+
+    Raises:
+        ValueError: no token (and not insecure_local), or a token too short to resist guessing.
+    """
+    if args.insecure_local:
+        return None
+    token = resolve_token(args.token, args.token_file)
+    if not token:
+        raise ValueError(
+            f"no API token: set {TOKEN_ENV} or {TOKEN_FILE_ENV}, pass token_file=..., "
+            "or pass insecure_local=True for a loopback-only demo"
+        )
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(f"API token is too short ({len(token)} chars); use at least {MIN_TOKEN_CHARS}")
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class BearerAuth:
+    """Checks ``Authorization: Bearer <token>`` against a stored sha256 in constant time."""
+
+    def __init__(self, digest: str | None):
+        self.digest = digest  # None: auth disabled (insecure_local)
+
+    def check(self, token: str | None) -> None:
+        """Raise 401 unless ``token`` (the credentials after "Bearer ") matches."""
+        if self.digest is None:
+            return
+        if not token:
+            raise RequestError(401, "missing bearer token: send 'Authorization: Bearer <token>'")
+        presented = hashlib.sha256(token.encode()).hexdigest()
+        if not hmac.compare_digest(presented, self.digest):
+            raise RequestError(401, "invalid bearer token")

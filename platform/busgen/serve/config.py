@@ -1,0 +1,113 @@
+"""Arguments of the serve application builder, validated before any replica starts.
+
+These are what an operator sets (``serve run busgen.serve.app:build_app key=value``,
+config.yaml ``args``, or ``run_local`` keyword overrides): models, limits, resources
+and batching. What HTTP clients send is in ``busgen.serve.schemas``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class DeploymentArgs(BaseModel):
+    """Resources and dynamic batching of one model deployment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)  # 1 on a GPU node; the model then loads on cuda
+    max_batch_size: int = Field(16, ge=1)  # requests (classifier) or images (generator) per forward pass
+    batch_wait_timeout_s: float = Field(0.02, ge=0)  # how long a batch waits to fill up
+    max_ongoing_requests: int = Field(32, ge=1)  # must be >= max_batch_size or batches never fill
+    torch_threads: int | None = Field(None, ge=1)  # None: Ray's per-actor default (OMP_NUM_THREADS)
+
+    @model_validator(mode="after")
+    def _batches_can_fill(self) -> DeploymentArgs:
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(
+                f"max_ongoing_requests ({self.max_ongoing_requests}) must be >= max_batch_size "
+                f"({self.max_batch_size}), or Serve caps every batch at max_ongoing_requests"
+            )
+        return self
+
+
+class GeneratorArgs(DeploymentArgs):
+    """Generator deployment: batches are counted in images, several model dirs per replica."""
+
+    max_batch_size: int = Field(32, ge=1)
+    max_ongoing_requests: int = Field(64, ge=1)
+    max_models_per_replica: int = Field(2, ge=1)  # LRU cache of loaded generators (multiplexing)
+
+
+class LimitArgs(BaseModel):
+    """What one client request may ask for; anything above is refused with a 4xx."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_n: int = Field(16, ge=1)  # images per generate request
+    max_steps: int = Field(50, ge=1)  # denoising steps per generate request
+    default_steps: int = Field(25, ge=1)
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)  # request body size (413 above)
+    max_pixels: int = Field(4096 * 4096, ge=1)  # decoded pixels: decompression bombs stop here
+    min_side: int = Field(16, ge=1)  # smaller images carry no diagnostic content
+    max_aspect: float = Field(8.0, ge=1.0)  # long side / short side
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> LimitArgs:
+        if self.default_steps > self.max_steps:
+            raise ValueError(f"default_steps ({self.default_steps}) exceeds max_steps ({self.max_steps})")
+        return self
+
+
+class ServeArgs(BaseModel):
+    """Arguments of ``busgen.serve.app:build_app``; validated before any replica starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    generators: dict[str, str] = Field(default_factory=dict)  # model id -> exported generator/adapter dir
+    default_generator: str | None = None  # id used when a request names no model (default: first)
+    classifier_dir: str | None = None  # saved classifier; None disables /v1/classify (503)
+    token: str | None = None  # prefer BUSGEN_API_TOKEN or token_file: args may be logged
+    token_file: str | None = None
+    insecure_local: bool = False  # no auth; demos on loopback only
+    access_log_fp: str | None = None  # also append the JSON access log to this file
+    limits: LimitArgs = Field(default_factory=LimitArgs)
+    generator: GeneratorArgs = Field(default_factory=GeneratorArgs)
+    classifier: DeploymentArgs = Field(default_factory=DeploymentArgs)
+    ingress_num_cpus: float = Field(0.5, ge=0)
+
+    @field_validator("generators", mode="before")
+    @classmethod
+    def _parse_generators(cls, value):
+        """Accept a dict, a JSON object, or ``id=dir,id2=dir2`` (what ``serve run key=value`` can pass)."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("{"):
+            return json.loads(value)
+        pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError(f"generators must be 'id=dir,id2=dir2' or a JSON object, got {value!r}")
+        return {k.strip(): v.strip() for k, v in pairs}
+
+    @model_validator(mode="after")
+    def _check_models(self) -> ServeArgs:
+        if not self.generators:
+            raise ValueError("no generators configured: pass generators={'id': '/path/to/model_dir'}")
+        if self.default_generator is not None and self.default_generator not in self.generators:
+            raise ValueError(
+                f"default_generator {self.default_generator!r} is not in generators {list(self.generators)}"
+            )
+        if self.limits.max_n > self.generator.max_batch_size:  # Serve refuses batch items larger than a batch
+            raise ValueError(
+                f"limits.max_n ({self.limits.max_n}) exceeds generator.max_batch_size "
+                f"({self.generator.max_batch_size}): one request must fit in one batch"
+            )
+        return self
+
+    @property
+    def default_id(self) -> str:
+        return self.default_generator or next(iter(self.generators))

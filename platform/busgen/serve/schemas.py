@@ -1,0 +1,94 @@
+"""HTTP request and response bodies, and the check of a generate request against a model and the limits.
+
+Plain pydantic: FastAPI renders these as the OpenAPI spec, and the sampler choice is
+``busgen.core.types.SamplerName``, the same type the CLI and the suites validate with.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from busgen.core.types import DEFAULT_SAMPLER, SamplerName
+from busgen.serve.config import LimitArgs
+from busgen.serve.errors import RequestError
+from busgen.serve.registry import ClassifierInfo, GeneratorInfo
+
+
+class GenerateRequest(BaseModel):
+    """Body of ``POST /v1/generate``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(min_length=1, max_length=64, description="class name, see GET /v1/models")
+    n: int = Field(1, ge=1, description="number of images (at most limits.max_n)")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="image i uses seed + i: same request, same images")
+    steps: int | None = Field(None, ge=1, description="denoising steps (default limits.default_steps)")
+    guidance: float | None = Field(None, ge=0.0, le=20.0, description="classifier-free guidance scale")
+    sampler: SamplerName = DEFAULT_SAMPLER
+    model: str | None = Field(None, max_length=128, description="generator id; default model when omitted")
+    domain: str | None = Field(None, max_length=64, description="acquisition domain; omitted = unconditional")
+    box: list[float] | None = Field(
+        None,
+        min_length=4,
+        max_length=4,
+        description="lesion box [x0, y0, x1, y1] in [0, 1]; omitted = drawn from the prior",
+    )
+
+    @field_validator("box")
+    @classmethod
+    def _box_in_unit_square(cls, box):
+        if box is not None and not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
+            raise ValueError("box must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
+        return box
+
+
+class GenerateResponse(BaseModel):
+    model: str
+    model_id: str
+    label: str
+    domain: str | None
+    seeds: list[int]
+    steps: int
+    guidance: float
+    sampler: str
+    image_size: int
+    images: list[str] = Field(description="base64-encoded 8-bit grayscale PNGs")
+
+
+class ClassifyResponse(BaseModel):
+    label: str
+    probs: dict[str, float]
+    model_id: str
+    model_version: str
+
+
+class ModelsResponse(BaseModel):
+    generators: list[GeneratorInfo]
+    default_generator: str
+    classifier: ClassifierInfo | None
+    limits: LimitArgs
+
+
+def validate_generate(req: GenerateRequest, info: GeneratorInfo, limits: LimitArgs) -> dict:
+    """Check a request against the model and the limits; return the job sent to the generator deployment."""
+    if req.n > limits.max_n:
+        raise RequestError(422, f"n={req.n} exceeds the limit of {limits.max_n} images per request")
+    steps = req.steps or limits.default_steps
+    if steps > limits.max_steps:
+        raise RequestError(422, f"steps={steps} exceeds the limit of {limits.max_steps}")
+    if req.label not in info.class_names:
+        raise RequestError(422, f"unknown label {req.label!r} for model {info.id!r}; valid labels: {info.class_names}")
+    if req.domain is not None and req.domain not in info.domain_names:
+        raise RequestError(
+            422, f"unknown domain {req.domain!r} for model {info.id!r}; valid domains: {info.domain_names}"
+        )
+    return {
+        "label": req.label,
+        "n": req.n,
+        "seed": req.seed,
+        "steps": steps,
+        "guidance": req.guidance,
+        "sampler": req.sampler,
+        "domain": req.domain,
+        "box": req.box,
+    }

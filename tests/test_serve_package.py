@@ -1,0 +1,182 @@
+"""The serve application is part of the installed package: no repository folder and no sys.path edits needed.
+
+``busgen.serve.app`` holds the deployments and ``build_app``; ``serving/app.py`` is only a
+deploy entry that re-exports it, and ``serving/config.yaml`` imports the library
+directly. The install tests build the package non-editably into a temp folder and import it from
+a working directory outside the repository, with every repository path removed from sys.path.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO_ROOT
+
+import busgen.serve.app as serve_app
+from busgen.serve.config import ServeArgs
+
+pytestmark = pytest.mark.timeout(240)
+
+SERVE_DIR = REPO_ROOT / "platform" / "busgen" / "serve"
+PURE_MODULES = ("config", "schemas", "auth", "guards", "registry", "access_log", "batching", "errors")
+RESULT = "RESULT "  # prefix of the line a subprocess check prints its JSON on
+FORBIDDEN_IMPORTS = ("busgen.eval", "busgen.train", "busgen.generate", "serving", "jobs", "evals")
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_serve_modules_import_only_earlier_stages_and_never_edit_sys_path():
+    for path in sorted(SERVE_DIR.glob("*.py")):
+        bad = {m for m in imported_modules(path) for f in FORBIDDEN_IMPORTS if m == f or m.startswith(f + ".")}
+        assert not bad, f"{path.name} imports {sorted(bad)}: serve may use core, data and model only"
+        text = path.read_text()
+        assert "sys.path" not in text and "PYTHONPATH" not in text, f"{path.name} edits the import path"
+        assert len(text.splitlines()) < 450, f"{path.name} is over 450 lines"
+
+
+def test_pure_serve_modules_and_the_app_load_neither_torch_nor_a_ray_runtime():
+    pure = "; ".join(f"import busgen.serve.{m}" for m in PURE_MODULES)
+    code = (
+        f"import sys; {pure}; assert 'ray' not in sys.modules and 'torch' not in sys.modules, 'pure'; "
+        "import busgen.serve.app, ray; assert 'torch' not in sys.modules, 'app'; assert not ray.is_initialized()"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_serving_entry_re_exports_the_library_builder(monkeypatch, tmp_path):
+    import serving.app
+
+    assert serving.app.build_app is serve_app.build_app
+    monkeypatch.delenv("BUSGEN_GENERATORS", raising=False)
+    assert importlib.reload(serving.app).app is None, "no $BUSGEN_GENERATORS: importing builds nothing"
+    monkeypatch.setenv("BUSGEN_GENERATORS", f"a={tmp_path}")
+    monkeypatch.setenv("BUSGEN_INSECURE_LOCAL", "1")
+    try:
+        assert type(importlib.reload(serving.app).app).__name__ == "Application"
+    finally:
+        monkeypatch.delenv("BUSGEN_GENERATORS")
+        importlib.reload(serving.app)
+
+
+def test_config_yaml_imports_the_library_builder_and_its_args_validate():
+    config = yaml.safe_load((REPO_ROOT / "serving" / "config.yaml").read_text())
+    (application,) = config["applications"]
+    module, _, attr = application["import_path"].partition(":")
+    assert module.startswith("busgen."), "import_path must not need the repository's serving/ folder"
+    builder = getattr(importlib.import_module(module), attr)
+    (param,) = inspect.signature(builder).parameters.values()
+    assert param.annotation is ServeArgs, "Serve validates args through this annotation"
+    args = ServeArgs.model_validate(application["args"])
+    assert args.default_id == "base"
+    names = {d["name"] for d in application["deployments"]}
+    assert names == {"Ingress", "GeneratorDeployment", "ClassifierDeployment"}
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """A non-editable install of a copy of the package sources (the checkout itself stays untouched)."""
+    root = tmp_path_factory.mktemp("wheel")
+    src = root / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, src / name)
+    shutil.copytree(
+        REPO_ROOT / "platform", src / "platform", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
+    out = subprocess.run(
+        [*cmd, "--target", str(root / "site"), str(src)], capture_output=True, text=True, timeout=180, cwd=root
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return root
+
+
+def run_outside_repo(installed: Path, code: str, timeout: int = 120) -> dict:
+    """Run ``code`` from a cwd outside the repository with only the installed copy importable.
+
+    ``code`` prints its findings as ``RESULT <json>`` (Ray and Serve log to stdout too).
+    """
+    prelude = (
+        "import sys, json, importlib.util\n"
+        f"RESULT = {RESULT!r}\n"
+        f"repo = {str(REPO_ROOT)!r}\n"
+        "def in_checkout(p):  # the repo root and the editable install's platform/ (the venv may live in the repo)\n"
+        "    return p.startswith(repo) and not p.startswith(sys.prefix)\n"
+        "sys.path = [p for p in sys.path if not in_checkout(p)]\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(installed / "site"), "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run(
+        [sys.executable, "-c", prelude + code], cwd=installed, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = [line for line in out.stdout.splitlines() if line.startswith(RESULT)]
+    assert results, out.stdout[-3000:] + out.stderr[-3000:]
+    return json.loads(results[-1][len(RESULT) :])
+
+
+def test_installed_package_builds_the_app_without_the_repository(installed):
+    code = (
+        "import busgen.serve.app as m\n"
+        "from busgen.serve.app import args_from_env, build_app, run_local\n"
+        "from busgen.serve.config import ServeArgs\n"
+        "app = build_app(ServeArgs(generators={'a': '/nowhere'}, insecure_local=True))\n"
+        "print(RESULT + json.dumps({'file': m.__file__, 'app': type(app).__name__,\n"
+        "                  'serving': importlib.util.find_spec('serving') is not None}))\n"
+    )
+    out = run_outside_repo(installed, code)
+    assert out["file"].startswith(str(installed / "site")), out["file"]
+    assert out["app"] == "Application"
+    assert not out["serving"], "the repository's serving/ folder must not be importable in this check"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_installed_package_serves_over_http_without_the_repository(installed):
+    """run_local from the installed copy: Ray workers find every deployment in the package (~60 s)."""
+    from helpers_models import export_untrained_tiny
+
+    model_dir = export_untrained_tiny(installed / "model", seed=0, size=32)
+    code = (
+        "import ray, requests\n"
+        "from ray import serve\n"
+        "from busgen.serve.app import run_local\n"
+        f"url = run_local({{'tiny': {str(model_dir)!r}}}, port={free_port()}, insecure_local=True, blocking=False,\n"
+        "    ingress_num_cpus=0.25, generator={'num_cpus': 0.5, 'torch_threads': 1})\n"
+        "try:\n"
+        "    ready = requests.get(url + '/readyz', timeout=120).status_code\n"
+        "    gen = requests.post(url + '/v1/generate', json={'label': 'benign', 'steps': 2}, timeout=120)\n"
+        "    where = ray.get(ray.remote(lambda: __import__('busgen').__file__).remote())\n"
+        "    print(RESULT + json.dumps({'ready': ready, 'generate': gen.status_code, 'n': len(gen.json()['images']),\n"
+        "                      'worker_busgen': where}))\n"
+        "finally:\n"
+        "    serve.shutdown(); ray.shutdown()\n"
+    )
+    out = run_outside_repo(installed, code, timeout=200)
+    assert out["ready"] == 200 and out["generate"] == 200 and out["n"] == 1, out
+    assert out["worker_busgen"].startswith(str(installed / "site")), out
