@@ -235,7 +235,7 @@ class ServeRun(BaseModel):
 
 
 def run_serve(cfg: ServeRun) -> dict:
-    from busgen.serve.api import run_local
+    from busgen.serve.app import run_local
 
     url = run_local(
         dict(cfg.generator), cfg.classifier, host=cfg.host, port=cfg.port, insecure_local=cfg.insecure_local
