@@ -71,3 +71,73 @@ def write_phantom_dataset(
     labels = [lab for p in parts for lab in p[2]]
     domains = [f"phantom_{st}" for m, st in zip(per, styles) for _ in range(m)]
     return write_parquet_dataset(out_dir, images, masks, labels, domains, "train")
+
+
+# Patient tags every test DICOM carries, so privacy tests can check none reach an output.
+DICOM_PATIENT_TAGS = {
+    "PatientName": "Doe^Jane",
+    "PatientID": "PID-778899",
+    "PatientBirthDate": "19700101",
+    "OtherPatientIDs": "ALT-445566",
+    "PatientAddress": "12 Elm Street",
+    "InstitutionName": "St Example Hospital",
+}
+
+
+def dicom_bytes(
+    arr: np.ndarray,
+    *,
+    slope: str | None = None,
+    frames: int | None = None,
+    transfer_syntax: str = "1.2.840.10008.1.2.1",
+) -> bytes:
+    """A Secondary Capture DICOM of ``arr`` (uint8 or uint16, 2-D) with patient tags set.
+
+    ``slope`` is written verbatim as RescaleSlope, even when invalid ("abc", "1\\2"):
+    pydicom refuses to write such values, so a valid placeholder of the same length is
+    replaced in the bytes. ``frames`` sets NumberOfFrames without adding pixel data (a
+    header that lies). A Deflated ``transfer_syntax`` deflates the dataset body; a compressed
+    one encapsulates the pixels (a real JPEG frame for JPEG baseline, raw bytes otherwise).
+    """
+    import io
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = transfer_syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "US"
+    for k, v in DICOM_PATIENT_TAGS.items():
+        setattr(ds, k, v)
+    ds.Rows, ds.Columns = arr.shape
+    bits = 8 * arr.dtype.itemsize
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    placeholder = None
+    if slope is not None:
+        placeholder = "9" * len(slope) if len(slope) > 1 else "9"
+        ds.RescaleSlope = placeholder
+    if frames is not None:
+        ds.NumberOfFrames = frames
+    ds.PixelData = np.ascontiguousarray(arr).tobytes()
+    if UID(transfer_syntax).is_compressed:  # encapsulated: a JPEG frame for JPEG baseline, raw bytes otherwise
+        from PIL import Image
+
+        jpeg = io.BytesIO()
+        if transfer_syntax == "1.2.840.10008.1.2.4.50":
+            Image.fromarray(arr.astype(np.uint8)).save(jpeg, format="JPEG", quality=95)
+            ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.PixelData = encapsulate([jpeg.getvalue() or ds.PixelData])
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    if placeholder is not None:
+        padded = placeholder + " " * (len(placeholder) % 2)
+        data = data.replace(padded.encode(), (slope + " " * (len(slope) % 2)).encode(), 1)
+    return data

@@ -32,12 +32,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from busgen.core.types import ResizeMode
 from busgen.data import schema as S
-from busgen.data.dicom import DICOM_EXTS, MAX_DECODED_BYTES
+from busgen.data.dicom import MAX_DECODED_BYTES
 from busgen.data.imageio import MAX_PIXELS
 from busgen.data.ingest_decide import decide, finalize_batch
 from busgen.data.ingest_file import ERROR, ERROR_TYPE, PIXEL_SHA, UID, FileLimits, process_batch, read_any_image
 from busgen.data.paths import Redactor
-from busgen.data.sources import DiscoveredSource, QuarantineEntry, SourceError, discover
+from busgen.data.sources import QuarantineEntry, SourceError, discover
 
 __all__ = ["IngestConfig", "IngestError", "IngestSummary", "ingest", "read_any_image"]
 
@@ -116,7 +116,7 @@ def ingest(
         raise IngestError(str(exc)) from None
     _prepare_out(out, cfg.overwrite)
     tasks, quarantine = _filter_classes(found.tasks, found.quarantine, cfg.classes)
-    redact = Redactor(_should_redact(found) if cfg.redact_paths is None else cfg.redact_paths)
+    redact = Redactor(found.maybe_dicom if cfg.redact_paths is None else cfg.redact_paths)
     src_name = src.stem if src.is_file() else src.name
     # The source folder's own name may be a patient's: with redaction, unnamed domains are "unknown".
     default_domain = cfg.domain or (S.UNKNOWN_DOMAIN if redact.enabled else src_name)
@@ -184,12 +184,6 @@ def ingest(
     _write_reports(out, quarantine, duplicates)
     _write_dataset_json(out, src, found.layout, cfg, summary)
     return summary
-
-
-def _should_redact(found: DiscoveredSource) -> bool:
-    """Auto redaction: on when any entry is (or may be, having no extension) a DICOM file."""
-    names = [e.source for e in (*found.tasks, *found.quarantine, *found.duplicates)]
-    return any(n.lower().endswith(DICOM_EXTS) or not Path(n).suffix for n in names)
 
 
 def _redacted(entry, redact: Redactor):

@@ -74,6 +74,7 @@ class DiscoveredSource:
     layout: str  # "manifest" | "class-folders"
     root: Path
     duplicates: list[DuplicateEntry] = field(default_factory=list)
+    maybe_dicom: bool = False  # some file named in the outputs is .dcm/.dicom or has no extension
 
     @property
     def n_entries(self) -> int:
@@ -85,6 +86,16 @@ def unsafe_label_reason(label: str) -> str:
     return (
         f"unsafe label {label[:80]!r}: labels become folder names, so they must match {SAFE_LABEL_RE.pattern} "
         f"(letters, digits, _ . -; no path separators)"
+    )
+
+
+def maybe_dicom(files: list[str], refused: list[str]) -> bool:
+    """Whether any file (by name) may be a DICOM: .dcm/.dicom, or no extension as PACS exports often have.
+
+    ``refused`` entries may be folders, so only their DICOM extension counts.
+    """
+    return any(f.lower().endswith(DICOM_EXTS) or not Path(f).suffix for f in files) or any(
+        r.lower().endswith(DICOM_EXTS) for r in refused
     )
 
 
@@ -173,7 +184,8 @@ def _discover_class_folders(root: Path) -> DiscoveredSource:
             f"ingest source {root} holds no images in class folders "
             f"(found {len(files) + len(refused)} entries, none usable)"
         )
-    return DiscoveredSource(tasks, quarantine, "class-folders", root)
+    dicom = maybe_dicom([p.name for p in files], [p.name for p, _ in refused])
+    return DiscoveredSource(tasks, quarantine, "class-folders", root, maybe_dicom=dicom)
 
 
 def _orphan_masks(root: Path, index: dict, used: set[Path]) -> list[QuarantineEntry]:
@@ -275,4 +287,6 @@ def _discover_manifest(manifest: Path, policy: PathPolicy, report_unlisted: bool
         quarantine += [q for q in _refused_entries(root, refused) if Path(q.source) not in reported]
     if not tasks:
         raise SourceError(f"manifest {manifest} lists no existing image files inside {root}")
-    return DiscoveredSource(tasks, quarantine, "manifest", root, duplicates)
+    named = [r.get("path", "") for r in rows] + ([p.name for p in files] if report_unlisted else [])
+    dicom = maybe_dicom(named, [p.name for p, _ in refused] if report_unlisted else [])
+    return DiscoveredSource(tasks, quarantine, "manifest", root, duplicates, dicom)
