@@ -13,7 +13,15 @@ from helpers_models import export_untrained_tiny
 
 from busgen.data import schema as S
 from busgen.data.dataset import decode_images, parquet_files, read_table
-from busgen.generate.shards import GenerateConfig, GenerateError, RowPlan, exact_counts, export_png, generate
+from busgen.generate.shards import (
+    GenerateConfig,
+    GenerateError,
+    GenerateWarning,
+    RowPlan,
+    exact_counts,
+    export_png,
+    generate,
+)
 
 FAST = dict(sampler="ddim", steps=2, batch_size=16)
 
@@ -116,7 +124,8 @@ def test_rerun_resumes_after_kill_and_finishes_exactly_once(ray_local, model_dir
     cfg = GenerateConfig(
         model=str(model_dir), out=str(out), n=120, shard_size=10, steps=12, batch_size=10, seed=5, sampler="ddim"
     )
-    summary = generate(cfg, progress=False)
+    with pytest.warns(GenerateWarning, match="taking over the lock"):  # the killed run never released it
+        summary = generate(cfg, progress=False)
     assert summary.skipped >= 20 and summary.generated == 120 - summary.skipped
     idx = pads.dataset(parquet_files(out)).to_table(columns=[S.INDEX]).column(S.INDEX).to_pylist()
     assert sorted(idx) == list(range(120)), "exactly N rows, no duplicates"

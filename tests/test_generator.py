@@ -86,6 +86,33 @@ def test_unknown_names_raise_with_valid_options(gen):
 def test_load_rejects_non_model_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match="busgen.json"):
         generator.load(tmp_path)
+    with pytest.raises(generator.ModelLoadError, match="busgen.json"):
+        generator.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("{not json", r"busgen.json is not valid JSON \(Expecting property name"),
+        ("[1, 2]", r"busgen.json holds a JSON list, not an object"),
+        ('{"domain_names": [], "image_size": 32, "diffusion": {}}', r"busgen.json lacks class_names"),
+        (
+            '{"class_names": [], "domain_names": [], "image_size": 32, "diffusion": {}}',
+            r"busgen.json: class_names must be a non-empty list",
+        ),
+    ],
+)
+def test_load_names_the_file_and_problem_of_a_broken_busgen_json(tmp_path, text, match):
+    (tmp_path / "busgen.json").write_text(text)
+    with pytest.raises(generator.ModelLoadError, match=rf"{tmp_path}/{match}.*re-export the model"):
+        generator.load(tmp_path)
+
+
+def test_adapter_meta_without_its_base_is_a_clear_error(tmp_path):
+    meta = {"kind": "adapter", "class_names": ["a"], "domain_names": [], "image_size": 32, "diffusion": {}}
+    (tmp_path / "busgen.json").write_text(json.dumps(meta))
+    with pytest.raises(generator.ModelLoadError, match="lacks adapter, base_model, base_model_rel, base_model_id"):
+        generator.load(tmp_path)
 
 
 # ----------------------------------------------------------------------------- box prior

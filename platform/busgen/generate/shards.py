@@ -16,15 +16,22 @@ Design, and why:
 * **Flat memory.** The driver sees one small metadata row per finished shard;
   actors hold one micro-batch of images at a time; Parquet row groups are one
   micro-batch, so Arrow binary columns never approach their 2 GiB limit.
+* **Durable and verified.** Shards are fsynced before and after the rename, and a
+  resumed run counts a shard as done only when its Parquet footer holds the rows its
+  name promises; a damaged shard is regenerated with a warning (``store``).
+* **One run per folder.** A lock file naming the holder's pid and host keeps a second
+  run on the same ``--out`` from deleting the first one's temporary files (``outlock``).
 * ``manifest.json`` records the settings, model id and completed ranges, and a
   re-run with different settings or another model is refused.
+
+Modules: ``config`` (settings, errors, boxes file), ``plan`` (row conditions), ``store``
+(shard files and manifest), ``outlock`` (the folder lock); this one runs the work. Their
+public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import os
 import time
 import uuid
@@ -34,14 +41,43 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, Field
 
-from busgen.core.types import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SamplerName
 from busgen.data import schema as S
 from busgen.data.imageio import encode_png
+from busgen.generate.config import BOX_COLUMNS, GenerateConfig, GenerateError, GenerateWarning, read_boxes_file
+from busgen.generate.outlock import LOCK_FILE, OutputLock
+from busgen.generate.plan import RowPlan, exact_counts, image_seed, shard_ranges
+from busgen.generate.store import (
+    MANIFEST,
+    SHARD_FMT,
+    completed_shards,
+    drop_damaged_shards,
+    durable_replace,
+    load_or_create_manifest,
+    shard_path,
+    write_manifest,
+)
 
-MANIFEST = "manifest.json"
-SHARD_FMT = "shard-{start:09d}-{end:09d}.parquet"
+__all__ = [
+    "BOX_COLUMNS",
+    "LOCK_FILE",
+    "MANIFEST",
+    "SHARD_FMT",
+    "GenerateConfig",
+    "GenerateError",
+    "GenerateSummary",
+    "GenerateWarning",
+    "RowPlan",
+    "ShardWriter",
+    "completed_shards",
+    "exact_counts",
+    "export_png",
+    "generate",
+    "image_seed",
+    "read_boxes_file",
+    "shard_ranges",
+    "validate",
+]
 
 SYNTHETIC_SCHEMA = pa.schema(
     [
@@ -64,149 +100,6 @@ SYNTHETIC_SCHEMA = pa.schema(
         (S.CREATED_AT, pa.string()),
     ]
 )
-
-
-class GenerateError(ValueError):
-    """Bad settings, a missing model, or a re-run that does not match the existing output."""
-
-
-class GenerateConfig(BaseModel):
-    """Settings of one generation run. Everything that changes pixels is part of the manifest."""
-
-    model: str  # exported model directory (pretrained or adapted)
-    out: str  # output folder of shards + manifest.json
-    n: int = Field(1000, gt=0)  # number of images
-    class_ratio: dict[str, float] | None = (
-        None  # e.g. {"benign": 0.5, "malignant": 0.5}; default: uniform over model classes
-    )
-    domain_ratio: dict[str, float] | None = None  # e.g. {"siteA": 1.0}; default: domain-unconditional
-    boxes_file: str | None = None  # CSV with x0,y0,x1,y1 columns: row i uses line i mod len; default: box prior
-    sampler: SamplerName = DEFAULT_SAMPLER
-    steps: int = Field(25, ge=1)
-    guidance: float = Field(DEFAULT_GUIDANCE, ge=0)  # classifier-free guidance scale (1 = none)
-    seed: int = 0
-    shard_size: int = Field(1000, ge=1)  # rows per shard file (bounds shard rows and bytes)
-    batch_size: int = Field(32, ge=1)  # images per forward pass
-    concurrency: int = Field(1, ge=1)  # sampler actors
-    num_gpus: float = 0.0  # GPUs per actor (1 on GPU clusters)
-    num_cpus: float = 0.5  # CPUs per actor; fractional so read/write tasks still get a CPU on small machines
-    torch_threads: int = 0  # intra-op threads per actor; 0 = cores / concurrency
-
-    def pixel_settings(self) -> dict:
-        """The settings that determine the images: a re-run must match them exactly."""
-        return self.model_dump(
-            include={
-                "n",
-                "class_ratio",
-                "domain_ratio",
-                "sampler",
-                "steps",
-                "guidance",
-                "seed",
-                "shard_size",
-                "boxes_file",
-            }
-        )
-
-
-# ---------------------------------------------------------------------------
-# Row conditions: pure functions of (settings, i)
-# ---------------------------------------------------------------------------
-
-
-def exact_counts(ratio: dict[str, float], n: int) -> dict[str, int]:
-    """Largest-remainder rounding: counts that sum to n and follow the ratio as closely as integers can."""
-    total = sum(ratio.values())
-    raw = {k: n * v / total for k, v in ratio.items()}
-    counts = {k: int(math.floor(v)) for k, v in raw.items()}
-    for k in sorted(raw, key=lambda k: (counts[k] - raw[k], k))[: n - sum(counts.values())]:
-        counts[k] += 1
-    return counts
-
-
-def _affine_permutation(n: int, seed: int, salt: str) -> tuple[int, int]:
-    """Parameters (a, b) of i -> (a*i + b) mod n, a bijection on [0, n): a scrambled order in O(1) memory."""
-    h = int.from_bytes(hashlib.sha256(f"{salt}:{seed}:{n}".encode()).digest()[:8], "little")
-    a = (h | 1) % n or 1
-    while math.gcd(a, n) != 1:
-        a = (a + 1) % n or 1
-    return a, (h >> 32) % n
-
-
-def image_seed(seed: int, i: int) -> int:
-    """Per-image seed from (run seed K, index i): independent streams for every image."""
-    return int.from_bytes(hashlib.sha256(f"busgen:{seed}:{i}".encode()).digest()[:8], "little") & (2**62 - 1)
-
-
-@dataclass(frozen=True)
-class RowPlan:
-    """Turns an index into its conditions; holds only O(#classes) state so it ships cheaply to actors."""
-
-    n: int
-    seed: int
-    class_names: tuple[str, ...]
-    class_bounds: tuple[int, ...]  # cumulative counts
-    domain_names: tuple[str | None, ...]
-    domain_bounds: tuple[int, ...]
-    class_perm: tuple[int, int]
-    domain_perm: tuple[int, int]
-
-    @classmethod
-    def build(
-        cls, n: int, seed: int, class_ratio: dict[str, float], domain_ratio: dict[str, float] | None
-    ) -> "RowPlan":
-        classes = exact_counts(class_ratio, n)
-        domains = exact_counts(domain_ratio, n) if domain_ratio else {None: n}
-        return cls(
-            n,
-            seed,
-            tuple(classes),
-            tuple(np.cumsum(list(classes.values())).tolist()),
-            tuple(domains),
-            tuple(np.cumsum(list(domains.values())).tolist()),
-            _affine_permutation(n, seed, "class"),
-            _affine_permutation(n, seed, "domain"),
-        )
-
-    def _bucket(self, i: int, perm: tuple[int, int], bounds: tuple[int, ...]) -> int:
-        j = (perm[0] * i + perm[1]) % self.n
-        return next(k for k, b in enumerate(bounds) if j < b)
-
-    def row(self, i: int) -> tuple[str, str | None, int]:
-        """(class, domain or None, image seed) of row i."""
-        label = self.class_names[self._bucket(i, self.class_perm, self.class_bounds)]
-        domain = self.domain_names[self._bucket(i, self.domain_perm, self.domain_bounds)]
-        return label, domain, image_seed(self.seed, i)
-
-
-# ---------------------------------------------------------------------------
-# Shards
-# ---------------------------------------------------------------------------
-
-
-def shard_ranges(n: int, shard_size: int) -> list[tuple[int, int]]:
-    return [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
-
-
-def completed_shards(out: Path) -> set[tuple[int, int]]:
-    """Ranges whose final shard file exists (files only appear by atomic rename, so they are complete)."""
-    done = set()
-    for p in out.glob("shard-*-*.parquet"):
-        _, start, end = p.stem.split("-")
-        done.add((int(start), int(end)))
-    return done
-
-
-def read_boxes_file(path: str | None) -> list[list[float]] | None:
-    if not path:
-        return None
-    import csv
-
-    with open(path, newline="") as fh:
-        rows = [[float(r[k]) for k in ("x0", "y0", "x1", "y1")] for r in csv.DictReader(fh)]
-    if not rows:
-        raise GenerateError(f"boxes file {path} has no rows (need columns x0,y0,x1,y1)")
-    return rows
 
 
 class ShardWriter:
@@ -237,7 +130,7 @@ class ShardWriter:
     def write_shard(self, start: int, end: int) -> dict:
         t0 = time.time()
         out = Path(self.cfg.out)
-        final = out / SHARD_FMT.format(start=start, end=end)
+        final = shard_path(out, start, end)
         tmp = out / f".{final.name}.{uuid.uuid4().hex}.tmp"
         labels, domains, seeds, boxes = self.rows(start, end)
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -258,7 +151,7 @@ class ShardWriter:
                 table = self._table(images, labels[sl], domains[sl], boxes[sl], seeds[sl], start + b, created)
                 nbytes += table.nbytes
                 writer.write_table(table)
-        os.replace(tmp, final)  # atomic: the shard exists completely or not at all
+        durable_replace(tmp, final)  # fsynced, atomic: the shard exists completely or not at all
         return {"start": start, "end": end, "rows": end - start, "bytes": nbytes, "seconds": time.time() - t0}
 
     def _table(self, images, labels, domains, boxes, seeds, first_index, created) -> pa.Table:
@@ -292,14 +185,18 @@ class ShardWriter:
 
 
 def validate(cfg: GenerateConfig):
-    """Check everything that can be checked before any work starts; returns (model_id, class_ratio, plan)."""
+    """Check everything that can be checked before any work starts; returns (model_id, plan)."""
     from busgen.model import generator
 
-    if not Path(cfg.model, "busgen.json").is_file():
+    try:
+        gen_meta = generator.read_meta(cfg.model)
+    except generator.ModelNotFoundError:
         raise GenerateError(
-            f"model {cfg.model} not found (no busgen.json): pass a folder written by `busgen pretrain` or `busgen adapt`"
-        )
-    gen_meta = json.loads(Path(cfg.model, "busgen.json").read_text())
+            f"model {cfg.model} not found (no busgen.json): pass a folder written by `busgen pretrain` or "
+            "`busgen adapt`"
+        ) from None
+    except generator.ModelLoadError as exc:
+        raise GenerateError(f"model {cfg.model}: {exc}") from None
     class_names = gen_meta["class_names"]
     ratio = cfg.class_ratio or {c: 1.0 for c in class_names}
     unknown = sorted(set(ratio) - set(class_names))
@@ -314,43 +211,6 @@ def validate(cfg: GenerateConfig):
     read_boxes_file(cfg.boxes_file)
     model_id = generator.weights_fingerprint(cfg.model)
     return model_id, RowPlan.build(cfg.n, cfg.seed, ratio, cfg.domain_ratio)
-
-
-def _load_or_create_manifest(cfg: GenerateConfig, model_id: str) -> dict:
-    out = Path(cfg.out)
-    fp = out / MANIFEST
-    settings = cfg.pixel_settings()
-    if fp.is_file():
-        manifest = json.loads(fp.read_text())
-        if manifest["settings"] != settings or manifest["model_id"] != model_id:
-            changed = sorted(k for k in settings if manifest["settings"].get(k) != settings[k])
-            if manifest["model_id"] != model_id:
-                changed.append("model")
-            raise GenerateError(
-                f"{out} holds a generation with different settings ({', '.join(changed)} changed): "
-                "re-run with the original settings to resume, or choose a new --out"
-            )
-        return manifest
-    out.mkdir(parents=True, exist_ok=True)
-    if any(out.glob("shard-*.parquet")):
-        raise GenerateError(f"{out} holds shards but no {MANIFEST}: choose a new --out")
-    manifest = {
-        "schema_version": S.SCHEMA_VERSION,
-        "kind": "synthetic",
-        "model": str(Path(cfg.model).resolve()),
-        "model_id": model_id,
-        "settings": settings,
-        "completed": [],
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    _write_manifest(out, manifest)
-    return manifest
-
-
-def _write_manifest(out: Path, manifest: dict) -> None:
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out / MANIFEST)
 
 
 @dataclass
@@ -373,19 +233,30 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> GenerateSummary:
     """Generate ``cfg.n`` synthetic images into Parquet shards; resumes an interrupted run.
 
     Raises:
-        GenerateError: invalid settings, missing model, or a re-run with changed settings.
+        GenerateError: invalid settings, missing model, a re-run with changed settings, or ``cfg.out``
+            in use by another live run.
+
+    Warns:
+        GenerateWarning: a damaged shard is regenerated, or a dead run's lock is taken over.
     """
+    model_id, plan = validate(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with OutputLock(out):  # before touching anything: the temp files below may be a live run's
+        return _generate_locked(cfg, model_id, plan, progress)
+
+
+def _generate_locked(cfg: GenerateConfig, model_id: str, plan: RowPlan, progress: bool) -> GenerateSummary:
     import ray
     from tqdm import tqdm
 
     from busgen.core.raylocal import init_ray, quiet_ray_data_progress
 
-    model_id, plan = validate(cfg)
-    manifest = _load_or_create_manifest(cfg, model_id)
     out = Path(cfg.out)
+    manifest = load_or_create_manifest(cfg, model_id)
     for stale in out.glob(".shard-*.tmp"):
-        stale.unlink()  # partial shards of a killed run
-    done = completed_shards(out)
+        stale.unlink()  # partial shards of a killed run (the lock says no other run is writing)
+    done = drop_damaged_shards(out)
     todo = [r for r in shard_ranges(cfg.n, cfg.shard_size) if r not in done]
     skipped = sum(e - s for s, e in done)
     t0 = time.time()
@@ -405,13 +276,14 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> GenerateSummary:
         bar = tqdm(total=cfg.n, initial=skipped, unit="img", desc="generate", disable=not progress, smoothing=0.1)
         for row in ds.iter_rows():
             generated += int(row["rows"])
-            manifest["completed"] = sorted(map(list, completed_shards(out)))
-            _write_manifest(out, manifest)
+            done.add((int(row["start"]), int(row["end"])))
+            manifest["completed"] = sorted(map(list, done))
+            write_manifest(out, manifest)
             bar.update(int(row["rows"]))
         bar.close()
-    manifest["completed"] = sorted(map(list, completed_shards(out)))
+    manifest["completed"] = sorted(map(list, completed_shards(out)))  # footers re-read: what is really there
     manifest["n_rows"] = sum(e - s for s, e in manifest["completed"])
-    _write_manifest(out, manifest)
+    write_manifest(out, manifest)
     if manifest["n_rows"] != cfg.n:
         raise GenerateError(
             f"only {manifest['n_rows']} of {cfg.n} rows exist after the run; re-run the same command to finish"

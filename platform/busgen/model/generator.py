@@ -210,8 +210,49 @@ def _index_of(name: str, options: list[str], kind: str) -> int:
         raise ValueError(f"unknown {kind} {name!r}; valid {kind}s: {options}") from None
 
 
-class AdapterError(ValueError):
+class ModelLoadError(ValueError):
+    """A model folder that cannot be loaded: its ``busgen.json`` is missing, not JSON, or lacks a field."""
+
+
+class ModelNotFoundError(ModelLoadError, FileNotFoundError):
+    """The folder has no ``busgen.json`` (a ``FileNotFoundError`` too, for callers that catch that)."""
+
+
+class AdapterError(ModelLoadError):
     """An adapter folder that cannot be rebuilt (base model missing or changed, tensors missing)."""
+
+
+REQUIRED_META = ("class_names", "domain_names", "image_size", "diffusion")
+ADAPTER_META = ("adapter", "base_model", "base_model_rel", "base_model_id")
+
+
+def read_meta(model_dir: str | Path) -> dict:
+    """A model folder's ``busgen.json``, checked to be a JSON object with the fields loading needs.
+
+    Raises:
+        ModelNotFoundError: no busgen.json in the folder.
+        ModelLoadError: busgen.json is not JSON, not an object, or lacks a required field.
+    """
+    fp = Path(model_dir) / BUSGEN_JSON
+    remedy = "re-export the model with `busgen pretrain` or `busgen adapt`, or restore the folder from a copy"
+    if not fp.is_file():
+        raise ModelNotFoundError(
+            f"not a BUSGen model directory (no {BUSGEN_JSON}): {Path(model_dir)}; pass a folder written by "
+            "`busgen pretrain` or `busgen adapt`"
+        )
+    try:
+        meta = json.loads(fp.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{fp} is not valid JSON ({exc}): {remedy}") from None
+    if not isinstance(meta, dict):
+        raise ModelLoadError(f"{fp} holds a JSON {type(meta).__name__}, not an object: {remedy}")
+    required = REQUIRED_META + (ADAPTER_META if meta.get("kind") == "adapter" else ())
+    missing = [k for k in required if k not in meta]
+    if missing:
+        raise ModelLoadError(f"{fp} lacks {', '.join(missing)}: {remedy}")
+    if not isinstance(meta["class_names"], list) or not meta["class_names"]:
+        raise ModelLoadError(f"{fp}: class_names must be a non-empty list, got {meta['class_names']!r}: {remedy}")
+    return meta
 
 
 def resolve_base(adapted_dir: Path, meta: dict) -> Path:
@@ -262,13 +303,11 @@ def load(model_dir: str | Path, device: str | torch.device | None = None) -> Gen
     """Load an exported model directory for sampling (EMA weights when present).
 
     Raises:
-        FileNotFoundError: the directory has no busgen.json.
+        ModelNotFoundError: the directory has no busgen.json (also a FileNotFoundError).
+        ModelLoadError: busgen.json is not JSON or lacks a required field (see ``read_meta``).
     """
     root = Path(model_dir)
-    meta_fp = root / BUSGEN_JSON
-    if not meta_fp.is_file():
-        raise FileNotFoundError(f"not a BUSGen model directory (no {BUSGEN_JSON}): {root}")
-    meta = json.loads(meta_fp.read_text())
+    meta = read_meta(root)
     if meta.get("kind") == "adapter":  # few-shot LoRA adapter: rebuild base + adapter (see busgen.model.lora)
         model = load_adapter(root, meta, device or default_device())
     else:

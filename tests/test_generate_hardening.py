@@ -1,0 +1,143 @@
+"""Generation hardening: durable shards, verified resume, one run per output folder, clear input errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from helpers_models import export_untrained_tiny
+
+from busgen.data import schema as S
+from busgen.data.dataset import read_table
+from busgen.generate import store
+from busgen.generate.shards import LOCK_FILE, GenerateConfig, GenerateError, GenerateWarning, generate, validate
+
+FAST = dict(sampler="ddim", steps=2, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return export_untrained_tiny(tmp_path_factory.mktemp("models") / "tiny")
+
+
+def images_by_index(out) -> dict[int, bytes]:
+    table = read_table(out, [S.INDEX, S.IMAGE])
+    return dict(zip(table.column(S.INDEX).to_pylist(), table.column(S.IMAGE).to_pylist()))
+
+
+def write_lock(out, pid: int, host: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / LOCK_FILE).write_text(json.dumps({"pid": pid, "host": host, "started_at": "then", "token": "x"}))
+
+
+# ----------------------------------------------------------------------------- durability + verified resume
+
+
+def test_shard_rename_fsyncs_the_file_and_its_folder(tmp_path, monkeypatch):
+    """Without both fsyncs a crash can leave a shard name whose bytes never reached the disk."""
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_ino), real_fsync(fd)))
+    tmp = tmp_path / ".shard.tmp"
+    tmp.write_bytes(b"rows")
+    inode = tmp.stat().st_ino
+    store.durable_replace(tmp, tmp_path / "shard-000000000-000000001.parquet")
+    assert inode in synced and tmp_path.stat().st_ino in synced
+    assert synced.index(inode) < synced.index(tmp_path.stat().st_ino), "file before the folder entry"
+
+
+def test_empty_or_truncated_shard_with_a_done_name_is_regenerated(ray_local, model_dir, tmp_path):
+    cfg = GenerateConfig(model=str(model_dir), out=str(tmp_path / "g"), n=12, shard_size=4, seed=3, **FAST)
+    generate(cfg, progress=False)
+    before = images_by_index(cfg.out)
+    first, second = store.shard_path(cfg.out, 0, 4), store.shard_path(cfg.out, 4, 8)
+    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])  # truncated by a crash
+    second.write_bytes(b"")  # renamed before its bytes were flushed
+    assert store.completed_shards(cfg.out) == {(8, 12)}, "names alone do not make a shard done"
+    with pytest.warns(GenerateWarning, match="regenerated") as caught:
+        summary = generate(cfg, progress=False)
+    assert {str(first), str(second)} <= {str(w.message).split(":")[0] for w in caught}
+    assert (summary.generated, summary.skipped) == (8, 4)
+    assert images_by_index(cfg.out) == before, "regenerated rows are byte-identical"
+    assert json.loads((tmp_path / "g" / "manifest.json").read_text())["n_rows"] == 12
+
+
+# ----------------------------------------------------------------------------- one run per output folder
+
+
+def test_second_run_on_a_busy_out_is_refused_naming_the_holder(model_dir, tmp_path):
+    out = tmp_path / "busy"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        write_lock(out, holder.pid, socket.gethostname())
+        partial = out / ".shard-000000000-000000004.parquet.abc.tmp"
+        partial.write_bytes(b"the live run's partial shard")
+        cfg = GenerateConfig(model=str(model_dir), out=str(out), n=4, shard_size=4, **FAST)
+        with pytest.raises(GenerateError, match=rf"in use by another generation run \(pid {holder.pid} on this host"):
+            generate(cfg, progress=False)
+        assert partial.exists(), "the live run's temporary file was not deleted"
+        assert json.loads((out / LOCK_FILE).read_text())["pid"] == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_lock_from_another_host_is_refused_with_how_to_clear_it(model_dir, tmp_path):
+    write_lock(tmp_path / "remote", 1, "some-other-node")
+    cfg = GenerateConfig(model=str(model_dir), out=str(tmp_path / "remote"), n=4, shard_size=4, **FAST)
+    with pytest.raises(GenerateError, match=r"pid 1 on host some-other-node.*if that run is gone, delete"):
+        generate(cfg, progress=False)
+
+
+def test_stale_lock_of_a_dead_run_is_taken_over_with_a_warning(ray_local, model_dir, tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "stale"
+    write_lock(out, dead.pid, socket.gethostname())
+    cfg = GenerateConfig(model=str(model_dir), out=str(out), n=4, shard_size=4, **FAST)
+    with pytest.warns(GenerateWarning, match=rf"taking over the lock .* \(pid {dead.pid} on this host\)"):
+        summary = generate(cfg, progress=False)
+    assert summary.generated == 4
+    assert not (out / LOCK_FILE).exists(), "the lock is released when the run ends"
+
+
+# ----------------------------------------------------------------------------- clear input errors
+
+
+@pytest.mark.parametrize(
+    "csv_text, match",
+    [
+        ("left,top,right,bottom\n0.1,0.1,0.5,0.5\n", r"has no column x0, y0, x1, y1 \(header: left,top,right,bottom\)"),
+        ("x0,y0,x1\n0.1,0.1,0.5\n", r"has no column y1"),
+        ("x0,y0,x1,y1\n0.1,0.1,0.5,0.5\n0.2,a,0.6,0.6\n", r"line 3: 0.2,a,0.6,0.6 are not four numbers"),
+        ("x0,y0,x1,y1\n", r"has no rows"),
+    ],
+)
+def test_bad_boxes_csv_is_a_clear_error_naming_the_file(model_dir, tmp_path, csv_text, match):
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text(csv_text)
+    cfg = GenerateConfig(model=str(model_dir), out=str(tmp_path / "o"), n=4, boxes_file=str(boxes), **FAST)
+    with pytest.raises(GenerateError, match=rf"boxes file {boxes} {match}.*header line names x0,y0,x1,y1"):
+        validate(cfg)
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_boxes_file_is_a_clear_error(model_dir, tmp_path):
+    cfg = GenerateConfig(model=str(model_dir), out=str(tmp_path / "o"), n=4, boxes_file=str(tmp_path / "no.csv"))
+    with pytest.raises(GenerateError, match=r"no.csv cannot be read"):
+        validate(cfg)
+
+
+@pytest.mark.parametrize(
+    "text, match", [("{not json", "is not valid JSON"), ('{"domain_names": []}', "lacks class_names")]
+)
+def test_model_with_a_broken_busgen_json_is_a_clear_error(tmp_path, text, match):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "busgen.json").write_text(text)
+    cfg = GenerateConfig(model=str(tmp_path / "m"), out=str(tmp_path / "o"), n=4)
+    with pytest.raises(GenerateError, match=rf"busgen.json {match}.*re-export the model"):
+        validate(cfg)
