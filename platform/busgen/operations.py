@@ -116,7 +116,7 @@ OPERATIONS: dict[str, Operation] = {
             "busgen.eval.runner:SuiteConfig",
             f"{_OPS}:run_evaluate",
             "Run an evaluation suite (utility, fidelity, privacy, FID vs steps) on Ray Tune and write a report.",
-            location_fields=("real_dir", "model", "synthetic_dir", "out", "storage_path"),
+            location_fields=("real_dir", "model", "synthetic_dir", "source", "out"),
         ),
         Operation(
             "share-filter",

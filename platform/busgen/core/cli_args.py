@@ -113,6 +113,13 @@ def parse_command(cls: type[BaseModel], words: Sequence[str], positional: Sequen
                 args.values[name[3:]] = False
                 i += 1
                 continue
+            if name not in fields and f"{name}s" in fields and "list" in _kinds(fields[f"{name}s"].annotation):
+                # a repeatable singular option: --allow-root A --allow-root B -> allow_roots=[A, B]
+                if not eq and i + 1 >= len(words):
+                    raise ConfigError(f"{word} needs a value")
+                args.values.setdefault(f"{name}s", []).append(inline if eq else words[i + 1])
+                i += 1 if eq else 2
+                continue
             if name not in fields:
                 valid = ", ".join(f"--{f.replace('_', '-')}" for f in fields)
                 raise ConfigError(f"unknown option {word} for {cls.__name__}; valid options: {valid}")
