@@ -64,6 +64,15 @@ def test_base_of_other_image_size_is_refused(base_dir, tmp_path):
         adapt.check_compatible(meta, data_48)
 
 
+def test_base_with_broken_busgen_json_is_refused(task_b, tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "busgen.json").write_text("{truncated")
+    cfg = AdaptConfig(base=str(tmp_path / "base"), data_dir=str(task_b), out=str(tmp_path / "o"))
+    with pytest.raises(AdaptError, match=r"base model .*busgen.json is not valid JSON"):
+        adapt.adapt(cfg)
+    assert not (tmp_path / "o").exists()
+
+
 def test_lora_adaptation_runs_on_ray_train_and_loads_from_local_files(ray_local, base_dir, task_b, tmp_path):
     cfg = AdaptConfig(
         base=str(base_dir),

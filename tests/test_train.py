@@ -1,7 +1,9 @@
 """Pretraining: configs, augmentation, a plain-torch overfit check, and real Ray Train runs.
 
 The fast set runs exactly two Ray Train fits (~25 s fixed overhead each): a 2-worker
-DDP run that exports a model, and its resumption under the same run name.
+DDP run that exports a model, and its resumption under the same run name. Between the
+two, runs of the same name on other data or another architecture are refused before
+any worker starts (no extra fit).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def test_overfit_fixed_batch_loss_halves():
     images, masks, labels = make_phantom_arrays(8, 32, seed=0)
     x0 = torch.from_numpy(to_model_range(images)[:, None])
     box = torch.from_numpy(unet.rasterize_boxes([mask_to_box(m) for m in masks], 32))
-    y = torch.tensor([["benign", "malignant", "normal"].index(l) for l in labels])
+    y = torch.tensor([["benign", "malignant", "normal"].index(lab) for lab in labels])
     d = torch.zeros(8, dtype=torch.long)
     model = unet.build_model(unet.model_config_for("tiny"), 3, 1)
     sched = diffusion.make_noise_scheduler(diffusion.DiffusionConfig())
@@ -105,11 +107,12 @@ def phantom_dir(tmp_path_factory) -> Path:
 def _checkpoint_state(result) -> tuple[dict, list[str]]:
     with result.checkpoint.as_directory() as d:
         files = sorted(p.name for p in Path(d).iterdir())
-        return torch.load(Path(d) / checkpoint.STATE_FILE, weights_only=False), files
+        return torch.load(Path(d) / checkpoint.STATE_FILE, weights_only=True), files
 
 
-def test_ddp_pretrain_export_and_resume(ray_local, phantom_dir, tmp_path):
-    """2-worker DDP run to step k, export, then a new trainer with the same name continues to k+m."""
+def test_ddp_pretrain_export_refuse_foreign_resume_and_resume(ray_local, phantom_dir, tmp_path):
+    """2-worker DDP run to step k, export; the same run name on other data or another size is refused;
+    then a new trainer with the same name and inputs continues to k+m."""
     k, m = 3, 2
     cfg = train.PretrainConfig(
         data_dir=str(phantom_dir),
@@ -136,7 +139,18 @@ def test_ddp_pretrain_export_and_resume(ray_local, phantom_dir, tmp_path):
     assert images.shape == (2, 32, 32) and images.dtype == np.uint8
     assert gen1.box_prior.has_boxes("malignant") and not gen1.box_prior.has_boxes("normal")
 
-    # 2. same run name, larger max_steps: resumes from k with the checkpoint's exact weights
+    # 2. same run name on other data / another architecture: refused, nothing trained or exported
+    other = write_phantom_dataset(tmp_path / "other", 24, size=32, styles=("a",), seed=5)
+    with pytest.raises(
+        checkpoint.ResumeMismatchError,
+        match=rf"run '{cfg.run_name}' already has a checkpoint .*data_fingerprint.*domain_names.*another run_name",
+    ):
+        train.pretrain(cfg.model_copy(update={"data_dir": str(other), "max_steps": k + m}))
+    with pytest.raises(checkpoint.ResumeMismatchError, match=r"image_size: checkpoint 32 != now 64"):
+        train.pretrain(cfg.model_copy(update={"image_size": 64, "max_steps": k + m}))
+    assert generator.load(cfg.out).model_id == gen1.model_id
+
+    # 3. same run name, larger max_steps: resumes from k with the checkpoint's exact weights
     resumed = train.pretrain(cfg.model_copy(update={"max_steps": k + m}))
     assert resumed.error is None
     assert resumed.metrics["start_step"] == k and resumed.metrics["step"] == k + m

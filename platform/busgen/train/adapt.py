@@ -88,7 +88,8 @@ def select_support(data_dir: str | Path, shots: int, classes: Sequence[str] | No
         rows = [int(i) for i in order if labels[i] == c]
         if len(rows) < shots:
             raise AdaptError(
-                f"class {c!r} has {len(rows)} training images in {data_dir}, fewer than --shots {shots}: lower --shots or add data"
+                f"class {c!r} has {len(rows)} training images in {data_dir}, fewer than --shots {shots}: "
+                "lower --shots or add data"
             )
         picked += sorted(rng.choice(rows, size=shots, replace=False).tolist())
     return table.take(pa.array(picked, type=pa.int64()))
@@ -129,8 +130,8 @@ def check_compatible(base_meta: dict, data_dir: str | Path) -> None:
     size = base_meta["image_size"]
     if shape != (size, size):
         raise AdaptError(
-            f"base model generates {size}x{size} images but {data_dir} holds {shape[1]}x{shape[0]} (dataset.json size {info.get('image_size')}): "
-            f"re-ingest with --size {size}"
+            f"base model generates {size}x{size} images but {data_dir} holds {shape[1]}x{shape[0]} "
+            f"(dataset.json size {info.get('image_size')}): re-ingest with --size {size}"
         )
     if base_meta.get("image_channels", 1) != 1:
         raise AdaptError(
@@ -142,12 +143,10 @@ def adapt(cfg: AdaptConfig) -> Path:
     """Select the support set, fine-tune on Ray Train, export the adapted model to ``cfg.out``."""
     from busgen.core.raylocal import init_ray
 
-    base_meta_fp = Path(cfg.base) / generator.BUSGEN_JSON
-    if not base_meta_fp.is_file():
-        raise AdaptError(
-            f"base model {cfg.base} not found (no busgen.json): pass a folder written by `busgen pretrain`"
-        )
-    base_meta = json.loads(base_meta_fp.read_text())
+    try:
+        base_meta = generator.read_meta(cfg.base)
+    except generator.ModelLoadError as exc:
+        raise AdaptError(f"base model {cfg.base}: {exc}") from None
     if base_meta.get("kind") == "adapter":
         raise AdaptError(f"{cfg.base} is itself an adapter: adapt from its base model {base_meta['base_model']}")
     check_compatible(base_meta, cfg.data_dir)
@@ -184,7 +183,10 @@ def adapt(cfg: AdaptConfig) -> Path:
     )
     init_ray()
     dataset = pretrain.make_train_dataset(support_dir)
-    result = pretrain.fit(loop_cfg, spec.class_names, spec.domain_names, dataset, adapter=spec)
+    fingerprint = pretrain.read_train_metadata(support_dir)["fingerprint"]
+    result = pretrain.fit(
+        loop_cfg, spec.class_names, spec.domain_names, dataset, adapter=spec, data_fingerprint=fingerprint
+    )
     return export_adapted(pretrain.final_state(result, loop_cfg.run_name), cfg, base_meta, spec, support)
 
 

@@ -5,12 +5,15 @@ sweeps and adaptation reuse it); ``pretrain`` wires Ray objects around it and ex
 the final model. Resume (Ray Train V2): build a new trainer with the same
 ``RunConfig(name, storage_path)``; ``ray.train.get_checkpoint()`` then returns the latest
 checkpoint and the loop continues from its step with weights, EMA, optimizer, LR
-schedule and per-rank RNG states restored.
+schedule and per-rank RNG states restored. A run of the same name that trained other
+data or another model is refused (``checkpoint.ResumeMismatchError``), on the driver
+before any worker starts (local storage) and again in the worker (any storage).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import tempfile
 import time
@@ -25,7 +28,20 @@ from busgen.data import dataset as data
 from busgen.data import schema
 from busgen.data.imageio import decode_image, resize_square, to_model_range
 from busgen.model import boxprior, diffusion, generator, lora, unet
-from busgen.train.checkpoint import EMA, STATE_FILE, make_rngs, restore_checkpoint, save_checkpoint, weights_digest
+from busgen.train.checkpoint import (
+    EMA,
+    META_FILE,
+    STATE_FILE,
+    ResumeMismatchError,
+    check_identity,
+    check_local_run,
+    load_torch_file,
+    make_rngs,
+    restore_checkpoint,
+    save_checkpoint,
+    weights_digest,
+    worker_mismatch,
+)
 
 TRAIN_COLUMNS = [schema.IMAGE, schema.BOX, schema.LABEL, schema.DOMAIN]
 
@@ -222,6 +238,9 @@ def train_loop_per_worker(config: dict) -> None:
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
+            meta_fp = Path(d) / META_FILE
+            stored = json.loads(meta_fp.read_text()) if meta_fp.is_file() else {}
+            check_identity(stored, config["identity"], cfg.run_name, ckpt.path)
             start_step = restore_checkpoint(Path(d), rank, model, ema, opt, lr_sched, gen, np_rng)
     start_digest = weights_digest(model.state_dict())
     unwrapped = model
@@ -229,7 +248,12 @@ def train_loop_per_worker(config: dict) -> None:
     noise_scheduler = diffusion.make_noise_scheduler(diffusion.DiffusionConfig(prediction_type=cfg.prediction_type))
     size = unwrapped.config.image_size
     vocab = ({n: i for i, n in enumerate(class_names)}, {n: i for i, n in enumerate(domain_names)})
-    meta = {"class_names": class_names, "domain_names": domain_names, "cfg": cfg.model_dump(mode="json")}
+    meta = {
+        "class_names": class_names,
+        "domain_names": domain_names,
+        "cfg": cfg.model_dump(mode="json"),
+        "identity": config["identity"],
+    }
     if rank == 0:
         log_line(
             f"[pretrain] {world} worker(s): start at step {start_step} of {cfg.max_steps} (weights {start_digest})"
@@ -273,7 +297,8 @@ def train_loop_per_worker(config: dict) -> None:
                 break
         if n_batches == 0:
             raise RuntimeError(
-                f"worker {rank} got no full batch: train split too small for batch_size={cfg.batch_size} x {world} workers"
+                f"worker {rank} got no full batch: train split too small for "
+                f"batch_size={cfg.batch_size} x {world} workers"
             )
         epoch += 1
 
@@ -305,22 +330,57 @@ def storage_location(storage_path: str) -> str:
     return storage_path if "://" in storage_path else str(Path(storage_path).expanduser().resolve())
 
 
+def run_identity(
+    cfg: PretrainConfig,
+    class_names: list[str],
+    domain_names: list[str],
+    data_fingerprint: str,
+    adapter: lora.AdapterSpec | None = None,
+) -> dict:
+    """What a checkpoint's weights belong to: resuming is only allowed when all of it matches."""
+    return {
+        "data_fingerprint": data_fingerprint,
+        "preset": None if adapter else cfg.preset,  # unused when adapting: the base folder fixes the architecture
+        "image_size": cfg.image_size if adapter else unet.model_config_for(cfg.preset, cfg.image_size).image_size,
+        "class_names": list(class_names),
+        "domain_names": list(domain_names),
+        "prediction_type": cfg.prediction_type,
+        "adapter": adapter.model_dump(mode="json") if adapter else None,
+    }
+
+
+def check_resume(cfg: PretrainConfig, identity: dict) -> None:
+    """Refuse, before any worker starts, to resume a local run folder that trained other data or another model."""
+    location = storage_location(cfg.storage_path)
+    if "://" not in location:  # remote storage: the worker checks the checkpoint it is given
+        check_local_run(Path(location) / cfg.run_name, identity, cfg.run_name)
+
+
 def fit(
     cfg: PretrainConfig,
     class_names: list[str],
     domain_names: list[str],
     dataset,
     adapter: lora.AdapterSpec | None = None,
+    *,
+    data_fingerprint: str,
 ):
-    """Run ``train_loop_per_worker`` on Ray Train (resuming a run of the same name); returns the Result."""
+    """Run ``train_loop_per_worker`` on Ray Train (resuming a run of the same name); returns the Result.
+
+    Raises:
+        ResumeMismatchError: the run name already holds checkpoints of other data or another model.
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    identity = run_identity(cfg, class_names, domain_names, data_fingerprint, adapter)
+    check_resume(cfg, identity)
     loop_config = {
         "cfg": cfg.model_dump(mode="json"),
         "class_names": class_names,
         "domain_names": domain_names,
         "adapter": adapter.model_dump(mode="json") if adapter else None,
+        "identity": identity,
     }
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -336,15 +396,21 @@ def fit(
         ),
         datasets={"train": dataset},
     )
-    return trainer.fit()
+    try:
+        return trainer.fit()
+    except Exception as exc:  # noqa: BLE001 -- a worker's refusal arrives wrapped in Ray's error types
+        mismatch = worker_mismatch(exc)
+        if mismatch is None:
+            raise
+        raise ResumeMismatchError(mismatch) from None
 
 
 def final_state(result, run_name: str) -> dict:
-    """Rank 0's saved state (model, EMA, optimizer, step) from the run's latest checkpoint."""
+    """Rank 0's saved state (model, EMA, optimizer, step) from the run's latest checkpoint (tensors only)."""
     if result.checkpoint is None:
         raise RuntimeError(f"run {run_name!r} finished without a checkpoint: nothing to export")
     with result.checkpoint.as_directory() as d:
-        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+        return load_torch_file(Path(d) / STATE_FILE)
 
 
 def pretrain(cfg: PretrainConfig):
@@ -354,18 +420,18 @@ def pretrain(cfg: PretrainConfig):
         the ``ray.train.Result`` of the fit; the exported directory is ``cfg.out``.
     """
     meta = read_train_metadata(cfg.data_dir)
-    result = fit(cfg, meta["class_names"], meta["domain_names"], make_train_dataset(cfg.data_dir))
+    identity = run_identity(cfg, meta["class_names"], meta["domain_names"], meta["fingerprint"])
+    check_resume(cfg, identity)  # before the dataset is materialised
+    dataset = make_train_dataset(cfg.data_dir)
+    result = fit(cfg, meta["class_names"], meta["domain_names"], dataset, data_fingerprint=meta["fingerprint"])
     export_from_checkpoint(result, cfg, meta)
     return result
 
 
 def export_from_checkpoint(result, cfg: PretrainConfig, meta: dict) -> Path:
     """Rebuild the model from the run's latest checkpoint and write the self-contained model dir."""
-    if result.checkpoint is None:
-        raise RuntimeError(f"run {cfg.run_name!r} finished without a checkpoint: nothing to export")
     model_cfg = unet.model_config_for(cfg.preset, cfg.image_size)
-    with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+    state = final_state(result, cfg.run_name)
     model = unet.build_model(model_cfg, len(meta["class_names"]), len(meta["domain_names"]))
     model.load_state_dict(state["model"])
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
