@@ -8,11 +8,11 @@ For cluster runs with a results file and exit codes use ``jobs/evaluate.py``; fo
 
 from __future__ import annotations
 
-import json
 import sys
 
 from busgen.core.config import ConfigError, load_config
-from busgen.eval.runner import SuiteConfig, run_suite
+from busgen.eval.runner import run_suite
+from busgen.eval.suites import SuiteConfig
 
 
 def main(argv: list[str]) -> int:
@@ -24,9 +24,9 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"bad suite config: {exc}", file=sys.stderr)
         return 2
-    record = run_suite(cfg)
-    print(json.dumps(record["metrics"], indent=2, default=str))
-    return 1 if record["metrics"].get("utility_trials_failed") else 0
+    result = run_suite(cfg)
+    print(result.metrics.model_dump_json(indent=2, exclude_none=True))
+    return 1 if result.trials_failed() else 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Submit to a cluster (paths on storage every node mounts; Tune trials write their
 
 or locally: ``python jobs/evaluate.py --config evals/suites/utility_ci.yaml real_dir=... model=... out=...``.
 
-The suite spec is a `busgen.eval.runner.SuiteConfig`; unknown keys and invalid values fail
+The suite spec is a `busgen.eval.suites.SuiteConfig`; unknown keys and invalid values fail
 before any work starts (exit 2). The job prints one ``BUSGEN_JOB evaluate status=...``
 line with the headline metrics, writes the report folder (``report.md``, PNGs,
 ``results.parquet``/``.csv``, ``results.json``) to ``out`` and exits non-zero when the
@@ -25,7 +25,8 @@ sys.path.insert(
     0, str(Path(__file__).resolve().parents[1])
 )  # `python jobs/x.py` puts jobs/, not the repo root, on sys.path
 
-from busgen.eval.runner import SuiteConfig, run_suite  # noqa: E402
+from busgen.eval.runner import run_suite  # noqa: E402
+from busgen.eval.suites import SuiteConfig  # noqa: E402
 from jobs import _common  # noqa: E402
 
 
@@ -40,14 +41,11 @@ def resolved(cfg: SuiteConfig) -> SuiteConfig:
 
 
 def main(cfg: SuiteConfig) -> dict:
-    record = run_suite(resolved(cfg), run_id=_common.run_id())
-    metrics = {**record["metrics"], "report": str(Path(cfg.out).resolve() / "report.md")}
-    failed = metrics.get("utility_trials_failed", 0) + sum(
-        r["status"] != "ok" for r in record.get("sampler_steps", {}).get("rows", [])
-    )
-    if failed:
-        raise RuntimeError(f"{failed} Tune trial(s) failed; see {metrics['report']}")
-    return metrics
+    result = run_suite(resolved(cfg), run_id=_common.run_id())
+    report = str(Path(cfg.out).resolve() / "report.md")
+    if failed := result.trials_failed():
+        raise RuntimeError(f"{failed} Tune trial(s) failed; see {report}")
+    return {**result.metrics.flat(), "report": report}
 
 
 if __name__ == "__main__":

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -101,28 +97,3 @@ def test_predictor_in_ray_data_map_batches(ray_local, tmp_path, phantom_splits, 
     ).take_all()
     assert len(out) == 24 and all(len(r["probs"]) == 3 for r in out)
     assert {r["pred_label"] for r in out} <= set(CLASSES)
-
-
-def _write_set(path: Path, images: np.ndarray, labels: list[str], split: str) -> Path:
-    path.mkdir(parents=True)
-    table = pa.table({"image": [encode_png(i) for i in images], "label": labels, "split": [split] * len(labels)})
-    pq.write_table(table, path / "part-0.parquet")
-    return path
-
-
-@pytest.mark.slow
-def test_train_classifier_ray_real_plus_synthetic(ray_local, tmp_path, phantom_splits):
-    (x, _, y), (xv, _, yv) = phantom_splits["train"], phantom_splits["val"]
-    real = _write_set(tmp_path / "real", np.concatenate([x, xv]), list(y) + list(yv), "train")
-    pq.write_table(
-        pa.table({"image": [encode_png(i) for i in xv], "label": list(yv), "split": ["val"] * len(yv)}),
-        real / "part-1.parquet",
-    )
-    xs, _, ys = make_phantom_arrays(60, SIZE, seed=5, style="b")
-    syn = _write_set(tmp_path / "syn", xs, ys, "train")
-    cfg = classifier.ClassifierConfig.small(image_size=SIZE, epochs=2, batch_size=32)
-    out = classify.train_classifier_ray(
-        cfg, [(str(real), 1.0), (str(syn), 0.5)], str(real), tmp_path / "model", storage_path=str(tmp_path / "runs")
-    )
-    pred = classifier.Predictor.from_checkpoint(out)({"image": phantom_splits["test"][0]})
-    assert pred["probs"].shape == (60, 3)

@@ -20,6 +20,9 @@ from busgen.core.config import ConfigError, load_config
 from busgen.data.phantom import make_phantom_arrays
 from busgen.eval import report as evalreport
 from busgen.eval import runner as evaluate
+from busgen.eval.results import EvalResult, UtilityTrial
+from busgen.eval.suites import SuiteConfig
+from busgen.eval.utility import paired_deltas
 from tests.helpers_data import write_parquet_dataset
 from tests.helpers_models import export_untrained_tiny
 
@@ -46,7 +49,7 @@ def suite_run(tmp_path_factory, ray_local):
     external = _real_set(root / "external", 60, seed=5, style="b", splits=("test",))
     model = export_untrained_tiny(root / "model", size=SIZE, domains=("phantom_a",))
     cfg = load_config(
-        evaluate.SuiteConfig,
+        SuiteConfig,
         SUITE,
         [
             f"real_dir={real}",
@@ -59,7 +62,7 @@ def suite_run(tmp_path_factory, ray_local):
 
 
 def test_report_has_every_part_and_plot(suite_run):
-    record, out = suite_run
+    result, out = suite_run
     for name in (
         "report.md",
         "results.json",
@@ -86,11 +89,39 @@ def test_report_has_every_part_and_plot(suite_run):
         assert heading in text, heading
     saved = json.loads((out / "results.json").read_text())
     assert {"timestamp", "run_id", "params", "metrics"} <= set(saved)
-    assert saved["metrics"]["utility_trials_failed"] == 0
+    assert saved["metrics"]["utility_trials_failed"] == 0 and result.trials_failed() == 0
+
+
+def test_results_json_reads_back_to_the_same_result(suite_run):
+    result, out = suite_run
+    again = EvalResult.read(out)  # the folder or its results.json
+    assert again.model_dump_json() == result.model_dump_json()
+    assert again.params == result.params and again.headline() == result.metrics
+    assert EvalResult.read(out / "results.json").run_id == result.run_id
+
+
+def test_report_renders_from_a_read_back_result(suite_run, tmp_path):
+    import shutil
+
+    _, out = suite_run
+    for picture in ("samples.npz", "nn_pairs.png"):  # left in the folder by the runner, not in results.json
+        shutil.copy(out / picture, tmp_path / picture)
+    text = evalreport.write_report(tmp_path, EvalResult.read(out)).read_text()
+
+    def body(md: str) -> list[str]:  # all but the "_Generated <time>_" line
+        return [line for line in md.splitlines() if not line.startswith("_Generated ")]
+
+    assert body(text) == body((out / "report.md").read_text())
+    assert (tmp_path / "auc_vs_ratio.png").is_file() and (tmp_path / "fid_vs_steps.png").is_file()
+
+
+def test_reading_a_missing_result_names_the_remedy(tmp_path):
+    with pytest.raises(FileNotFoundError, match="error: no evaluation result"):
+        EvalResult.read(tmp_path)
 
 
 def test_results_table_rows_and_cis(suite_run):
-    record, out = suite_run
+    result, out = suite_run
     table = pq.read_table(out / "results.parquet").to_pylist()
     # 3 arms (real, real+syn x1, syn only) x 1 seed x 2 test sets (real test, external site_b)
     assert len(table) == 6
@@ -106,34 +137,35 @@ def test_results_table_rows_and_cis(suite_run):
 
 def test_arms_are_compared_with_real_only_on_the_same_cases(suite_run):
     """The synthetic-vs-real targets are judged on seed-paired AUC differences with paired-bootstrap CIs."""
-    record, out = suite_run
-    by_arm = {(r["test_set"], r["arm"]): r["auc"] for r in record["utility"]["rows"]}
-    deltas = record["utility"]["deltas"]
+    result, out = suite_run
+    by_arm = {(r.test_set, r.arm): r.metrics.auc for r in result.utility.rows()}
+    deltas = result.utility.deltas
     assert set(deltas) == {"real_test", "site_b"} and set(deltas["real_test"]) == {"real+syn x1", "syn only"}
     for test_set, arms in deltas.items():
         for arm, d in arms.items():  # one seed: the difference of the two arms' AUCs on that test set
-            assert d["value"] == pytest.approx(by_arm[(test_set, arm)] - by_arm[(test_set, "real")])
-            assert d["ci_low"] <= d["value"] <= d["ci_high"] and d["n_runs"] == 1
+            assert d.value == pytest.approx(by_arm[(test_set, arm)] - by_arm[(test_set, "real")])
+            assert d.ci_low <= d.value <= d.ci_high and d.n_runs == 1
     text = (out / "report.md").read_text()
     assert "Δ AUC vs real" in text and "synthetic only vs real only (target Δ ≥ -0.02)" in text
-    assert record["metrics"]["delta_auc_synthetic_only"] == pytest.approx(deltas["real_test"]["syn only"]["value"])
+    assert result.metrics.delta_auc_synthetic_only == pytest.approx(deltas["real_test"]["syn only"].value)
 
 
 def test_fidelity_privacy_and_sampler_parts(suite_run):
-    record, _ = suite_run
-    fid = record["fidelity"]
-    assert set(fid["per_class"]) == {"benign", "malignant"} and np.isfinite(fid["overall"]["fid"])
-    assert 0 <= fid["detector"]["auc"] <= 1
-    priv = record["privacy"]
-    assert priv["memorization"]["n_synthetic"] == 48
-    assert {"auc", "tpr_at_1pct_fpr"} <= set(priv["membership"]) and priv["membership"]["n_members"] == 24
-    steps = record["sampler_steps"]["rows"]
-    assert sorted(r["steps"] for r in steps) == [2, 4] and all(np.isfinite(r["fid"]) for r in steps)
+    result, _ = suite_run
+    fid = result.fidelity
+    assert set(fid.per_class) == {"benign", "malignant"} and np.isfinite(fid.overall.fid)
+    assert 0 <= fid.detector.auc <= 1
+    priv = result.privacy
+    assert priv.memorization.n_synthetic == 48
+    assert 0 <= priv.membership.auc <= 1 and priv.membership.n_members == 24
+    steps = result.sampler_steps.rows
+    assert sorted(r.steps for r in steps) == [2, 4] and all(np.isfinite(r.fid) for r in steps)
+    assert result.metrics.best_sampler in {"ddim/2", "ddim/4"} and result.metrics.sampler_trials_failed == 0
 
 
 def test_report_renders_without_optional_parts(suite_run, tmp_path):
-    record, _ = suite_run
-    partial = {k: v for k, v in record.items() if k not in ("privacy", "sampler_steps", "fidelity")}
+    result, _ = suite_run
+    partial = result.model_copy(update={"privacy": None, "sampler_steps": None, "fidelity": None})
     text = evalreport.write_report(tmp_path, partial).read_text()
     assert "Not run in this suite" in text and "Downstream diagnosis" in text
     assert not (tmp_path / "fid_vs_steps.png").exists()
@@ -141,9 +173,9 @@ def test_report_renders_without_optional_parts(suite_run, tmp_path):
 
 def test_config_errors_are_caught_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="unknown config key"):
-        load_config(evaluate.SuiteConfig, SUITE, [f"real_dir={tmp_path}", "utility.ratio=[1]"])
+        load_config(SuiteConfig, SUITE, [f"real_dir={tmp_path}", "utility.ratio=[1]"])
     with pytest.raises(ConfigError, match="synthetic arms need"):
-        load_config(evaluate.SuiteConfig, SUITE, [f"real_dir={tmp_path}", "sampler_steps.enabled=false"])
+        load_config(SuiteConfig, SUITE, [f"real_dir={tmp_path}", "sampler_steps.enabled=false"])
     proc = subprocess.run(
         [sys.executable, "jobs/evaluate.py", "--config", SUITE, f"real_dir={tmp_path}", "positive=normal"],
         capture_output=True,
@@ -153,13 +185,20 @@ def test_config_errors_are_caught_before_any_work(tmp_path):
     assert proc.returncode == 2 and "BUSGEN_JOB evaluate status=bad_config" in proc.stdout
 
 
-def _trial(
-    tmp_path, ratio: float, seed: int, positive: list[int], score: list[float], synthetic_only: bool = False
-) -> dict:
+def _trial(tmp_path, ratio: float, seed: int, positive: list[int], score: list[float], synthetic_only=False):
+    """A finished utility trial whose artifacts hold only the per-case scores paired_deltas reads."""
+    from busgen.eval.trials import ARTIFACTS_FILE, CaseScores, TrialArtifacts, UtilityTrialConfig
+
     art = tmp_path / f"r{ratio}-s{seed}-{synthetic_only}"
     art.mkdir()
-    (art / "reports.json").write_text(json.dumps({"scores": {"real_test": {"positive": positive, "score": score}}}))
-    return {"ratio": ratio, "synthetic_only": synthetic_only, "seed": seed, "status": "ok", "artifacts": str(art)}
+    config = UtilityTrialConfig(
+        real_dir="r", synthetic_dir="s", ratio=ratio, synthetic_only=synthetic_only, seed=seed,
+        classes=["benign", "malignant"], positive="malignant", artifacts_dir=str(tmp_path),
+    )  # fmt: skip
+    scores = {"real_test": CaseScores(positive=positive, score=score)}
+    artifacts = TrialArtifacts(config=config, reports={}, scores=scores, history=[])
+    (art / ARTIFACTS_FILE).write_text(artifacts.model_dump_json())
+    return UtilityTrial(ratio=ratio, synthetic_only=synthetic_only, seed=seed, status="ok", artifacts=str(art))
 
 
 def test_paired_deltas_pair_seeds_and_skip_arms_tested_on_other_cases(tmp_path):
@@ -170,22 +209,22 @@ def test_paired_deltas_pair_seeds_and_skip_arms_tested_on_other_cases(tmp_path):
     syn = [[0.1, 0.2, 0.8, 0.9, 0.3, 0.7], [0.2, 0.1, 0.9, 0.5, 0.6, 0.8]]
     trials = [_trial(tmp_path, 0, s, y, real[s]) for s in (0, 1)] + [_trial(tmp_path, 1, s, y, syn[s]) for s in (0, 1)]
     trials.append(_trial(tmp_path, 0, 0, y[::-1], syn[0], synthetic_only=True))  # other cases: cannot pair
-    deltas = evaluate.paired_deltas(trials, n_boot=50)["real_test"]
+    deltas = paired_deltas(trials, n_boot=50)["real_test"]
     expected = np.mean(
         [
             metrics.roc_auc(np.array(y), np.array(syn[s])) - metrics.roc_auc(np.array(y), np.array(real[s]))
             for s in (0, 1)
         ]
     )
-    assert set(deltas) == {"real+syn x1"} and deltas["real+syn x1"]["n_runs"] == 2
-    assert deltas["real+syn x1"]["value"] == pytest.approx(expected)
+    assert set(deltas) == {"real+syn x1"} and deltas["real+syn x1"].n_runs == 2
+    assert deltas["real+syn x1"].value == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("spec", ["utility", "utility_ci", "sampler_steps", "busi_full", "busi_cpu"])
 def test_shipped_suites_are_valid_configs(spec):
     """A typo in a suite someone runs for hours must fail at load, not after the pretraining."""
     # the generic suites take real_dir and model from the command line
-    cfg = load_config(evaluate.SuiteConfig, f"evals/suites/{spec}.yaml", ["real_dir=unused", "model=unused"])
+    cfg = load_config(SuiteConfig, f"evals/suites/{spec}.yaml", ["real_dir=unused", "model=unused"])
     assert cfg.classes and cfg.positive in cfg.classes
 
 
@@ -196,8 +235,8 @@ def test_share_filter_cli_removes_planted_copies(suite_run, tmp_path):
     from busgen.cli import app
     from busgen.data.dataset import read_table
 
-    record, out = suite_run
-    real_dir, syn_dir = record["inputs"]["real_dir"], record["inputs"]["synthetic_dir"]
+    result, out = suite_run
+    real_dir, syn_dir = result.inputs.real_dir, result.inputs.synthetic_dir
     syn = read_table(syn_dir)
     train_pngs = read_table(real_dir, ["image"], split="train").column("image").to_pylist()[:3]
     images = train_pngs + syn.column("image").to_pylist()[3:]  # rows 0-2 become verbatim training copies

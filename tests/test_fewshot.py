@@ -42,4 +42,5 @@ def test_sweep_writes_one_row_per_k_plus_baseline(ray_local, tmp_path):
     assert [r["shots"] for r in rows] == [0, 2]
     assert all(0.0 <= r["domain_score"] <= 1.0 and np.isfinite(r["fid"]) for r in rows)
     assert json.loads((tmp_path / "fs" / "results.json").read_text()) == rows
-    assert (tmp_path / "fs" / "results.csv").read_text().startswith("domain_score,fid")
+    header = (tmp_path / "fs" / "results.csv").read_text().splitlines()[0]
+    assert {"shots", "model", "domain_score", "fid", "seconds"} == {h.strip('"') for h in header.split(",")}

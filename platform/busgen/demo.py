@@ -13,6 +13,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from busgen.core.raylocal import init_ray
+from busgen.core.types import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
+from busgen.data.dataset import decode_images, read_table
+from busgen.data.ingest import IngestConfig, ingest
+from busgen.data.phantom import write_phantom
+from busgen.data.report import Report, image_grid
+from busgen.data.report import dataset_report as write_dataset_report
+from busgen.generate import shards as gen_mod
+
 SHARED_BUSI = Path(__file__).resolve().parents[3] / "shared" / "data" / "busi128"
 
 
@@ -26,14 +35,14 @@ class DemoConfig:
     batch_size: int = 16  # per worker
     num_workers: int = 1  # Ray Train workers
     n_synthetic: int = 300  # images generated with Ray Data
-    sample_steps: int = 20  # DDIM steps
+    sample_steps: int = 20  # denoising steps of the default sampler
     seed: int = 0
 
 
 def run_demo_evaluation(cfg: DemoConfig, dataset: Path, model_dir: Path, syn_dir: Path, out: Path) -> list[list]:
     """Utility (real / mixed / synthetic-only), fidelity and privacy on the demo's data; returns AUC rows."""
     from busgen.eval.runner import run_suite
-    from busgen.eval.suites import REAL_TEST, FidelitySettings, PrivacySettings, SuiteConfig, UtilitySettings
+    from busgen.eval.suites import REAL_TEST, PrivacySettings, SuiteConfig, UtilitySettings
     from busgen.model.classifier import ClassifierConfig
 
     suite = SuiteConfig(
@@ -51,21 +60,19 @@ def run_demo_evaluation(cfg: DemoConfig, dataset: Path, model_dir: Path, syn_dir
                 width=8, blocks=(1, 1, 1, 1), image_size=cfg.size, epochs=8, patience=3, batch_size=32
             ),
         ),
-        fidelity=FidelitySettings(),
         privacy=PrivacySettings(n_membership=60, encoder_epochs=5, timesteps=[50, 100]),
     )
-    record = run_suite(suite)
+    result = run_suite(suite)
     rows = []
-    for row in record.get("utility", {}).get("rows", []):
-        if row.get("test_set") == REAL_TEST and "auc" in row:
-            rows.append([row["arm"], round(row["auc"], 3), f"[{row['auc_ci_low']:.3f}, {row['auc_ci_high']:.3f}]"])
+    for row in result.utility.rows() if result.utility else []:
+        if row.test_set == REAL_TEST and row.metrics is not None:
+            m = row.metrics
+            rows.append([row.arm, round(m.auc, 3), f"[{m.auc_ci_low:.3f}, {m.auc_ci_high:.3f}]"])
     return rows
 
 
 def first_images_per_class(table, classes, per_class: int, prefix: str) -> dict:
     """Grid rows ``"<prefix> <class>"`` of the first ``per_class`` decoded images of each class in a table."""
-    from busgen.data.dataset import decode_images
-
     images, labels = table.column("image").to_pylist(), table.column("label").to_pylist()
     return {
         f"{prefix} {c}": decode_images([p for p, lbl in zip(images, labels) if lbl == c][:per_class]) for c in classes
@@ -79,13 +86,6 @@ def _stage(name: str):
 
 def run_demo(cfg: DemoConfig) -> Path:
     """Run every stage and write ``<out>/report.md``; returns its path."""
-    from busgen.core.raylocal import init_ray
-    from busgen.data.dataset import read_table
-    from busgen.data.ingest import IngestConfig, ingest
-    from busgen.data.phantom import write_phantom
-    from busgen.data.report import Report, image_grid
-    from busgen.data.report import dataset_report as write_dataset_report
-    from busgen.generate import shards as gen_mod
     from busgen.model import generator
     from busgen.train.pretrain import PretrainConfig, pretrain
 
@@ -171,7 +171,8 @@ def run_demo(cfg: DemoConfig) -> Path:
     rep = Report(out, "BUSGen demo report")
     rep.text(
         f"Data: **{cfg.data}** ({summary.n_ingested} images ingested at {cfg.size} px, "
-        f"{summary.n_quarantined} quarantined). Full dataset report: [dataset_report/report.md](dataset_report/report.md)."
+        f"{summary.n_quarantined} quarantined). "
+        "Full dataset report: [dataset_report/report.md](dataset_report/report.md)."
     )
     rep.section("Generator").table(
         ["field", "value"],
@@ -187,7 +188,8 @@ def run_demo(cfg: DemoConfig) -> Path:
     real_grid = first_images_per_class(real, gen.class_names, per_class, "real")
     rep.section("Real training images").figure("real_grid.png", image_grid(real_grid), "real images per class")
     rep.section(
-        "Generated samples per class", f"DDIM, {cfg.sample_steps} steps, guidance 1.8, boxes from the box prior."
+        "Generated samples per class",
+        f"{DEFAULT_SAMPLER}, {cfg.sample_steps} steps, guidance {DEFAULT_GUIDANCE}, boxes from the box prior.",
     )
     rep.figure("samples_grid.png", image_grid({f"gen {c}": v for c, v in grids.items()}), "samples per class")
     syn_labels = syn.column("label").to_pylist()

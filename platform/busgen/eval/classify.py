@@ -5,7 +5,7 @@ synthetic or mixed data and always validated and tested on *real* images, so
 that any gain or loss is measured where it matters. Training uses balanced
 sampling (BUS sets are imbalanced: normal and malignant are minorities), light
 augmentation, and early stopping on real validation AUC. Utility trials run it
-in-process inside Ray Tune trials (``busgen.eval.suites``).
+in-process inside Ray Tune trials (``busgen.eval.trials``).
 
 The network, its persistence and ``Predictor`` live in ``busgen.model.classifier``.
 """
@@ -22,18 +22,10 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
+from busgen.eval.metrics import label_indices
 from busgen.model.classifier import ClassifierConfig, ResNetClassifier, build_model, logits_of, to_tensor, unwrap
 
 # Augmentation
-
-
-def label_indices(labels: Sequence, class_names: Sequence[str]) -> np.ndarray:
-    """Class names or integer labels -> int64 indices into class_names."""
-    arr = np.asarray(labels)
-    if arr.dtype.kind in "iu":
-        return arr.astype(np.int64)
-    lookup = {c: i for i, c in enumerate(class_names)}
-    return np.array([lookup[str(v)] for v in arr], dtype=np.int64)
 
 
 def augment_batch(
@@ -223,12 +215,3 @@ def train_classifier(
         class_names,
     )
     return model.eval(), history
-
-
-# Inference
-
-
-# Persistence
-
-
-# Ray Train

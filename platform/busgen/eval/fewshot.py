@@ -22,7 +22,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from busgen.data import dataset as data
-from busgen.model import generator
+from busgen.data import schema
+from busgen.eval.tables import write_tables
+from busgen.model import generator, lora
 from busgen.train import adapt
 from busgen.train.adapt import AdaptConfig
 
@@ -35,7 +37,7 @@ class FewShotConfig(BaseModel):
     reference_dir: str  # ingested dataset the base model was trained on (the "old" domain)
     out: str  # folder for adapted models and results
     shots: list[int] = [5, 10, 20, 50]
-    method: str = "lora"
+    method: lora.AdaptMethod = "lora"
     max_steps: int = 150
     batch_size: int = 16
     n_samples: int = 60  # samples scored per K
@@ -83,7 +85,7 @@ def sample_for(model_dir: Path, class_names: list[str], domain: str | None, cfg:
 
 
 def run_few_shot(cfg: FewShotConfig) -> list[dict]:
-    """Adapt per K, sample, score; writes ``results.json`` and ``results.csv`` into ``cfg.out``."""
+    """Adapt per K, sample, score; writes ``results.json`` and ``results.csv``/``.parquet`` into ``cfg.out``."""
     from busgen.eval.privacy.encoder import encode, train_copy_encoder
 
     out = Path(cfg.out)
@@ -124,14 +126,13 @@ def run_few_shot(cfg: FewShotConfig) -> list[dict]:
             }
         )
         print(f"[few_shot] K={k}: {rows[-1]}", flush=True)
-    _write_results(out, rows)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    write_tables(str(out / "results"), rows)
     return rows
 
 
 def _held_out(target_dir: str, support: set[str]) -> np.ndarray:
     """Target images (all splits) minus the support set: what adapted samples are compared with."""
-    from busgen.data import schema
-
     table = data.read_table(target_dir, [schema.IMAGE, schema.SHA256])
     keep = [
         png
@@ -139,13 +140,3 @@ def _held_out(target_dir: str, support: set[str]) -> np.ndarray:
         if h not in support
     ]
     return data.decode_images(keep)
-
-
-def _write_results(out: Path, rows: list[dict]) -> None:
-    import csv
-
-    (out / "results.json").write_text(json.dumps(rows, indent=2))
-    with open(out / "results.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=sorted({k for r in rows for k in r}))
-        writer.writeheader()
-        writer.writerows(rows)

@@ -174,13 +174,18 @@ def _ci_dict(point_lo_hi: tuple[float, float, float]) -> dict[str, float]:
     return {"value": point, "ci_low": lo, "ci_high": hi}
 
 
-def _as_indices(y_true: Sequence, class_names: Sequence[str]) -> np.ndarray:
-    """Accept labels as class names or as integer indices."""
-    arr = np.asarray(y_true)
+def label_indices(labels: Sequence, class_names: Sequence[str]) -> np.ndarray:
+    """Class names or integer labels -> int64 indices into ``class_names`` (a name outside them is an error)."""
+    arr = np.asarray(labels)
     if arr.dtype.kind in "iu":
-        return arr.astype(int)
+        return arr.astype(np.int64)
     lookup = {c: i for i, c in enumerate(class_names)}
-    return np.array([lookup[str(v)] for v in arr], dtype=int)
+    unknown = sorted({str(v) for v in arr} - set(lookup))
+    if unknown:
+        raise ValueError(
+            f"error: labels {unknown} are not among the classes {list(class_names)}; filter them out first"
+        )
+    return np.array([lookup[str(v)] for v in arr], dtype=np.int64)
 
 
 def classification_report(
@@ -207,7 +212,7 @@ def classification_report(
     Returns:
         JSON-friendly dict; metrics with CIs are {"value", "ci_low", "ci_high"}.
     """
-    y = _as_indices(y_true, class_names)
+    y = label_indices(y_true, class_names)
     probs = np.asarray(probs, dtype=np.float64)
     pos = list(class_names).index(positive)
     y_bin, score = (y == pos).astype(int), probs[:, pos]

@@ -1,0 +1,153 @@
+"""The feature-space parts of a suite: the in-domain encoder, fidelity, privacy and the sampler/steps grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from busgen.eval import sweep
+from busgen.eval.arrays import read_splits, synthetic_with_ids
+from busgen.eval.results import (
+    Detector,
+    FidelityResult,
+    Membership,
+    Memorization,
+    PrivacyResult,
+    SamplerStepsResult,
+    SamplerStepsRow,
+    UtilityResult,
+)
+from busgen.eval.suites import SuiteConfig
+from busgen.eval.trials import utility_trial
+from busgen.eval.utility import trial_base
+from busgen.model import classifier
+
+REAL_FEATURES = "real_features.npz"  # under work/: features of the held-out real images
+
+
+def encoder_dir(cfg: SuiteConfig, real_dir: str, utility: UtilityResult | None, work: Path) -> str:
+    """The in-domain encoder: the real-only classifier of the utility grid, or one trained here."""
+    for t in utility.trials if utility else []:
+        if t.ratio == 0 and not t.synthetic_only and t.artifacts:
+            return str(Path(t.artifacts) / "classifier")
+    base = trial_base(cfg, real_dir, work / "encoder")
+    result = utility_trial({**base, "seed": min(cfg.utility.seeds), "n_boot": 10, "external_test": {}})
+    return str(Path(result["artifacts"]) / "classifier")
+
+
+def run_fidelity(cfg: SuiteConfig, real_dir: str, syn_dir: str, enc_dir: str, out: Path) -> FidelityResult:
+    """FID/KID/PRDC/MS-SSIM of synthetic vs held-out real, a real-vs-real floor, detector AUC and sample arrays."""
+    from busgen.eval import fidelity
+    from busgen.eval.privacy import audit as privacy
+
+    enc, _, _ = classifier.load_classifier(enc_dir)
+    real, real_labels, _, _ = read_splits(real_dir, cfg.fidelity.real_splits, cfg.classes)
+    train, train_labels, _, _ = read_splits(real_dir, ["train"], cfg.classes)
+    syn, syn_labels, _, _ = read_splits(syn_dir, None, cfg.classes)
+    f_real, f_train, f_syn = (classifier.embed(enc, x) for x in (real, train, syn))
+    kid_size = min(1000, len(f_real), len(f_syn))
+    report = fidelity.fidelity_report(f_real, f_syn, real_labels, syn_labels, cfg.fidelity.k, real, syn, kid_size)
+    floor = fidelity.fidelity_report(
+        f_real, f_train, real_labels, train_labels, cfg.fidelity.k, kid_subset_size=min(kid_size, len(f_train))
+    )
+    np.savez_compressed(out / "samples.npz", **_sample_arrays(real, real_labels, syn, syn_labels, cfg.classes))
+    np.savez_compressed(out / "work" / REAL_FEATURES, features=f_real)
+    return FidelityResult(
+        **report,
+        real_vs_real=floor["overall"],  # what FID looks like between two real sets with this encoder
+        detector=Detector(**privacy.detector_auc(f_real, f_syn)),
+    )
+
+
+def _sample_arrays(real, real_labels, syn, syn_labels, classes, per_class: int = 8) -> dict[str, np.ndarray]:
+    """First ``per_class`` real and synthetic images of each class, for the report's sample grid."""
+    out = {}
+    for c in classes:
+        out[f"R: {c}"] = real[np.asarray(real_labels) == c][:per_class]
+        out[f"S: {c}"] = syn[np.asarray(syn_labels) == c][:per_class]
+    return out
+
+
+def run_privacy(cfg: SuiteConfig, real_dir: str, syn_dir: str, model_dir: str | None, out: Path) -> PrivacyResult:
+    """Memorisation audit (+ nearest-pair PNG) against the generator's training images; membership inference."""
+    from busgen.eval.privacy import audit as privacy
+    from busgen.eval.privacy import encoder as encoders
+
+    p = cfg.privacy
+    member_dir = str(Path(p.member_dir).resolve()) if p.member_dir else real_dir
+    members = read_splits(member_dir, [p.member_split] if p.member_split else None, None)
+    syn, ids = synthetic_with_ids(syn_dir, cfg.classes)
+    enc = encoders.train_copy_encoder(
+        members[0], epochs=p.encoder_epochs, cfg=encoders.CopyEncoderConfig(image_size=members[0].shape[-1])
+    )
+    audit = privacy.audit_memorization(syn, members[0], enc, syn_ids=ids)
+    pairs = audit.closest_pairs(p.closest_pairs)
+    privacy.save_closest_pairs_png(out / "nn_pairs.png", syn, members[0], pairs, p.closest_pairs)
+    return PrivacyResult(
+        memorization=Memorization(**audit.summary()),
+        closest_pairs=pairs,
+        flagged_ids=[int(i) for i in audit.ids[audit.flagged]],
+        membership=run_membership(cfg, model_dir, members, real_dir) if model_dir else None,
+    )
+
+
+def _subsample(n: int, k: int, seed: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(n, k), replace=False))
+
+
+def run_membership(cfg: SuiteConfig, model_dir: str, members: tuple, real_dir: str) -> Membership:
+    """Denoising-error attack: ``n_membership`` training images vs as many held-out real images."""
+    import torch
+
+    from busgen.eval.privacy import membership
+    from busgen.model import generator
+
+    p = cfg.privacy
+    gen = generator.load(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
+    held = read_splits(real_dir, p.heldout_splits, gen.class_names)
+    known = [i for i, c in enumerate(members[1]) if c in gen.class_names]  # classes the generator can condition on
+    n = min(p.n_membership, len(known), len(held[0]))
+    sets = []
+    for (images, labels, boxes, domains), pool, seed in ((members, known, 0), (held, range(len(held[0])), 1)):
+        idx = np.asarray(pool)[_subsample(len(pool), n, seed)]
+        sets.append(
+            {
+                "images": images[idx],
+                "labels": [labels[i] for i in idx],
+                "boxes": [boxes[i] for i in idx],
+                "domains": [domains[i] for i in idx],
+            }
+        )
+    return Membership(**membership.membership_report(gen, sets[0], sets[1], timesteps=p.timesteps))
+
+
+def run_sampler_steps(cfg: SuiteConfig, real_dir: str, model_dir: str, enc_dir: str, work: Path) -> SamplerStepsResult:
+    """Tune grid over (sampler, steps): FID of each setting against the held-out real features."""
+    s = cfg.sampler_steps
+    real_fp = work / REAL_FEATURES
+    if not real_fp.is_file():  # fidelity part off: embed the reference images here
+        enc, _, _ = classifier.load_classifier(enc_dir)
+        real = read_splits(real_dir, cfg.fidelity.real_splits, cfg.classes)[0]
+        np.savez_compressed(real_fp, features=classifier.embed(enc, real))
+    base = {
+        "model": model_dir,
+        "guidance": s.guidance,
+        "classes": cfg.classes,
+        "n_per_class": s.n_per_class,
+        "encoder_dir": enc_dir,
+        "real_features": str(real_fp),
+        "batch_size": s.batch_size,
+        "torch_threads": cfg.torch_threads,
+    }
+    grid = [{"sampler": a, "steps": int(k)} for a in s.samplers for k in s.steps]
+    rows = sweep.run_trials(
+        "fid",
+        base,
+        grid,
+        str(work / "tune"),
+        f"{cfg.name}-sampler-steps",
+        cfg.resources_per_trial,
+        cfg.max_concurrent_trials,
+    )
+    return SamplerStepsResult(rows=[SamplerStepsRow(**r) for r in rows])

@@ -1,0 +1,268 @@
+"""The evaluation trials: plain functions ``settings dict -> metrics dict`` that Ray Tune, tests and notebooks call.
+
+`busgen.eval.sweep.run_trials` runs any of them as a Tune grid (one trial per grid point)
+and reports what they return; called directly they just return it.
+
+* ``utility_trial`` -- the downstream-diagnosis question. A classifier is trained on
+  the real train split mixed with synthetic images at ``ratio`` (n_syn / n_real drawn
+  per epoch; 0 = real only) or on synthetic images alone, early-stopped on *real*
+  validation data, and tested on the *real* test split and on any external datasets
+  (train on A, test on B). Its operating point is Youden's J on real validation, so
+  sensitivity and specificity are not tuned on the test set. Classifiers train
+  in-process: a nested Ray Train fit would add ~25 s per trial for no gain at one worker.
+* ``fid_trial`` -- FID/KID/PRDC against real features for one (sampler, steps) setting.
+* ``sample_trial`` -- sampling throughput (img/s) of one setting, with a pixel sanity check.
+
+Trials write their full reports (ROC points, per-class AUC, per-case scores, the
+classifier) under ``artifacts_dir``, which must be storage every node reads (a shared
+filesystem on a cluster), and return flat scalars.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from busgen.core.types import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SamplerName
+from busgen.eval import metrics
+from busgen.eval.arrays import labelled
+from busgen.eval.results import ClassificationReport, ClassifierMetrics, Record
+from busgen.eval.suites import REAL_TEST, arm_name
+from busgen.model import classifier
+from busgen.model.classifier import ClassifierConfig
+
+ARTIFACTS_FILE = "reports.json"
+
+# ----------------------------------------------------------------------------- utility
+
+
+class UtilityTrialConfig(BaseModel):
+    """Everything one utility trial needs; validated on the driver before Tune starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    real_dir: str  # ingested real dataset with train/val/test splits
+    synthetic_dir: str | None = None  # synthetic set (split == "train"); required when ratio > 0 or synthetic_only
+    ratio: float = Field(0.0, ge=0)  # synthetic draws per real draw in each epoch; 0 = real only
+    synthetic_only: bool = False  # train on synthetic images alone (ratio ignored)
+    seed: int = 0
+    classes: list[str]  # task labels, in output-column order
+    positive: str  # class whose one-vs-rest AUC / sens / spec are reported
+    classifier: ClassifierConfig = ClassifierConfig()  # seed and positive are the trial's
+    external_test: dict[str, str] = {}  # name -> dataset dir, tested on `external_split`
+    external_split: str | None = "test"  # None: every row of the external dataset
+    n_boot: int = 1000  # bootstrap resamples per CI
+    artifacts_dir: str  # trial outputs: <artifacts_dir>/<arm>-seed<seed>/
+    torch_threads: int = 1  # intra-op threads; keep equal to the trial's CPU resources
+
+    @model_validator(mode="after")
+    def _check(self):
+        if (self.synthetic_only or self.ratio > 0) and not self.synthetic_dir:
+            raise ValueError(f"the arm {arm_name(self.ratio, self.synthetic_only)!r} needs synthetic_dir")
+        return self
+
+    @property
+    def arm(self) -> str:
+        return arm_name(self.ratio, self.synthetic_only)
+
+    def training_mix(self) -> list[tuple[str, str | None, float]]:
+        """The (dataset, split, ratio) sets of this arm; the first set defines the epoch length."""
+        if self.synthetic_only:
+            return [(self.synthetic_dir, None, 1.0)]
+        real = (self.real_dir, "train", 1.0)
+        return [real] if self.ratio == 0 else [real, (self.synthetic_dir, None, float(self.ratio))]
+
+    def evaluation_sets(self) -> dict[str, tuple[str, str | None]]:
+        """Name -> (dataset, split): the real test split, then the external datasets."""
+        return {
+            REAL_TEST: (self.real_dir, "test"),
+            **{k: (v, self.external_split) for k, v in self.external_test.items()},
+        }
+
+    def out_dir(self) -> Path:
+        return Path(self.artifacts_dir) / f"{self.arm.replace(' ', '_').replace('+', '_')}-seed{self.seed}"
+
+
+class CaseScores(Record):
+    """Per-case labels and positive-class scores, so arms can be compared on the same cases."""
+
+    positive: list[int]
+    score: list[float]
+
+
+class TrialArtifacts(Record):
+    """``reports.json`` of a utility trial: its settings, a report and the case scores per test set, history."""
+
+    config: UtilityTrialConfig
+    reports: dict[str, ClassificationReport]
+    scores: dict[str, CaseScores]
+    history: list[dict[str, float]]
+
+    @classmethod
+    def read(cls, trial_dir: str | Path) -> TrialArtifacts:
+        return cls.model_validate_json((Path(trial_dir) / ARTIFACTS_FILE).read_text())
+
+
+def train_arm(cfg: UtilityTrialConfig):
+    """Train this arm's classifier; returns (model, ClassifierConfig, history)."""
+    from busgen.eval import classify
+
+    parts = [(labelled(d, split, cfg.classes), r) for d, split, r in cfg.training_mix()]
+    weights, per_epoch = classify.mix_weights([y for (_, y), _ in parts], [r for _, r in parts])
+    ccfg = cfg.classifier.model_copy(update={"seed": cfg.seed, "positive": cfg.positive})
+    ccfg = ccfg.model_copy(update={"samples_per_epoch": ccfg.samples_per_epoch or per_epoch})
+    x_val, y_val = labelled(cfg.real_dir, "val", cfg.classes)
+    model, history = classify.train_classifier(
+        np.concatenate([x for (x, _), _ in parts]),
+        np.concatenate([y for (_, y), _ in parts]),
+        x_val,
+        y_val,
+        ccfg,
+        cfg.classes,
+        sample_weights=weights,
+    )
+    return model, ccfg, history
+
+
+def operating_point(model, cfg: UtilityTrialConfig) -> float:
+    """Youden threshold on real validation data (0.5 when validation holds one class only)."""
+    x_val, y_val = labelled(cfg.real_dir, "val", cfg.classes)
+    score = classifier.predict_proba(model, x_val)[:, cfg.classes.index(cfg.positive)]
+    y_bin = (y_val == cfg.classes.index(cfg.positive)).astype(int)
+    return metrics.youden_threshold(y_bin, score) if 0 < y_bin.sum() < len(y_bin) else 0.5
+
+
+def utility_trial(config: dict) -> dict:
+    """Train one arm, test it on every test set, save its artifacts; returns flat metrics.
+
+    Keys: ``val_auc``, ``epochs_run``, ``seconds``, ``artifacts`` and ``<test set>/<metric>``
+    (the columns of `busgen.eval.results.ClassifierMetrics`).
+    """
+    cfg = UtilityTrialConfig(**config)
+    torch.set_num_threads(cfg.torch_threads)
+    t0 = time.time()
+    model, ccfg, history = train_arm(cfg)
+    threshold = operating_point(model, cfg)
+    reports, scores = {}, {}
+    pos = cfg.classes.index(cfg.positive)
+    for name, (path, split) in cfg.evaluation_sets().items():
+        x, y = labelled(path, split, cfg.classes)
+        probs = classifier.predict_proba(model, x)
+        reports[name] = ClassificationReport(
+            **metrics.classification_report(
+                y, probs, cfg.classes, cfg.positive, threshold, n_boot=cfg.n_boot, seed=cfg.seed
+            )
+        )
+        scores[name] = CaseScores(positive=(y == pos).astype(int).tolist(), score=probs[:, pos].tolist())
+    best_val = max((h["val_auc"] for h in history if np.isfinite(h["val_auc"])), default=float("nan"))
+    out_dir = cfg.out_dir()
+    classifier.save_classifier(out_dir / "classifier", model, ccfg, cfg.classes, {"best_val_auc": best_val})
+    artifacts = TrialArtifacts(config=cfg, reports=reports, scores=scores, history=history)
+    (out_dir / ARTIFACTS_FILE).write_text(artifacts.model_dump_json())
+    result = {"val_auc": best_val, "epochs_run": len(history), "seconds": time.time() - t0, "artifacts": str(out_dir)}
+    for name, rep in reports.items():
+        result.update({f"{name}/{k}": v for k, v in ClassifierMetrics.from_report(rep).model_dump().items()})
+    return result
+
+
+# ----------------------------------------------------------------------------- fid
+
+
+class FidTrialConfig(BaseModel):
+    """One (sampler, steps) point of the FID-vs-steps grid."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str  # exported generator directory
+    sampler: SamplerName = DEFAULT_SAMPLER
+    steps: int = Field(25, ge=1)
+    guidance: float = Field(DEFAULT_GUIDANCE, ge=0)
+    classes: list[str]  # classes sampled, n_per_class each
+    n_per_class: int = Field(100, ge=1)
+    encoder_dir: str  # saved classifier whose penultimate layer is the feature space
+    real_features: str  # .npz with `features` (N, D) of the real reference images
+    seed: int = 0
+    batch_size: int = Field(64, ge=1)
+    torch_threads: int = Field(1, ge=1)
+
+
+def fid_trial(config: dict) -> dict:
+    """Sample, embed, FID/KID/PRDC against the real reference features; returns metrics and timings."""
+    from busgen.eval import fidelity
+    from busgen.model import generator
+
+    cfg = FidTrialConfig(**config)
+    torch.set_num_threads(cfg.torch_threads)
+    gen = generator.load(cfg.model)
+    labels = [c for c in cfg.classes for _ in range(cfg.n_per_class)]
+    t0 = time.perf_counter()
+    images = gen.sample(
+        labels,
+        steps=cfg.steps,
+        guidance=cfg.guidance,
+        sampler=cfg.sampler,
+        seeds=[cfg.seed + i for i in range(len(labels))],
+        batch_size=cfg.batch_size,
+    )
+    seconds = time.perf_counter() - t0
+    encoder, _, _ = classifier.load_classifier(cfg.encoder_dir)
+    syn = classifier.embed(encoder, images)
+    real = np.load(cfg.real_features)["features"]
+    kid, kid_std = fidelity.kernel_inception_distance(
+        real, syn, n_subsets=50, subset_size=min(1000, len(real), len(syn))
+    )
+    result = {
+        "fid": fidelity.frechet_distance(real, syn),
+        "kid": kid,
+        "kid_std": kid_std,
+        "n": len(images),
+        "sample_seconds": seconds,
+        "images_per_s": len(images) / seconds,
+    }
+    if min(len(real), len(syn)) > 5:
+        result.update(fidelity.prdc(real, syn, k=5))
+    return result
+
+
+# ----------------------------------------------------------------------------- sample (throughput)
+
+
+class SampleTrialConfig(BaseModel):
+    """One ``sample`` trial: time ``n`` images from an exported generator."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str  # exported generator directory, on storage every node reads
+    n: int = Field(8, ge=1)  # images per trial
+    batch_size: int = Field(8, ge=1)  # images per forward pass
+    sampler: SamplerName = DEFAULT_SAMPLER
+    steps: int = Field(10, ge=1)  # denoising steps
+    guidance: float = Field(DEFAULT_GUIDANCE, ge=0)  # classifier-free guidance scale
+    seed: int = 0
+    torch_threads: int = Field(1, ge=1)  # keep equal to resources_per_trial CPU for honest timings
+
+
+def sample_trial(config: dict) -> dict:
+    """Sampling throughput (img/s) and a pixel-statistics sanity check for one setting."""
+    from busgen.model import generator
+
+    cfg = SampleTrialConfig(**config)
+    torch.set_num_threads(cfg.torch_threads)
+    gen = generator.load(cfg.model)
+    labels = [gen.class_names[i % len(gen.class_names)] for i in range(cfg.n)]
+    kwargs = dict(steps=cfg.steps, guidance=cfg.guidance, sampler=cfg.sampler, batch_size=cfg.batch_size)
+    gen.sample(labels[:1], seeds=[cfg.seed], **kwargs)  # warm-up: first call allocates and loads kernels
+    t0 = time.perf_counter()
+    images = gen.sample(labels, seeds=[cfg.seed + i for i in range(cfg.n)], **kwargs)
+    seconds = time.perf_counter() - t0
+    return {
+        "images_per_s": cfg.n / seconds,
+        "seconds": seconds,
+        "n": cfg.n,
+        "pixel_mean": float(images.mean()),
+        "pixel_std": float(images.std()),
+    }
