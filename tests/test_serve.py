@@ -8,11 +8,13 @@ are tested without Ray first.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import socket
 import time
 import typing
+import zipfile
 
 import numpy as np
 import pytest
@@ -22,7 +24,7 @@ from helpers_models import CLASSES, export_untrained_tiny
 from busgen.core.types import DEFAULT_SAMPLER, SAMPLERS
 from busgen.data.imageio import decode_image, encode_png
 from busgen.serve.app import build_app, run_local
-from busgen.serve.auth import TOKEN_ENV, TOKEN_FILE_ENV, BearerAuth, token_digest
+from busgen.serve.auth import TOKEN_ENV, TOKEN_FILE_ENV, BearerAuth, token_digest, token_id
 from busgen.serve.config import DeploymentArgs, ServeArgs
 from busgen.serve.errors import RequestError
 from busgen.serve.guards import extract_upload
@@ -135,8 +137,15 @@ def server(ray_local, tmp_path_factory):
         token=TOKEN,
         limits=LIMITS,
         access_log_fp=str(root / "access.log"),
-        ingress_num_cpus=0.25,
-        generator={"num_cpus": 1, "max_batch_size": 8, "max_ongoing_requests": 16, "torch_threads": 1},
+        # Small queues, so the flood test overloads them in seconds; sequential tests never queue.
+        ingress={"num_cpus": 0.25, "max_ongoing_requests": 24, "max_queued_requests": 8, "retry_after_s": 2},
+        generator={
+            "num_cpus": 1,
+            "max_batch_size": 8,
+            "max_ongoing_requests": 8,
+            "max_queued_requests": 4,
+            "torch_threads": 1,
+        },
         classifier={"num_cpus": 0.5, "max_batch_size": 8, "max_ongoing_requests": 16, "torch_threads": 1},
     )
     port = free_port()
@@ -172,7 +181,7 @@ def still_answers(server) -> None:
 
 def test_health_openapi_and_models(server):
     assert call(server, "GET", "/healthz", token=None).json() == {"status": "ok"}
-    assert call(server, "GET", "/readyz", token=None).json()["status"] == "ready"
+    assert call(server, "GET", "/readyz", token=None).json() == {"status": "ready"}, "ready or not, never why"
     spec = call(server, "GET", "/openapi.json", token=None).json()
     assert {"/v1/generate", "/v1/classify", "/v1/models"} <= set(spec["paths"])
     resp = call(server, "GET", "/v1/models")
@@ -308,7 +317,117 @@ def test_access_log_has_one_json_line_per_request(server):
         if any(r["path"] == "/v1/models" for r in lines):
             break
         time.sleep(0.2)
-    assert {"ts", "method", "path", "status", "latency_ms", "n"} <= set(lines[-1])
+    assert {"ts", "request_id", "client", "method", "path", "status", "latency_ms", "n"} <= set(lines[-1])
     gen = [r for r in lines if r["path"] == "/v1/generate" and r["status"] == 200]
     assert gen and all(r["n"] >= 1 and r["latency_ms"] > 0 for r in gen)
-    assert any(r["status"] == 401 for r in lines)
+    assert any(r["status"] == 401 and r["client"] is None for r in lines)
+    assert {r["client"] for r in gen} == {token_id(hashlib.sha256(TOKEN.encode()).hexdigest())}
+    assert TOKEN not in (server["root"] / "access.log").read_text(), "the token itself is never logged"
+
+
+def test_request_id_is_echoed_and_logged(server):
+    mine = call(server, "GET", "/v1/models", headers={"X-Request-ID": "client-req-42"})
+    assert mine.headers["x-request-id"] == "client-req-42"
+    rid = call(server, "GET", "/v1/models").headers["x-request-id"]  # Serve's own id when the client sends none
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        ids = {json.loads(line)["request_id"] for line in (server["root"] / "access.log").read_text().splitlines()}
+        if {"client-req-42", rid} <= ids:
+            return
+        time.sleep(0.2)
+    raise AssertionError("request ids missing from the access log")
+
+
+# Binary formats and several images per request
+
+
+def test_generate_answers_png_or_zip_when_asked(server):
+    as_json = generate(server, n=1, seed=5, steps=2).json()
+    one = call(
+        server, "POST", "/v1/generate", json={"label": "benign", "seed": 5, "steps": 2}, headers={"Accept": "image/png"}
+    )
+    assert one.status_code == 200 and one.headers["content-type"] == "image/png"
+    assert one.content == base64.b64decode(as_json["images"][0]) and one.headers["x-busgen-seeds"] == "5"
+    many = call(
+        server,
+        "POST",
+        "/v1/generate",
+        json={"label": "benign", "n": 3, "steps": 2},
+        headers={"Accept": "application/zip"},
+    )
+    assert many.status_code == 200 and many.headers["content-type"] == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(many.content)).namelist()
+    assert names == ["seed-0.png", "seed-1.png", "seed-2.png"]
+    refused = call(server, "POST", "/v1/generate", json={"label": "benign", "n": 2}, headers={"Accept": "image/png"})
+    assert refused.status_code == 406 and "application/zip" in refused.text
+
+
+def test_classify_several_files_in_one_request(server):
+    from busgen.data.phantom import make_phantom_arrays
+
+    images = make_phantom_arrays(3, 40, seed=1)[0]
+    files = [("file", (f"{i}.png", encode_png(im), "image/png")) for i, im in enumerate(images)]
+    resp = call(server, "POST", "/v1/classify", files=files)
+    assert resp.status_code == 200, resp.text
+    out = resp.json()
+    assert len(out["results"]) == 3 and out["classifier"] == "default"
+    singles = [call(server, "POST", "/v1/classify", data=encode_png(im)).json()["probs"] for im in images]
+    assert all(abs(r["probs"][k] - s[k]) < 1e-4 for r, s in zip(out["results"], singles) for k in s), (
+        "batched with others or alone, an image gets the same probabilities"
+    )
+    too_many = [("file", (f"{i}.png", encode_png(images[0]), "image/png")) for i in range(LIMITS["max_n"] + 1)]
+    assert call(server, "POST", "/v1/classify", files=too_many).status_code == 413
+    assert call(server, "POST", "/v1/classify?model=nope", data=encode_png(images[0])).status_code == 404
+
+
+# Auth on every deploy path
+
+
+def test_build_app_refuses_no_token_and_insecure_off_loopback(server, monkeypatch):
+    import busgen.serve.app as serve_app
+
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    monkeypatch.delenv(TOKEN_FILE_ENV, raising=False)
+    with pytest.raises(ValueError, match="no API token"):
+        build_app(ServeArgs(generators="a=/m"))
+    assert serve_app.running_http_host() == "127.0.0.1", "asked of the running Serve controller"
+    build_app(ServeArgs(generators="a=/m", insecure_local=True))  # loopback + explicit flag: allowed
+    monkeypatch.setattr(serve_app, "running_http_host", lambda: "0.0.0.0")  # as `serve run` with host 0.0.0.0
+    with pytest.raises(ValueError, match="refusing to serve without an API token"):
+        build_app(ServeArgs(generators="a=/m", insecure_local=True))
+    monkeypatch.setenv("BUSGEN_GENERATORS", "a=/m")
+    monkeypatch.setenv("BUSGEN_INSECURE_LOCAL", "1")
+    with pytest.raises(ValueError, match="refusing"):
+        build_app(serve_app.args_from_env())
+    build_app(ServeArgs(generators="a=/m", token=TOKEN))  # a token is fine on any address
+
+
+# Backpressure
+
+
+def test_flood_sheds_load_with_503_retry_after_then_recovers(server):
+    """~10x what the small test queues hold, for a bounded time: only 200s and 503s, then normal service."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, headers = server["url"] + "/v1/generate", {"Authorization": f"Bearer {TOKEN}"}
+    body = {"label": "benign", "n": 4, "steps": 4}
+    deadline = time.monotonic() + 8.0
+
+    def client(_: int) -> list[tuple[int, str | None, float]]:
+        out, session = [], requests.Session()
+        while time.monotonic() < deadline and len(out) < 40:
+            t0 = time.monotonic()
+            resp = session.post(url, json=body, headers=headers, timeout=60)
+            out.append((resp.status_code, resp.headers.get("retry-after"), time.monotonic() - t0))
+        return out
+
+    with ThreadPoolExecutor(48) as pool:
+        results = [r for rs in pool.map(client, range(48)) for r in rs]
+    statuses = {s for s, _, _ in results}
+    shed = [(ra, t) for s, ra, t in results if s == 503]
+    assert statuses <= {200, 503}, f"only success or load shedding, got {sorted(statuses)}"
+    assert shed and 200 in statuses, (len(shed), statuses)
+    assert all(ra is not None and int(ra) >= 1 for ra, _ in shed), "every 503 says when to retry"
+    assert np.median([t for _, t in shed]) < 1.0, "shedding answers at once, not after queueing"
+    time.sleep(1.0)
+    still_answers(server)

@@ -29,7 +29,21 @@ from busgen.serve.config import ServeArgs
 pytestmark = pytest.mark.timeout(240)
 
 SERVE_DIR = REPO_ROOT / "platform" / "busgen" / "serve"
-PURE_MODULES = ("config", "schemas", "auth", "guards", "registry", "access_log", "batching", "errors")
+PURE_MODULES = (
+    "config",
+    "schemas",
+    "auth",
+    "guards",
+    "registry",
+    "access_log",
+    "batching",
+    "errors",
+    "responses",
+    "middleware",
+    "gallery",
+    "nearest",
+    "study",
+)
 RESULT = "RESULT "  # prefix of the line a subprocess check prints its JSON on
 FORBIDDEN_IMPORTS = ("busgen.eval", "busgen.train", "busgen.generate", "serving", "jobs", "evals")
 
@@ -90,6 +104,8 @@ def test_config_yaml_imports_the_library_builder_and_its_args_validate():
     assert args.default_id == "base"
     names = {d["name"] for d in application["deployments"]}
     assert names == {"Ingress", "GeneratorDeployment", "ClassifierDeployment"}
+    assert all(d["max_queued_requests"] > 0 for d in application["deployments"]), "every queue is bounded"
+    assert config["http_options"]["host"] == "127.0.0.1" and not args.insecure_local
 
 
 @pytest.fixture(scope="module")
@@ -141,12 +157,15 @@ def test_installed_package_builds_the_app_without_the_repository(installed):
         "from busgen.serve.app import args_from_env, build_app, run_local\n"
         "from busgen.serve.config import ServeArgs\n"
         "app = build_app(ServeArgs(generators={'a': '/nowhere'}, insecure_local=True))\n"
-        "print(RESULT + json.dumps({'file': m.__file__, 'app': type(app).__name__,\n"
+        "from pathlib import Path\n"
+        "static = sorted(p.name for p in (Path(m.__file__).parent / 'static').iterdir())\n"
+        "print(RESULT + json.dumps({'file': m.__file__, 'app': type(app).__name__, 'static': static,\n"
         "                  'serving': importlib.util.find_spec('serving') is not None}))\n"
     )
     out = run_outside_repo(installed, code)
     assert out["file"].startswith(str(installed / "site")), out["file"]
     assert out["app"] == "Application"
+    assert out["static"] == ["app.js", "index.html", "style.css"], "the playground ships in the package data"
     assert not out["serving"], "the repository's serving/ folder must not be importable in this check"
 
 

@@ -1,29 +1,34 @@
-"""Serving overhead: HTTP throughput and latency of the Ray Serve API vs offline batched inference.
+"""Serving under load: the real HTTP API against offline inference and against Ray Serve's own ceiling.
 
-Deploys busgen.serve.app on loopback with a small random classifier and an untrained
-tiny generator (weights do not change the cost), then drives it from a thread pool:
-classify only, generate only, then both at once. Every phase is bounded by a request
-count and a deadline. Offline throughput runs the same model at the deployment's
-batch size and thread count in this process, so
+Deploys, side by side on one local Serve instance bound to 127.0.0.1, the BUSGen app
+(``busgen.serve.app.build_app``: a small random classifier and an untrained tiny
+generator; weights do not change the cost) and the no-op app of the same deployment
+shape (``busgen.serve.noop``). A bounded asyncio client (aiohttp, which Ray Serve
+already depends on) drives them at several concurrency levels; every cell is bounded
+by a request count and a deadline. Both ratios are measured in this one run:
 
-    ratio = served requests/s / offline requests/s   (classify; one image per request)
+- ``serve_load ratio`` (headline, last line): images/s served with 16-image classify
+  requests (multipart, PNG files, decoded in the replica) / offline batched inference
+  on the same PNGs (decode + predict) at the same batch size (16) and thread count (1).
+- ``single ratio``: requests/s of 1-image classify requests / requests/s of the no-op
+  endpoint, peak over the concurrency levels: the BUSGen work per request (auth, checks,
+  decoding, the model, the access log) next to Ray Serve's own per-request cost.
+- p99 latency at 32 concurrent single-image clients (goal: <= 150 ms).
 
-measures what HTTP, auth, decoding, Serve routing and dynamic batching cost; 1.0
-would be free. The last line is the headline. CPU only, < 10 min on 2 cores:
+A short generate phase (16 images per request) is reported against offline sampling too.
+CPU only, no arguments, a few minutes on 2 cores::
 
     .venv/bin/python evals/benchmarks/serve_load.py
 """
 
 from __future__ import annotations
 
-import itertools
+import asyncio
 import secrets
 import socket
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -33,63 +38,59 @@ from _common import headline  # noqa: E402
 
 SIZE = 32  # image side of both models
 CLASSES = ("benign", "malignant", "normal")
-CLASSIFY_BATCH = 16  # classifier max_batch_size, served and offline
-GENERATE_BATCH = 8  # generator max_batch_size (images), served and offline
-GEN_STEPS, GEN_N = 4, 2  # per generate request
-CLIENTS = 16  # concurrent HTTP clients: >= batch size so batches can fill
-PHASE_MAX_S = 60.0  # deadline per phase
-CLASSIFY_REQUESTS, GENERATE_REQUESTS = 600, 60  # count bound per phase
-
-
-# Models
+BATCH = 16  # classifier max_batch_size (images), served and offline
+MULTI = 16  # images per multi-image request
+SINGLE_LEVELS = (1, 8, 32, 64)  # concurrent clients, single-image requests
+MULTI_LEVELS = (1, 2, 4, 8)  # concurrent clients, 16-image requests
+CELL_REQUESTS, CELL_S = 1500, 8.0  # bounds of every measured cell
+GEN_STEPS, GEN_REQUESTS = 4, 6  # generate phase: 16 images x 4 steps per request
+P99_CLIENTS, P99_GOAL_MS = 32, 150.0
 
 
 def export_models(root: Path) -> tuple[str, str]:
     """An untrained tiny generator and a random small classifier (cost, not quality, is measured)."""
     import torch
 
-    from busgen.data.imageio import mask_to_box
-    from busgen.data.phantom import make_phantom_arrays
-    from busgen.model import boxprior, classifier, generator
-    from busgen.model import unet as models
+    from busgen.model import classifier
+    from busgen.model.smoke import export_untrained
 
     torch.manual_seed(0)
-    cfg = models.model_config_for("tiny", SIZE)
-    unet = models.build_model(cfg, num_labels=len(CLASSES), num_domains=1)
-    _, masks, labels = make_phantom_arrays(30, SIZE, seed=0)
-    prior = boxprior.fit([mask_to_box(m) for m in masks], labels)
-    gen_dir = generator.export_model(root / "gen", unet, None, cfg, CLASSES, ("phantom",), prior, "untrained", 0)
+    gen_dir = export_untrained(root / "gen", seed=0, size=SIZE)
     ccfg = classifier.ClassifierConfig.small(image_size=SIZE)
     clf_dir = classifier.save_classifier(root / "clf", classifier.build_model(ccfg, len(CLASSES)), ccfg, CLASSES)
     return str(gen_dir), str(clf_dir)
 
 
-def offline_throughput(gen_dir: str, clf_dir: str, images: np.ndarray) -> tuple[float, float]:
-    """(classify images/s, generate requests/s) in-process, one thread, the served batch sizes."""
+def offline_classify(clf_dir: str, pngs: list[bytes], seconds: float = 8.0) -> float:
+    """Images/s of offline batched inference: decode PNG + predict, batches of BATCH, one thread."""
+    import torch
+
+    from busgen.model.classifier import Predictor
+
+    torch.set_num_threads(1)  # the served replica gets one CPU, hence one thread
+    predictor = Predictor.from_checkpoint(clf_dir)
+    batches = [np.array(pngs[i : i + BATCH], dtype=object) for i in range(0, len(pngs) - BATCH + 1, BATCH)]
+    predictor({"image": batches[0]})  # warm-up
+    t0, done = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        done += len(predictor({"image": batches[done // BATCH % len(batches)]})["pred"])
+    return done / (time.perf_counter() - t0)
+
+
+def offline_generate(gen_dir: str, seconds: float = 8.0) -> float:
+    """Images/s of offline sampling at batch MULTI and GEN_STEPS steps, one thread."""
     import torch
 
     from busgen.model import generator
-    from busgen.model.classifier import Predictor
 
-    torch.set_num_threads(1)  # the replicas get one CPU each, hence one thread
-    predictor = Predictor.from_checkpoint(clf_dir)
-    batch = images[:CLASSIFY_BATCH]
-    predictor({"image": batch})  # warm-up
-    t0, done = time.perf_counter(), 0
-    while time.perf_counter() - t0 < 10.0:
-        done += len(predictor({"image": batch})["pred"])
-    classify_rate = done / (time.perf_counter() - t0)
+    torch.set_num_threads(1)
     gen = generator.load(gen_dir, device="cpu")
-    labels = [CLASSES[i % 3] for i in range(GENERATE_BATCH)]
-    gen.sample(labels, steps=GEN_STEPS, seeds=range(GENERATE_BATCH))  # warm-up
+    labels = [CLASSES[i % 3] for i in range(MULTI)]
+    gen.sample(labels, steps=GEN_STEPS, seeds=range(MULTI), batch_size=MULTI)  # warm-up
     t0, done = time.perf_counter(), 0
-    while time.perf_counter() - t0 < 10.0:
-        done += len(gen.sample(labels, steps=GEN_STEPS, seeds=range(GENERATE_BATCH), batch_size=GENERATE_BATCH))
-    generate_rate = done / GEN_N / (time.perf_counter() - t0)
-    return classify_rate, generate_rate
-
-
-# Load generation
+    while time.perf_counter() - t0 < seconds:
+        done += len(gen.sample(labels, steps=GEN_STEPS, seeds=range(MULTI), batch_size=MULTI))
+    return done / (time.perf_counter() - t0)
 
 
 def free_port() -> int:
@@ -98,28 +99,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def deploy(gen_dir: str, clf_dir: str, token: str) -> str:
-    """Start Serve on 127.0.0.1 with the benchmark's batch sizes; return the base URL once ready."""
+def serve_args(gen_dir: str, clf_dir: str, token: str):
+    from busgen.serve.config import ServeArgs
+
+    return ServeArgs(
+        generators={"tiny": gen_dir},
+        classifier_dir=clf_dir,
+        token=token,
+        limits={"max_n": MULTI, "max_steps": GEN_STEPS, "default_steps": GEN_STEPS},
+        ingress={"num_cpus": 0.5, "max_ongoing_requests": 256, "max_queued_requests": 512},
+        generator={"num_cpus": 1, "torch_threads": 1, "max_batch_size": MULTI, "max_ongoing_requests": 32},
+        classifier={
+            "num_cpus": 1,
+            "torch_threads": 1,
+            "max_batch_size": BATCH,
+            "batch_wait_timeout_s": 0.005,
+            "max_ongoing_requests": 64,
+            "max_queued_requests": 512,
+        },
+    )
+
+
+def deploy(args) -> str:
+    """Both apps on one Serve instance on 127.0.0.1: BUSGen at /, the no-op ceiling at /noop."""
     import requests
     from ray import serve
 
     from busgen.core.raylocal import init_ray
     from busgen.serve.app import build_app
-    from busgen.serve.config import ServeArgs
+    from busgen.serve.noop import build_noop_app
 
-    init_ray(num_cpus=4, object_store_mb=512)
-    args = ServeArgs(
-        generators={"tiny": gen_dir},
-        classifier_dir=clf_dir,
-        token=token,
-        ingress_num_cpus=0.5,
-        limits={"max_n": GEN_N, "max_steps": GEN_STEPS, "default_steps": GEN_STEPS},
-        generator={"num_cpus": 1, "torch_threads": 1, "max_batch_size": GENERATE_BATCH, "max_ongoing_requests": 32},
-        classifier={"num_cpus": 1, "torch_threads": 1, "max_batch_size": CLASSIFY_BATCH, "max_ongoing_requests": 32},
-    )
+    init_ray(num_cpus=4, object_store_mb=512, quiet=True)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(args), name="busgen", route_prefix="/")
+    serve.run(build_noop_app(args), name="noop", route_prefix="/noop")
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while requests.get(f"{url}/readyz", timeout=60).status_code != 200:
@@ -129,76 +143,96 @@ def deploy(gen_dir: str, clf_dir: str, token: str) -> str:
     return url
 
 
-def drive(calls: list[tuple[str, callable]], n_requests: int, max_s: float) -> dict[str, dict]:
-    """Run named ``calls`` round-robin from CLIENTS threads until n_requests are done or max_s passes.
-
-    Returns, per call name, throughput and latency percentiles of the successful requests and the error count.
-    """
-    latencies: dict[str, list[float]] = {name: [] for name, _ in calls}
-    errors = dict.fromkeys(latencies, 0)
-    lock, issued = threading.Lock(), iter(range(n_requests))
-    deadline = time.perf_counter() + max_s
-
-    def worker() -> None:
-        for i in issued:  # a shared iterator: each request index is taken once
-            if time.perf_counter() > deadline:
-                return
-            name, call = calls[i % len(calls)]
-            t0 = time.perf_counter()
-            ok = call()
-            with lock:
-                if ok:
-                    latencies[name].append(time.perf_counter() - t0)
-                else:
-                    errors[name] += 1
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        for f in [pool.submit(worker) for _ in range(CLIENTS)]:
-            f.result()
-    wall = time.perf_counter() - t0
-    return {name: summarize(lat, errors[name], wall) for name, lat in latencies.items()}
+def multipart(pngs: list[bytes], boundary: str = "busgenbench") -> tuple[bytes, str]:
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{i}.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + png
+        + b"\r\n"
+        for i, png in enumerate(pngs)
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def summarize(latencies: list[float], errors: int, wall: float) -> dict:
+async def cell(url: str, bodies: list[tuple[bytes, dict]], clients: int, images: int) -> dict:
+    """POST ``bodies`` round-robin from ``clients`` concurrent clients until CELL_REQUESTS or CELL_S."""
+    import aiohttp
+
+    latencies, statuses = [], {}
+    issued = iter(range(CELL_REQUESTS))
+    deadline = time.perf_counter() + CELL_S
+    connector = aiohttp.TCPConnector(limit=clients)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def client() -> None:
+            for i in issued:
+                if time.perf_counter() > deadline:
+                    return
+                data, headers = bodies[i % len(bodies)]
+                t0 = time.perf_counter()
+                async with session.post(url, data=data, headers=headers) as resp:
+                    await resp.read()
+                    statuses[resp.status] = statuses.get(resp.status, 0) + 1
+                    if resp.status == 200:
+                        latencies.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*[client() for _ in range(clients)])
+        wall = time.perf_counter() - t0
     ms = np.percentile(np.array(latencies) * 1000.0, [50, 95, 99]) if latencies else [float("nan")] * 3
     return {
+        "clients": clients,
         "ok": len(latencies),
-        "errors": errors,
+        "errors": sum(v for k, v in statuses.items() if k != 200),
         "rps": len(latencies) / wall,
+        "ips": len(latencies) * images / wall,
         "p50": ms[0],
         "p95": ms[1],
         "p99": ms[2],
     }
 
 
-def make_calls(url: str, token: str, pngs: list[bytes]) -> tuple[tuple[str, callable], tuple[str, callable]]:
-    """(classify, generate) request functions returning True on HTTP 200; inputs rotate per call."""
-    import requests
+def row(name: str, r: dict) -> None:
+    print(
+        f"| {name:<22} | {r['clients']:>3} | {r['ok']:>5} | {r['errors']:>3} | {r['rps']:8.1f} | {r['ips']:8.1f} | "
+        f"{r['p50']:7.1f} | {r['p95']:7.1f} | {r['p99']:7.1f} |",
+        flush=True,
+    )
 
+
+async def measure(url: str, token: str, pngs: list[bytes]) -> dict:
     auth = {"Authorization": f"Bearer {token}"}
-    counter = itertools.count()  # thread-safe in CPython
-
-    def classify() -> bool:
-        png = pngs[next(counter) % len(pngs)]
-        r = requests.post(f"{url}/v1/classify", data=png, timeout=60, headers={**auth, "Content-Type": "image/png"})
-        return r.status_code == 200
-
-    def generate() -> bool:
-        i = next(counter)
-        body = {"label": CLASSES[i % 3], "n": GEN_N, "steps": GEN_STEPS, "seed": i}
-        return requests.post(f"{url}/v1/generate", json=body, timeout=120, headers=auth).status_code == 200
-
-    return ("classify", classify), ("generate", generate)
-
-
-def report(phase: str, results: dict[str, dict]) -> None:
-    for name, r in results.items():
-        print(
-            f"{phase:<9} {name:<9} {r['ok']:>4} ok {r['errors']:>3} err  {r['rps']:7.2f} req/s  "
-            f"p50 {r['p50']:7.1f} ms  p95 {r['p95']:7.1f} ms  p99 {r['p99']:7.1f} ms",
-            flush=True,
-        )
+    single = [(png, {**auth, "Content-Type": "image/png"}) for png in pngs]
+    multi = []
+    for k in range(4):
+        body, ctype = multipart([pngs[(k * MULTI + j) % len(pngs)] for j in range(MULTI)])
+        multi.append((body, {**auth, "Content-Type": ctype}))
+    noop = [(png, {"Content-Type": "application/octet-stream"}) for png in pngs]
+    gen_body = [(f'{{"label": "benign", "n": {MULTI}, "seed": {k}}}'.encode(), auth) for k in range(4)]
+    for _ in range(2):  # warm-up: connections, replicas, batch paths
+        await cell(f"{url}/noop/v1/noop", noop, 8, 1)
+        await cell(f"{url}/v1/classify", single, 8, 1)
+    await cell(f"{url}/v1/classify", multi, 2, MULTI)
+    out = {"noop": [], "single": [], "multi": []}
+    print("| endpoint               | clients | ok | err | req/s | img/s | p50 ms | p95 ms | p99 ms |", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    for clients in SINGLE_LEVELS:  # interleaved, so a neighbour's CPU burst hits both sides alike
+        out["noop"].append(await cell(f"{url}/noop/v1/noop", noop, clients, 1))
+        row("no-op (Serve ceiling)", out["noop"][-1])
+        out["single"].append(await cell(f"{url}/v1/classify", single, clients, 1))
+        row("classify 1 image", out["single"][-1])
+    for clients in MULTI_LEVELS:
+        out["multi"].append(await cell(f"{url}/v1/classify", multi, clients, MULTI))
+        row(f"classify {MULTI} images", out["multi"][-1])
+    global CELL_REQUESTS
+    saved, CELL_REQUESTS = CELL_REQUESTS, GEN_REQUESTS
+    try:
+        out["generate"] = await cell(f"{url}/v1/generate", gen_body, 2, MULTI)
+    finally:
+        CELL_REQUESTS = saved
+    row(f"generate {MULTI} images", out["generate"])
+    return out
 
 
 def main() -> None:
@@ -210,39 +244,45 @@ def main() -> None:
     token = secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory() as tmp:
         gen_dir, clf_dir = export_models(Path(tmp))
-        images = make_phantom_arrays(64, SIZE, seed=0)[0]
-        before = offline_throughput(gen_dir, clf_dir, images)
-        url = deploy(gen_dir, clf_dir, token)
+        pngs = [encode_png(im) for im in make_phantom_arrays(64, SIZE, seed=0)[0]]
+        offline_before = offline_classify(clf_dir, pngs)
+        url = deploy(serve_args(gen_dir, clf_dir, token))
         try:
-            classify, generate = make_calls(url, token, [encode_png(im) for im in images])
-            drive([classify], 2 * CLIENTS, 30)  # warm-up: replicas, HTTP connections
-            drive([generate], CLIENTS, 60)
-            c = drive([classify], CLASSIFY_REQUESTS, PHASE_MAX_S)["classify"]
-            report("alone", {"classify": c})
-            g = drive([generate], GENERATE_REQUESTS, PHASE_MAX_S)["generate"]
-            report("alone", {"generate": g})
-            report("mixed", drive([classify, classify, classify, generate], CLASSIFY_REQUESTS // 2, PHASE_MAX_S))
+            out = asyncio.run(measure(url, token, pngs))
         finally:
             serve.shutdown()
-        # Offline again after Serve is gone; the better of the two runs is the reference, so
-        # a neighbour's burst of CPU use cannot flatter the ratio.
-        after = offline_throughput(gen_dir, clf_dir, images)
-    offline_classify, offline_generate = max(before[0], after[0]), max(before[1], after[1])
+        # Offline again after Serve is gone; the better run is the reference, so a neighbour's burst
+        # of CPU use cannot flatter the ratio.
+        offline = max(offline_before, offline_classify(clf_dir, pngs))
+        offline_gen = offline_generate(gen_dir)
+    best_multi = max(out["multi"], key=lambda r: r["ips"])
+    best_single = max(out["single"], key=lambda r: r["rps"])
+    best_noop = max(out["noop"], key=lambda r: r["rps"])
+    at32 = next(r for r in out["single"] if r["clients"] == P99_CLIENTS)
+    single_ratio = best_single["rps"] / best_noop["rps"]
+    gen_ratio = out["generate"]["ips"] / offline_gen
+    print(f"offline classify {offline:.1f} img/s (batch {BATCH}, PNG decode + predict, 1 thread)", flush=True)
+    print(f"offline generate {offline_gen:.2f} img/s (batch {MULTI}, {GEN_STEPS} steps, 1 thread)", flush=True)
     print(
-        f"offline   classify {offline_classify:.1f} img/s (batch {CLASSIFY_BATCH}), generate {offline_generate:.2f} "
-        f"req/s (batch {GENERATE_BATCH} images, {GEN_N} per request, {GEN_STEPS} steps)",
+        f"generate ratio={gen_ratio:.2f} (served {out['generate']['ips']:.2f} img/s vs offline {offline_gen:.2f})",
         flush=True,
     )
     print(
-        f"generate ratio={g['rps'] / offline_generate:.2f} (served {g['rps']:.2f} req/s, "
-        f"offline {offline_generate:.2f} req/s)",
+        f"single ratio={single_ratio:.2f} (classify 1 image {best_single['rps']:.1f} req/s at "
+        f"{best_single['clients']} clients vs no-op {best_noop['rps']:.1f} req/s at {best_noop['clients']} clients)",
+        flush=True,
+    )
+    print(
+        f"p99 at {P99_CLIENTS} clients: {at32['p99']:.1f} ms (goal <= {P99_GOAL_MS:.0f} ms, "
+        f"{'met' if at32['p99'] <= P99_GOAL_MS else 'missed'})",
         flush=True,
     )
     headline(
         "serve_load",
-        c["rps"] / offline_classify,
-        f"served {c['rps']:.1f} req/s, offline {offline_classify:.1f} req/s, "
-        f"p50 {c['p50']:.0f}ms p95 {c['p95']:.0f}ms p99 {c['p99']:.0f}ms",
+        best_multi["ips"] / offline,
+        f"served {best_multi['ips']:.1f} img/s in {MULTI}-image requests at {best_multi['clients']} clients, "
+        f"offline {offline:.1f} img/s; single ratio={single_ratio:.2f} vs no-op; "
+        f"p99@{P99_CLIENTS} {at32['p99']:.0f}ms",
     )
 
 

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+import uuid
 
 ACCESS_LOGGER = "busgen.serve.access"
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def request_id_from(header: str | None) -> str:
+    """The client's ``X-Request-ID`` when it is short and plain (it lands in logs), else a fresh one."""
+    if header and _CLIENT_REQUEST_ID.match(header):
+        return header
+    return uuid.uuid4().hex[:16]
 
 
 def configure_access_log(log_fp: str | None = None) -> logging.Logger:
@@ -32,10 +42,24 @@ def configure_access_log(log_fp: str | None = None) -> logging.Logger:
     return logger
 
 
-def access_record(method: str, path: str, status: int, started: float, n: int | None = None) -> dict:
-    """The fields of one access-log line; ``started`` is a ``time.perf_counter()`` value."""
+def access_record(
+    method: str,
+    path: str,
+    status: int,
+    started: float,
+    n: int | None = None,
+    request_id: str | None = None,
+    client: str | None = None,
+) -> dict:
+    """The fields of one access-log line; ``started`` is a ``time.perf_counter()`` value.
+
+    ``client`` is the token id (``auth.token_id``) or "anonymous", never the token itself;
+    ``request_id`` is echoed to the client in ``X-Request-ID`` to match complaints to lines.
+    """
     return {
         "ts": round(time.time(), 3),
+        "request_id": request_id,
+        "client": client,
         "method": method,
         "path": path,
         "status": int(status),

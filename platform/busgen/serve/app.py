@@ -1,10 +1,17 @@
 """The BUSGen Serve application: ``build_app`` composes the deployments; ``run_local`` serves it on loopback.
 
-Three deployments, as in Ray's Stable Diffusion example: ``Ingress`` (HTTP, auth,
-decoding, PNG encoding; ``busgen.serve.ingress``) in front of ``GeneratorDeployment``
-and ``ClassifierDeployment`` (``busgen.serve.deployments``), which scale and take
-GPUs independently. Everything lives in the installed package, so Ray workers,
-``serve run`` and ``busgen serve`` need nothing from the repository checkout::
+As in Ray's Stable Diffusion example, a thin ``Ingress`` (HTTP, auth, checks, response
+formats, the /ui playground; ``busgen.serve.ingress``) sits in front of
+``GeneratorDeployment`` and ``ClassifierDeployment`` (``busgen.serve.deployments``),
+which batch, scale and take GPUs independently, and the optional ``DataDeployment``
+(galleries, nearest training image, reader study). Every deployment has a bounded
+queue (``max_queued_requests``): overload answers 503 with ``Retry-After``.
+
+``build_app`` is the one builder behind ``busgen serve`` (``run_local``), ``serve run``
+and ``serving/config.yaml``: it refuses to build without a token unless auth is off
+on purpose (``insecure_local``) and HTTP is bound to loopback, and the ingress checks
+the bind address again when it starts. Everything lives in the installed package, so
+Ray workers, ``serve run`` and ``busgen serve`` need nothing from the repository checkout::
 
     serve run busgen.serve.app:build_app generators=base=/models/base classifier_dir=/models/clf
     serve run serving/config.yaml      # import_path: busgen.serve.app:build_app, args in YAML
@@ -18,8 +25,9 @@ import time
 from ray import serve
 
 from busgen.core.raylocal import init_ray
-from busgen.serve.auth import LOOPBACK_HOSTS
-from busgen.serve.config import ServeArgs
+from busgen.serve.auth import check_exposure
+from busgen.serve.config import DeploymentArgs, ServeArgs
+from busgen.serve.data_deployment import DataDeployment
 from busgen.serve.deployments import ClassifierDeployment, GeneratorDeployment
 from busgen.serve.ingress import Ingress, IngressSettings
 
@@ -28,29 +36,73 @@ CLASSIFIER_DIR_ENV = "BUSGEN_CLASSIFIER_DIR"
 INSECURE_LOCAL_ENV = "BUSGEN_INSECURE_LOCAL"  # "1": no auth (loopback demos)
 
 
+def _queue_options(d) -> dict:
+    """Bounded queue and the 503 + Retry-After answered when it is full (Ray's default queues without bound)."""
+    return {
+        "max_ongoing_requests": d.max_ongoing_requests,
+        "max_queued_requests": d.max_queued_requests,
+        "backpressure_config": serve.config.BackpressureConfig(status_code=503, retry_after_s=d.retry_after_s),
+    }
+
+
+def _model_options(d: DeploymentArgs) -> dict:
+    return {
+        "num_replicas": d.num_replicas,
+        "ray_actor_options": {"num_cpus": d.num_cpus, "num_gpus": d.num_gpus},
+        **_queue_options(d),
+    }
+
+
+def running_http_host() -> str | None:
+    """The bind address of a running Serve instance, None when Serve is not started yet."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    from busgen.serve.ingress import http_host
+
+    try:
+        return http_host()
+    except ValueError:  # no Serve controller yet: the ingress checks again when it starts
+        return None
+
+
 def build_app(args: ServeArgs) -> serve.Application:
-    """Application builder for ``serve run busgen.serve.app:build_app key=value`` and config ``import_path``.
+    """Application builder for ``serve run busgen.serve.app:build_app key=value``, config ``import_path`` and the CLI.
 
     Serve validates ``key=value`` or YAML ``args`` into ``ServeArgs`` through the
-    annotation before calling this. Resources and batching come from ``args``; a
-    config file's ``deployments`` section still overrides replicas, autoscaling and
-    max_ongoing_requests per deployment.
+    annotation before calling this. Resources, queues and batching come from ``args``;
+    a config file's ``deployments`` section still overrides replicas, autoscaling and
+    queue sizes per deployment.
+
+    Raises:
+        ValueError: no usable token and not insecure_local, or insecure_local while Serve listens off loopback.
     """
+    settings = IngressSettings.from_args(args)  # resolves the token: refuses to build without one
+    check_exposure(settings.token_sha256, running_http_host() if settings.token_sha256 is None else None)
     g, c = args.generator, args.classifier
-    generator = GeneratorDeployment.options(
-        num_replicas=g.num_replicas,
-        max_ongoing_requests=g.max_ongoing_requests,
-        ray_actor_options={"num_cpus": g.num_cpus, "num_gpus": g.num_gpus},
-    ).bind(args.generators, args.default_id, g.model_dump())
+    generator = GeneratorDeployment.options(**_model_options(g)).bind(args.generators, args.default_id, g.model_dump())
     classifier = None
-    if args.classifier_dir:
-        classifier = ClassifierDeployment.options(
-            num_replicas=c.num_replicas,
-            max_ongoing_requests=c.max_ongoing_requests,
-            ray_actor_options={"num_cpus": c.num_cpus, "num_gpus": c.num_gpus},
-        ).bind(args.classifier_dir, c.model_dump())
-    ingress = Ingress.options(ray_actor_options={"num_cpus": args.ingress_num_cpus})
-    return ingress.bind(generator, classifier, IngressSettings.from_args(args).model_dump())
+    if args.classifier_dirs:
+        classifier = ClassifierDeployment.options(**_model_options(c)).bind(
+            args.classifier_dirs, c.model_dump(), args.limits.model_dump()
+        )
+    data = None
+    if args.reference_parquet or args.galleries or args.study_dir:
+        data = DataDeployment.options(
+            ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=16, max_queued_requests=64
+        ).bind(args.reference_parquet, args.galleries, args.study_dir, args.study_items)
+    features = {
+        "galleries": list(args.galleries),
+        "nearest": bool(args.reference_parquet),
+        "study": bool(args.reference_parquet and args.galleries and args.study_dir),
+    }
+    ingress = Ingress.options(
+        num_replicas=args.ingress.num_replicas,
+        ray_actor_options={"num_cpus": args.ingress.num_cpus},
+        **_queue_options(args.ingress),
+    )
+    return ingress.bind(generator, classifier, data, settings.model_dump(), features)
 
 
 def args_from_env() -> ServeArgs | None:
@@ -84,6 +136,7 @@ def run_local(
         generator_dirs: model id -> exported generator (or adapter) directory.
         classifier_dir: saved classifier directory, or None (classify answers 503).
         host, port: HTTP bind address; ``insecure_local`` is refused off loopback.
+            The playground is at ``{url}/ui``.
         token: API token; default $BUSGEN_API_TOKEN or $BUSGEN_API_TOKEN_FILE.
         insecure_local: disable auth (demos).
         blocking: serve until Ctrl-C, then shut Serve down.
@@ -92,8 +145,6 @@ def run_local(
     Raises:
         ValueError: insecure_local off loopback, invalid arguments, or no usable token.
     """
-    if insecure_local and host not in LOOPBACK_HOSTS:
-        raise ValueError(f"insecure_local serves without auth and is only allowed on loopback, not {host!r}")
     args = ServeArgs(
         generators=generator_dirs,
         classifier_dir=classifier_dir,
@@ -101,12 +152,13 @@ def run_local(
         insecure_local=insecure_local,
         **overrides,
     )
+    check_exposure(IngressSettings.from_args(args).token_sha256, host)  # before starting anything
     init_ray()
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(args), name="busgen", route_prefix="/")
     url = f"http://{host}:{port}"
     if blocking:  # pragma: no cover, interactive
-        print(f"BUSGen API on {url} (docs: {url}/docs); Ctrl-C to stop", flush=True)
+        print(f"BUSGen API on {url} (docs: {url}/docs, playground: {url}/ui); Ctrl-C to stop", flush=True)
         try:
             while True:
                 time.sleep(3600)

@@ -2,7 +2,9 @@
 
 Only the token's sha256 travels into the Serve deployment config, so the plaintext
 never sits in Serve's controller checkpoint. ``insecure_local`` turns auth off for
-demos and is accepted only on a loopback bind address (``LOOPBACK_HOSTS``).
+demos and is accepted only on a loopback bind address (``LOOPBACK_HOSTS``), checked by
+``check_exposure`` wherever the app is built or its ingress starts. A request's client
+identity in the access log is the token's id (a digest prefix), never the token.
 """
 
 from __future__ import annotations
@@ -19,6 +21,30 @@ TOKEN_ENV = "BUSGEN_API_TOKEN"
 TOKEN_FILE_ENV = "BUSGEN_API_TOKEN_FILE"
 MIN_TOKEN_CHARS = 16  # a guessable short token is worse than none: refuse it
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+ANONYMOUS = "anonymous"  # identity of requests when auth is off (insecure_local)
+
+
+def check_exposure(token_sha256: str | None, host: str | None) -> None:
+    """Refuse to serve without a token unless the HTTP server is bound to loopback.
+
+    ``host`` is the HTTP proxy's bind address (None: not known yet, checked again when
+    the ingress starts and can ask the Serve controller).
+
+    Raises:
+        ValueError: auth is off and the server listens on a non-loopback address.
+    """
+    if token_sha256 is None and host is not None and host not in LOOPBACK_HOSTS:
+        raise ValueError(
+            f"refusing to serve without an API token on {host!r}: insecure_local is only allowed when HTTP is "
+            f"bound to loopback {LOOPBACK_HOSTS}; set {TOKEN_ENV} (or token_file) and drop insecure_local"
+        )
+
+
+def token_id(digest: str | None) -> str:
+    """The client identity logged per request: a short prefix of the token's sha256, never the token."""
+    return f"token:{digest[:12]}" if digest else ANONYMOUS
 
 
 def resolve_token(token: str | None = None, token_file: str | None = None) -> str | None:
@@ -55,12 +81,13 @@ class BearerAuth:
     def __init__(self, digest: str | None):
         self.digest = digest  # None: auth disabled (insecure_local)
 
-    def check(self, token: str | None) -> None:
-        """Raise 401 unless ``token`` (the credentials after "Bearer ") matches."""
+    def check(self, token: str | None) -> str:
+        """Raise 401 unless ``token`` (the credentials after "Bearer ") matches; return the client identity."""
         if self.digest is None:
-            return
+            return ANONYMOUS
         if not token:
             raise RequestError(401, "missing bearer token: send 'Authorization: Bearer <token>'")
         presented = hashlib.sha256(token.encode()).hexdigest()
         if not hmac.compare_digest(presented, self.digest):
             raise RequestError(401, "invalid bearer token")
+        return token_id(self.digest)

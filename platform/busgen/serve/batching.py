@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from busgen.data.imageio import resize_square
+from busgen.data.imageio import encode_png, resize_square
+from busgen.serve.config import LimitArgs
+from busgen.serve.errors import RequestError
+from busgen.serve.guards import decode_upload
 
 
 def images_in(jobs: list[dict]) -> int:
@@ -17,10 +20,23 @@ def images_in(jobs: list[dict]) -> int:
     return sum(job["n"] for job in jobs)
 
 
+def uploads_in(requests: list[dict]) -> int:
+    """``serve.batch`` size function of the classifier: images (uploaded files), not requests."""
+    return sum(len(r["uploads"]) for r in requests)
+
+
+def encode_results(results: list[dict]) -> list[dict]:
+    """Replace each result's uint8 images by PNG bytes, so replicas send kilobytes, not arrays, to the ingress."""
+    for r in results:
+        if "images" in r:
+            r["pngs"] = [encode_png(img) for img in r.pop("images")]
+    return results
+
+
 def sample_jobs(gen, jobs: list[dict], default_guidance: float, batch_size: int) -> list[dict]:
     """Run a batch of generate jobs on one ``Generator``; one result dict per job.
 
-    Jobs sharing (steps, guidance, sampler) run in one ``sample`` call: per-image
+    Jobs sharing (steps, guidance, sampler, protect) run in one ``sample`` call: per-image
     seeds make each image independent of what it was batched with. A failing group
     reports ``{"error": ...}`` for its own jobs only, so one bad job cannot fail
     the others in the batch.
@@ -29,8 +45,8 @@ def sample_jobs(gen, jobs: list[dict], default_guidance: float, batch_size: int)
     groups: dict[tuple, list[int]] = {}
     for i, job in enumerate(jobs):
         guidance = default_guidance if job["guidance"] is None else job["guidance"]
-        groups.setdefault((job["steps"], guidance, job["sampler"]), []).append(i)
-    for (steps, guidance, sampler), members in groups.items():
+        groups.setdefault((job["steps"], guidance, job["sampler"], job.get("protect", "none")), []).append(i)
+    for (steps, guidance, sampler, protect), members in groups.items():
         labels, domains, boxes, seeds = [], [], [], []
         for i in members:
             job = jobs[i]
@@ -40,6 +56,7 @@ def sample_jobs(gen, jobs: list[dict], default_guidance: float, batch_size: int)
             boxes += [job["box"]] * job["n"]
             seeds += seeds_i
             results[i] = {"seeds": seeds_i, "steps": steps, "guidance": guidance, "sampler": sampler}
+            results[i]["protect"] = protect  # only "none" today (schemas.ProtectName); cpsample goes here
         try:
             images = gen.sample(
                 labels,
@@ -59,6 +76,31 @@ def sample_jobs(gen, jobs: list[dict], default_guidance: float, batch_size: int)
         for i in members:
             results[i]["images"] = images[start : start + jobs[i]["n"]]
             start += jobs[i]["n"]
+    return results
+
+
+def classify_requests(predictors: dict, image_sizes: dict[str, int], requests: list[dict], limits: LimitArgs):
+    """Decode and classify a batch of classify requests; one result dict per request.
+
+    Each request is ``{"classifier": id, "uploads": [(bytes, filename), ...]}``. Decoding
+    happens here, in the model replica (the ingress only checks sizes and types), with
+    the same guards; a bad file fails its own request with ``{"error": [status, detail]}``
+    and never the others of the batch. Images of one classifier run in one forward pass.
+    """
+    results: list[dict] = [{} for _ in requests]
+    by_model: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for i, req in enumerate(requests):
+        try:
+            images = [decode_upload(data, name, limits) for data, name in req["uploads"]]
+        except RequestError as exc:
+            results[i] = {"error": [exc.status_code, exc.detail]}
+            continue
+        results[i] = {"results": []}
+        by_model.setdefault(req["classifier"], []).extend((i, img) for img in images)
+    for model, members in by_model.items():
+        outs = classify_images(predictors[model], [img for _, img in members], image_sizes[model])
+        for (i, _), out in zip(members, outs):
+            results[i]["results"].append(out)
     return results
 
 

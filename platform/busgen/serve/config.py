@@ -23,6 +23,10 @@ class DeploymentArgs(BaseModel):
     max_batch_size: int = Field(16, ge=1)  # requests (classifier) or images (generator) per forward pass
     batch_wait_timeout_s: float = Field(0.02, ge=0)  # how long a batch waits to fill up
     max_ongoing_requests: int = Field(32, ge=1)  # must be >= max_batch_size or batches never fill
+    # Requests waiting at each caller beyond max_ongoing_requests; above it the caller answers 503 at once.
+    # Serve's default (-1) queues without bound, so overload only ever grows latency and memory.
+    max_queued_requests: int = Field(64, ge=1)
+    retry_after_s: float = Field(1.0, ge=0)  # Retry-After header of the 503 answered when the queue is full
     torch_threads: int | None = Field(None, ge=1)  # None: Ray's per-actor default (OMP_NUM_THREADS)
 
     @model_validator(mode="after")
@@ -33,6 +37,18 @@ class DeploymentArgs(BaseModel):
                 f"({self.max_batch_size}), or Serve caps every batch at max_ongoing_requests"
             )
         return self
+
+
+class IngressArgs(BaseModel):
+    """The HTTP ingress: cheap per request (auth, checks, forwarding), so one replica takes many at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(0.5, ge=0)
+    max_ongoing_requests: int = Field(256, ge=1)
+    max_queued_requests: int = Field(256, ge=1)  # at the HTTP proxy; above it the proxy answers 503
+    retry_after_s: float = Field(1.0, ge=0)
 
 
 class GeneratorArgs(DeploymentArgs):
@@ -48,7 +64,7 @@ class LimitArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_n: int = Field(16, ge=1)  # images per generate request
+    max_n: int = Field(16, ge=1)  # images per generate request, and files per classify request
     max_steps: int = Field(50, ge=1)  # denoising steps per generate request
     default_steps: int = Field(25, ge=1)
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)  # request body size (413 above)
@@ -70,7 +86,12 @@ class ServeArgs(BaseModel):
 
     generators: dict[str, str] = Field(default_factory=dict)  # model id -> exported generator/adapter dir
     default_generator: str | None = None  # id used when a request names no model (default: first)
-    classifier_dir: str | None = None  # saved classifier; None disables /v1/classify (503)
+    classifier_dir: str | None = None  # saved classifier, served as id "default"
+    classifiers: dict[str, str] = Field(default_factory=dict)  # more classifiers: id -> saved classifier dir
+    reference_parquet: str | None = None  # training images: nearest-neighbour check and reader-study "real" items
+    galleries: dict[str, str] = Field(default_factory=dict)  # name -> generated Parquet set (file or folder)
+    study_dir: str | None = None  # reader-study answers are written here as Parquet
+    study_items: int = Field(20, ge=2, le=500)  # items per reader: half real, half synthetic
     token: str | None = None  # prefer BUSGEN_API_TOKEN or token_file: args may be logged
     token_file: str | None = None
     insecure_local: bool = False  # no auth; demos on loopback only
@@ -78,9 +99,10 @@ class ServeArgs(BaseModel):
     limits: LimitArgs = Field(default_factory=LimitArgs)
     generator: GeneratorArgs = Field(default_factory=GeneratorArgs)
     classifier: DeploymentArgs = Field(default_factory=DeploymentArgs)
-    ingress_num_cpus: float = Field(0.5, ge=0)
+    ingress: IngressArgs = Field(default_factory=IngressArgs)
+    ingress_num_cpus: float | None = Field(None, ge=0)  # kept for old configs: same as ingress.num_cpus
 
-    @field_validator("generators", mode="before")
+    @field_validator("generators", "classifiers", "galleries", mode="before")
     @classmethod
     def _parse_generators(cls, value):
         """Accept a dict, a JSON object, or ``id=dir,id2=dir2`` (what ``serve run key=value`` can pass)."""
@@ -90,7 +112,7 @@ class ServeArgs(BaseModel):
             return json.loads(value)
         pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
         if any(len(p) != 2 for p in pairs):
-            raise ValueError(f"generators must be 'id=dir,id2=dir2' or a JSON object, got {value!r}")
+            raise ValueError(f"expected 'id=dir,id2=dir2' or a JSON object, got {value!r}")
         return {k.strip(): v.strip() for k, v in pairs}
 
     @model_validator(mode="after")
@@ -106,8 +128,15 @@ class ServeArgs(BaseModel):
                 f"limits.max_n ({self.limits.max_n}) exceeds generator.max_batch_size "
                 f"({self.generator.max_batch_size}): one request must fit in one batch"
             )
+        if self.ingress_num_cpus is not None:
+            self.ingress.num_cpus = self.ingress_num_cpus
         return self
 
     @property
     def default_id(self) -> str:
         return self.default_generator or next(iter(self.generators))
+
+    @property
+    def classifier_dirs(self) -> dict[str, str]:
+        """Every served classifier: ``classifier_dir`` as "default" first, then ``classifiers``."""
+        return ({"default": self.classifier_dir} if self.classifier_dir else {}) | dict(self.classifiers)

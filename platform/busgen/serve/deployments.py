@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
 from ray import serve
 
 from busgen.core.types import DEFAULT_GUIDANCE
-from busgen.serve.batching import classify_images, images_in, sample_jobs
-from busgen.serve.config import DeploymentArgs, GeneratorArgs
+from busgen.serve.batching import classify_requests, encode_results, images_in, sample_jobs, uploads_in
+from busgen.serve.config import DeploymentArgs, GeneratorArgs, LimitArgs
 from busgen.serve.registry import ModelRegistry, read_classifier_info
 
 
@@ -47,7 +46,7 @@ class GeneratorDeployment:
         return (await self.get_generator(self.registry.default_id)).model_id
 
     async def generate(self, job: dict) -> dict:
-        """One validated job (see ``schemas.validate_generate``) -> images uint8 (n, H, W) and what was used."""
+        """One validated job (see ``schemas.validate_generate``) -> ``pngs`` (n PNG bytes) and what was used."""
         result = await self._generate_batch(job)
         if "error" in result:
             raise ValueError(result["error"])
@@ -57,34 +56,47 @@ class GeneratorDeployment:
     async def _generate_batch(self, jobs: list[dict]) -> list[dict]:
         # Serve splits batches by multiplexed model id, so the whole batch uses one model.
         gen = await self.get_generator(serve.get_multiplexed_model_id())
-        results = await asyncio.to_thread(sample_jobs, gen, jobs, self.default_guidance, self.opts.max_batch_size)
+
+        def run() -> list[dict]:  # sampling and PNG encoding off the event loop, so requests keep queueing
+            return encode_results(sample_jobs(gen, jobs, self.default_guidance, self.opts.max_batch_size))
+
+        results = await asyncio.to_thread(run)
         return [{**r, "model_id": gen.model_id} for r in results]
 
 
 @serve.deployment(name="ClassifierDeployment", max_ongoing_requests=32)
 class ClassifierDeployment:
-    """Predicts class probabilities for decoded uint8 images, batched across requests."""
+    """Decodes uploads and predicts class probabilities, batched across requests, for every registered classifier.
 
-    def __init__(self, model_dir: str, opts: dict):
+    Classifiers are small, so each replica holds all of them; a batch is split by
+    classifier id inside ``batching.classify_requests`` rather than by Serve multiplexing.
+    """
+
+    def __init__(self, classifier_dirs: dict[str, str], opts: dict, limits: dict):
         import torch
 
         from busgen.model.classifier import Predictor
 
         self.opts = DeploymentArgs(**opts)
+        self.limits = LimitArgs(**limits)
         if self.opts.torch_threads:
             torch.set_num_threads(self.opts.torch_threads)
-        self.info = read_classifier_info(model_dir)
-        self.predictor = Predictor.from_checkpoint(model_dir)
+        self.infos = {k: read_classifier_info(d) for k, d in classifier_dirs.items()}
+        self.predictors = {k: Predictor.from_checkpoint(d) for k, d in classifier_dirs.items()}
+        self.sizes = {k: info.image_size for k, info in self.infos.items()}
         self._classify_batch.set_max_batch_size(self.opts.max_batch_size)
         self._classify_batch.set_batch_wait_timeout_s(self.opts.batch_wait_timeout_s)
 
-    async def ready(self) -> str:
-        return self.info.model_id
+    async def ready(self) -> dict[str, str]:
+        return {k: info.model_id for k, info in self.infos.items()}
 
-    async def classify(self, image: np.ndarray) -> dict:
-        """uint8 (H, W) of any size -> {"probs": [C floats], "pred": class index}."""
-        return await self._classify_batch(image)
+    async def classify(self, request: dict) -> dict:
+        """``{"classifier": id, "uploads": [(bytes, name), ...]}`` -> ``{"results": [{"probs", "pred"}, ...]}``.
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def _classify_batch(self, images: list[np.ndarray]) -> list[dict]:
-        return await asyncio.to_thread(classify_images, self.predictor, images, self.info.image_size)
+        A file that fails the guards comes back as ``{"error": [status, detail]}``.
+        """
+        return await self._classify_batch(request)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, batch_size_fn=uploads_in)
+    async def _classify_batch(self, requests: list[dict]) -> list[dict]:
+        return await asyncio.to_thread(classify_requests, self.predictors, self.sizes, requests, self.limits)

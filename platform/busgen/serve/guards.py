@@ -7,9 +7,8 @@ types other than PNG/JPEG/DICOM, 400 for corrupt bytes, 422 for implausible side
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import io
+import re
 
 import numpy as np
 
@@ -40,23 +39,73 @@ async def read_body_limited(request, max_bytes: int) -> bytes:
 
 
 def extract_upload(body: bytes, content_type: str | None) -> tuple[bytes, str]:
-    """The uploaded file from a multipart/form-data body (field ``file`` or the first file part), or the raw body.
+    """The first uploaded file of a multipart body (field ``file`` or the first file part), or the raw body."""
+    return extract_uploads(body, content_type, 1 << 16)[0]
+
+
+def extract_uploads(body: bytes, content_type: str | None, max_files: int) -> list[tuple[bytes, str]]:
+    """The uploaded files of a multipart/form-data body (fields ``file``, else every file part), or the raw body.
 
     Returns:
-        (file bytes, client file name or "").
+        [(file bytes, client file name or "")], at least one.
+
+    Raises:
+        RequestError: 400 for a malformed body or no file part, 413 for more than ``max_files`` files.
     """
     if not (content_type or "").lower().startswith("multipart/form-data"):
-        return body, ""
-    header = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
-    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(header + body)
-    if not msg.is_multipart():
-        raise RequestError(400, "malformed multipart body (missing or wrong boundary)")
-    parts = [p for p in msg.iter_parts() if p.get_content_disposition() == "form-data"]
-    named = [p for p in parts if p.get_param("name", header="content-disposition") == "file"]
-    files = named or [p for p in parts if p.get_filename()]
+        return [(body, "")]
+    files = multipart_files(body, content_type)
     if not files:
         raise RequestError(400, "multipart body has no file part: send the image as form field 'file'")
-    return files[0].get_payload(decode=True) or b"", files[0].get_filename() or ""
+    if len(files) > max_files:
+        raise RequestError(413, f"{len(files)} files in one request: the limit is {max_files} (limits.max_n)")
+    return files
+
+
+_BOUNDARY = re.compile(r'boundary="?([^";]{1,200})"?', re.I)
+_NAME = re.compile(rb'[; ]name="([^"]*)"', re.I)
+_FILENAME = re.compile(rb'filename="([^"]*)"', re.I)
+
+
+def multipart_files(body: bytes, content_type: str) -> list[tuple[bytes, str]]:
+    """The file parts of a multipart/form-data body: fields named ``file``, else every part with a file name.
+
+    A direct split on the delimiter (RFC 7578: CRLF, ``--``, boundary) instead of the
+    ``email`` parser, which costs milliseconds per request on a 16-file upload. Form
+    data never uses Content-Transfer-Encoding, so part bodies are taken as sent.
+    """
+    match = _BOUNDARY.search(content_type)
+    if not match:
+        raise RequestError(400, "malformed multipart body (missing or wrong boundary)")
+    delimiter = b"\r\n--" + match.group(1).encode("latin-1")
+    chunks = (b"\r\n" + body).split(delimiter)
+    if len(chunks) < 3 or not chunks[-1].startswith(b"--"):
+        raise RequestError(400, "malformed multipart body (missing or wrong boundary)")
+    named, unnamed = [], []
+    for chunk in chunks[1:-1]:
+        head, sep, content = chunk.partition(b"\r\n\r\n")
+        if not sep:
+            raise RequestError(400, "malformed multipart body (a part has no header end)")
+        disposition = next((h for h in head.split(b"\r\n") if h.lower().startswith(b"content-disposition:")), b"")
+        name, filename = _NAME.search(disposition), _FILENAME.search(disposition)
+        part = (content, filename.group(1).decode("utf-8", "replace") if filename else "")
+        if name and name.group(1) == b"file":
+            named.append(part)
+        elif filename:
+            unnamed.append(part)
+    return named or unnamed
+
+
+def check_upload_type(data: bytes, filename: str) -> None:
+    """The ingress's cheap check (no decoding): 400 for an empty file, 415 for anything but PNG/JPEG/DICOM."""
+    if not data:
+        raise RequestError(400, "empty upload (0 bytes)")
+    if not (is_dicom(data, filename) or data.startswith(PNG_MAGIC) or data.startswith(JPEG_MAGIC)):
+        raise RequestError(415, "unsupported file type: send a PNG, JPEG or DICOM image")
+
+
+def is_dicom(data: bytes, filename: str) -> bool:
+    return data[128:132] == DICOM_MAGIC or filename.lower().endswith((".dcm", ".dicom"))
 
 
 def decode_upload(data: bytes, filename: str, limits: LimitArgs) -> np.ndarray:
@@ -65,13 +114,9 @@ def decode_upload(data: bytes, filename: str, limits: LimitArgs) -> np.ndarray:
     415: not PNG/JPEG/DICOM; 400: corrupt or truncated; 413: too many pixels
     (checked from the header, before decoding); 422: sides too small or too elongated.
     """
-    if not data:
-        raise RequestError(400, "empty upload (0 bytes)")
-    is_dicom = data[128:132] == DICOM_MAGIC or filename.lower().endswith((".dcm", ".dicom"))
-    if not (is_dicom or data.startswith(PNG_MAGIC) or data.startswith(JPEG_MAGIC)):
-        raise RequestError(415, "unsupported file type: send a PNG, JPEG or DICOM image")
+    check_upload_type(data, filename)
     try:
-        if is_dicom:
+        if is_dicom(data, filename):
             check_dicom_size(data, limits.max_pixels)
             image = read_any_image(data, filename or "upload.dcm")
         else:

@@ -1,48 +1,56 @@
-"""The HTTP ingress: FastAPI routes for auth, limits, decoding and PNG encoding; models live behind handles.
+"""The HTTP ingress: FastAPI routes that authenticate, check, forward and format; models live behind handles.
 
-Like Ray's Stable Diffusion example, the ingress never loads torch: it validates a
-request against the registry's metadata and the limits, then hands a small job to
-``GeneratorDeployment`` or a decoded image to ``ClassifierDeployment``.
+Like Ray's Stable Diffusion example, the ingress never loads torch and never decodes
+pixels: it checks a request against the registry's metadata and the limits, then
+hands a small job to ``GeneratorDeployment``, raw upload bytes to
+``ClassifierDeployment`` (which decodes them under the same guards) or a query to
+``DataDeployment``. Overload anywhere answers 503 with ``Retry-After``.
 """
 
 # No `from __future__ import annotations`: FastAPI must see real types after Serve rewrites the routes.
 import asyncio
-import base64
-import time
+import logging
+import math
+from pathlib import Path
 
-import numpy as np
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 import busgen
-from busgen.data.imageio import encode_png
-from busgen.serve.access_log import access_record, configure_access_log, log_access
-from busgen.serve.auth import BearerAuth, token_digest
+from busgen.serve import responses
+from busgen.serve.access_log import configure_access_log
+from busgen.serve.auth import BearerAuth, check_exposure, token_digest
 from busgen.serve.config import LimitArgs, ServeArgs
 from busgen.serve.errors import RequestError
-from busgen.serve.guards import decode_upload, extract_upload, read_body_limited
+from busgen.serve.guards import check_upload_type, extract_uploads, read_body_limited
+from busgen.serve.middleware import AccessLogMiddleware
 from busgen.serve.registry import ModelRegistry, read_classifier_info
 from busgen.serve.schemas import (
+    PROTECT_PLANNED,
     ClassifyResponse,
     GenerateRequest,
     GenerateResponse,
     ModelsResponse,
+    StudyAnswer,
     validate_generate,
 )
 
 READY_TIMEOUT_S = 60.0  # first readyz loads the default generator
-MAX_GENERATE_BODY = 64 * 1024  # a generate request is a few hundred bytes of JSON
+MAX_SMALL_BODY = 64 * 1024  # a generate request or a study answer is a few hundred bytes of JSON
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
+logger = logging.getLogger("busgen.serve")
 
 api = FastAPI(
     title="BUSGen API",
     version=busgen.__version__,
-    description="Synthetic breast-ultrasound generation and diagnostic classification.",
+    description="Synthetic breast-ultrasound generation and diagnostic classification; playground at /ui.",
 )
-bearer = HTTPBearer(auto_error=False)  # auto_error=False: we answer 401 (not 403) with our own message
+api.add_middleware(AccessLogMiddleware)
 
 
 class IngressSettings(BaseModel):
@@ -50,7 +58,7 @@ class IngressSettings(BaseModel):
 
     generators: dict[str, str]
     default_id: str
-    classifier_dir: str | None
+    classifier_dirs: dict[str, str]
     token_sha256: str | None  # None: insecure_local
     limits: LimitArgs
     access_log_fp: str | None = None
@@ -60,21 +68,33 @@ class IngressSettings(BaseModel):
         return cls(
             generators=args.generators,
             default_id=args.default_id,
-            classifier_dir=args.classifier_dir,
+            classifier_dirs=args.classifier_dirs,
             token_sha256=token_digest(args),
             limits=args.limits,
             access_log_fp=args.access_log_fp,
         )
 
 
-def png_base64(images: np.ndarray) -> list[str]:
-    """uint8 (N, H, W) -> base64 PNG strings (JSON-safe)."""
-    return [base64.b64encode(encode_png(img)).decode("ascii") for img in images]
+def http_host() -> str:
+    """The HTTP proxy's bind address, asked of the Serve controller (the one place that knows it)."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    return ray.get(controller.get_http_config.remote(), timeout=30).host
 
 
 def _remote_error(exc: Exception) -> Exception:
     """The user exception behind a Ray task error (handles raise a RayTaskError wrapping it)."""
     return getattr(exc, "cause", None) or exc
+
+
+def _busy(retry_after_s: float | None) -> JSONResponse:
+    return JSONResponse(
+        {"detail": "server busy: too many requests queued; retry after the Retry-After delay"},
+        status_code=503,
+        headers={"Retry-After": str(max(1, math.ceil(retry_after_s or 1)))},
+    )
 
 
 @api.exception_handler(RequestError)
@@ -85,35 +105,49 @@ async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
 
 @api.exception_handler(Exception)
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    """A bug or a failed replica: answer JSON 500 without internals (Serve logs the traceback)."""
-    return JSONResponse({"detail": f"internal error ({type(exc).__name__})"}, status_code=500)
+    """Overload -> 503 + Retry-After; a client error raised in a replica -> its status; else JSON 500."""
+    cause = _remote_error(exc)
+    if isinstance(cause, BackPressureError):
+        return _busy(cause.retry_after_s)
+    if isinstance(cause, DeploymentUnavailableError):
+        return _busy(None)
+    if isinstance(cause, RequestError):
+        return await _request_error(request, cause)
+    return JSONResponse({"detail": f"internal error ({type(cause).__name__})"}, status_code=500)
 
 
-@api.middleware("http")
-async def _access_log(request: Request, call_next):
-    """One JSON line per request; handlers put the number of images into request.state.n."""
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await call_next(request)
-        status = response.status_code
-        return response
-    finally:
-        log_access(access_record(request.method, request.url.path, status, started, getattr(request.state, "n", None)))
-
-
-@serve.deployment(name="Ingress", max_ongoing_requests=128)
+@serve.deployment(name="Ingress", max_ongoing_requests=256)
 @serve.ingress(api)
 class Ingress:
-    """HTTP only: auth, limits, decoding, PNG/base64 encoding; models live behind the handles."""
+    """HTTP only: auth, limits, cheap upload checks, response formats; models and data live behind the handles."""
 
-    def __init__(self, generator: DeploymentHandle, classifier: DeploymentHandle | None, settings: dict):
+    def __init__(
+        self,
+        generator: DeploymentHandle,
+        classifier: DeploymentHandle | None,
+        data: DeploymentHandle | None,
+        settings: dict,
+        features: dict,
+    ):
         self.settings = IngressSettings(**settings)
-        self.generator, self.classifier = generator, classifier
+        check_exposure(self.settings.token_sha256, http_host() if self.settings.token_sha256 is None else None)
+        self.generator, self.classifier, self.data = generator, classifier, data
+        self.features = features  # galleries, nearest, study: what the data deployment was given
         self.auth = BearerAuth(self.settings.token_sha256)
         self.registry = ModelRegistry(self.settings.generators, self.settings.default_id)
-        self.classifier_info = read_classifier_info(self.settings.classifier_dir) if classifier else None
+        self.classifier_infos = {k: read_classifier_info(d) for k, d in self.settings.classifier_dirs.items()}
         configure_access_log(self.settings.access_log_fp)
+
+    def _auth(self, request: Request) -> None:
+        """401 unless the bearer token matches; records the client identity (token id) for the access log."""
+        header = request.headers.get("authorization") or ""
+        scheme, _, token = header.partition(" ")
+        request.state.client = self.auth.check(token.strip() if scheme.lower() == "bearer" else None)
+
+    def _data(self) -> DeploymentHandle:
+        if self.data is None:
+            raise RequestError(503, "no galleries, reference set or study are configured on this server")
+        return self.data
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
@@ -122,31 +156,54 @@ class Ingress:
 
     @api.get("/readyz")
     async def readyz(self) -> JSONResponse:
-        """Readiness: the default generator is loaded and the classifier replica answers."""
+        """Readiness: every model replica answers. Says which part is not ready, never why (that is logged)."""
         checks = {"generator": self.generator.ready.remote()}
         if self.classifier is not None:
             checks["classifier"] = self.classifier.ready.remote()
-        try:
-            ids = {k: await asyncio.wait_for(v, READY_TIMEOUT_S) for k, v in checks.items()}
-        except Exception as exc:  # timeout or a replica that failed to load its model
-            cause = _remote_error(exc)
-            detail = f"{type(cause).__name__}: {cause}"[:500]
-            return JSONResponse({"status": "not ready", "detail": detail}, status_code=503)
-        return JSONResponse({"status": "ready", "models": ids})
+        if self.data is not None:
+            checks["data"] = self.data.ready.remote()
+        waiting = []
+        for name, call in checks.items():
+            try:
+                await asyncio.wait_for(call, READY_TIMEOUT_S)
+            except Exception as exc:  # timeout, overload or a replica that failed to load its model
+                logger.warning("readyz: %s not ready: %s", name, type(_remote_error(exc)).__name__)
+                waiting.append(name)
+        if waiting:
+            return JSONResponse({"status": "not ready", "waiting_for": waiting}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @api.get("/ui", include_in_schema=False)
+    async def ui_root(self) -> RedirectResponse:
+        return RedirectResponse("/ui/index.html")
+
+    @api.get("/ui/{name}", include_in_schema=False)
+    async def ui_file(self, name: str) -> FileResponse:
+        """The playground's static files (no data in them); every call they make needs the token."""
+        if name not in STATIC_FILES:
+            raise RequestError(404, f"no such playground file {name!r}")
+        return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-cache"})
 
     @api.get("/v1/models", response_model=ModelsResponse)
-    async def models(self, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ModelsResponse:
-        self.auth.check(creds and creds.credentials)
+    async def models(self, request: Request) -> ModelsResponse:
+        self._auth(request)
         return ModelsResponse(
             generators=list(self.registry.infos.values()),
             default_generator=self.registry.default_id,
-            classifier=self.classifier_info,
+            classifier=next(iter(self.classifier_infos.values()), None),
+            classifiers=self.classifier_infos,
+            galleries=self.features.get("galleries", []),
+            nearest=self.features.get("nearest", False),
+            study=self.features.get("study", False),
+            protect=["none"],
+            protect_planned=list(PROTECT_PLANNED),
             limits=self.settings.limits,
         )
 
     @api.post(
         "/v1/generate",
         response_model=GenerateResponse,
+        responses={200: {"content": {responses.PNG: {}, responses.ZIP: {}}}},
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -154,26 +211,37 @@ class Ingress:
             }
         },
     )
-    async def generate(
-        self, request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)
-    ) -> GenerateResponse:
-        """Generate ``n`` images of ``label``; the body is read with a size cap before parsing."""
-        self.auth.check(creds and creds.credentials)
+    async def generate(self, request: Request) -> Response:
+        """Generate ``n`` images of ``label``: JSON (base64), or ``Accept: image/png`` / ``application/zip``."""
+        self._auth(request)
         try:
-            req = GenerateRequest.model_validate_json(await read_body_limited(request, MAX_GENERATE_BODY))
+            req = GenerateRequest.model_validate_json(await read_body_limited(request, MAX_SMALL_BODY))
         except ValidationError as exc:
             return JSONResponse(
                 {"detail": exc.errors(include_url=False, include_context=False, include_input=False)}, status_code=422
             )
         info = self.registry.resolve(req.model)
         job = validate_generate(req, info, self.settings.limits)
+        media = responses.negotiate(request.headers.get("accept"), req.n)
+        if req.nearest and media != responses.JSON:
+            raise RequestError(406, "nearest=true needs a JSON answer (drop the Accept header)")
         try:
             out = await self.generator.options(multiplexed_model_id=info.id).generate.remote(job)
         except Exception as exc:
             if isinstance(_remote_error(exc), ValueError):
                 raise RequestError(422, str(_remote_error(exc))) from None
             raise
-        request.state.n = len(out["images"])
+        request.state.n = len(out["pngs"])
+        if media == responses.PNG:
+            return Response(out["pngs"][0], media_type=media, headers=responses.provenance_headers(out, info.id))
+        if media == responses.ZIP:
+            body = responses.zip_pngs(out["pngs"], out["seeds"])
+            return Response(body, media_type=media, headers=responses.provenance_headers(out, info.id))
+        nearest = None
+        if req.nearest:
+            nearest = await self._data().nearest.remote(out["pngs"])
+            if nearest is None:
+                raise RequestError(503, "nearest=true needs a reference set: start the server with reference_parquet")
         return GenerateResponse(
             model=info.id,
             model_id=out["model_id"],
@@ -183,8 +251,10 @@ class Ingress:
             steps=out["steps"],
             guidance=out["guidance"],
             sampler=out["sampler"],
+            protect=out.get("protect", "none"),
             image_size=info.image_size,
-            images=png_base64(out["images"]),
+            images=responses.b64(out["pngs"]),
+            nearest=nearest,
         )
 
     @api.post(
@@ -195,30 +265,81 @@ class Ingress:
                 "required": True,
                 "content": {
                     "multipart/form-data": {
-                        "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+                        "schema": {
+                            "type": "object",
+                            "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                        }
                     },
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
                     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
                 },
             }
         },
     )
-    async def classify(
-        self, request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)
-    ) -> ClassifyResponse:
-        """Classify one PNG/JPEG/DICOM, sent as multipart field ``file`` or as the raw body."""
-        self.auth.check(creds and creds.credentials)
-        if self.classifier is None:
+    async def classify(self, request: Request, model: str | None = None) -> JSONResponse:
+        """Classify PNG/JPEG/DICOM files: the raw body (one file) or multipart fields ``file`` (up to max_n)."""
+        self._auth(request)
+        if not self.classifier_infos:
             raise RequestError(503, "no classifier is deployed on this server")
+        key = model or next(iter(self.classifier_infos))
+        if key not in self.classifier_infos:
+            raise RequestError(
+                404, f"unknown classifier {key!r}; available classifiers: {sorted(self.classifier_infos)}"
+            )
         limits = self.settings.limits
         body = await read_body_limited(request, limits.max_upload_bytes)
-        data, filename = extract_upload(body, request.headers.get("content-type"))
-        image = await asyncio.to_thread(decode_upload, data, filename, limits)  # PIL/pydicom work off the loop
-        out = await self.classifier.classify.remote(image)
-        request.state.n = 1
-        info = self.classifier_info
-        return ClassifyResponse(
-            label=info.class_names[out["pred"]],
-            probs=dict(zip(info.class_names, out["probs"])),
-            model_id=info.model_id,
-            model_version=info.model_version,
-        )
+        uploads = extract_uploads(body, request.headers.get("content-type"), limits.max_n)
+        for data, filename in uploads:
+            check_upload_type(data, filename)
+        out = await self.classifier.classify.remote({"classifier": key, "uploads": uploads})
+        if "error" in out:
+            raise RequestError(*out["error"])
+        request.state.n = len(uploads)
+        info = self.classifier_infos[key]
+        results = [
+            {"label": info.class_names[r["pred"]], "probs": dict(zip(info.class_names, r["probs"]))}
+            for r in out["results"]
+        ]
+        body = {**results[0], "results": results, "classifier": key}
+        # Built by hand (shape: ClassifyResponse): response_model validation would cost more than the route does.
+        return JSONResponse({**body, "model_id": info.model_id, "model_version": info.model_version})
+
+    @api.get("/v1/gallery/{name}")
+    async def gallery(
+        self,
+        request: Request,
+        name: str,
+        label: str | None = None,
+        domain: str | None = None,
+        page: int = 0,
+        page_size: int = 12,
+    ) -> dict:
+        """A page of a generated set, filtered by class and domain, with each image's provenance."""
+        self._auth(request)
+        if page < 0 or not 1 <= page_size <= 48:
+            raise RequestError(422, "page must be >= 0 and page_size between 1 and 48")
+        return await self._data().gallery.remote(name, label, domain, page, page_size)
+
+    @api.get("/v1/study/{reader}/item/{item}")
+    async def study_item(self, request: Request, reader: str, item: int) -> dict:
+        """Item ``item`` of ``reader``'s shuffled real/synthetic mix (the image only, not the truth)."""
+        self._auth(request)
+        return await self._data().study_item.remote(reader, item)
+
+    @api.post("/v1/study/{reader}/answer")
+    async def study_answer(self, request: Request, reader: str) -> dict:
+        """Store one answer (``StudyAnswer``) to Parquet."""
+        self._auth(request)
+        try:
+            ans = StudyAnswer.model_validate_json(await read_body_limited(request, MAX_SMALL_BODY))
+        except ValidationError as exc:
+            return JSONResponse(
+                {"detail": exc.errors(include_url=False, include_context=False, include_input=False)}, status_code=422
+            )
+        return await self._data().study_answer.remote(reader, ans.item, ans.says_synthetic, ans.says_label)
+
+    @api.get("/v1/study/results")
+    async def study_results(self, request: Request) -> dict:
+        """Per-reader accuracy and the AUC of telling synthetic from real (0.5: indistinguishable)."""
+        self._auth(request)
+        return await self._data().study_results.remote()

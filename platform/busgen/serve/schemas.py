@@ -6,12 +6,19 @@ Plain pydantic: FastAPI renders these as the OpenAPI spec, and the sampler choic
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from busgen.core.types import DEFAULT_SAMPLER, SamplerName
 from busgen.serve.config import LimitArgs
 from busgen.serve.errors import RequestError
 from busgen.serve.registry import ClassifierInfo, GeneratorInfo
+
+# Privacy protection while sampling. Only "none" exists today; CPSample ("cpsample") is
+# planned in busgen.model: widen this Literal there and pass job["protect"] to Generator.sample.
+ProtectName = Literal["none"]
+PROTECT_PLANNED = ("cpsample",)  # shown (disabled) by the playground until the model supports it
 
 
 class GenerateRequest(BaseModel):
@@ -33,6 +40,8 @@ class GenerateRequest(BaseModel):
         max_length=4,
         description="lesion box [x0, y0, x1, y1] in [0, 1]; omitted = drawn from the prior",
     )
+    protect: ProtectName = Field("none", description="privacy protection while sampling (cpsample: planned)")
+    nearest: bool = Field(False, description="also return each image's nearest training image and its similarity")
 
     @field_validator("box")
     @classmethod
@@ -40,6 +49,12 @@ class GenerateRequest(BaseModel):
         if box is not None and not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
             raise ValueError("box must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
         return box
+
+
+class NearestMatch(BaseModel):
+    similarity: float = Field(description="Pearson correlation of 32x32 thumbnails; near 1 = a copy")
+    source: str = Field(description="id of the training image (its ingest source, never a server path)")
+    image: str = Field(description="base64 PNG of the training image")
 
 
 class GenerateResponse(BaseModel):
@@ -52,20 +67,45 @@ class GenerateResponse(BaseModel):
     guidance: float
     sampler: str
     image_size: int
+    protect: str = "none"
     images: list[str] = Field(description="base64-encoded 8-bit grayscale PNGs")
+    nearest: list[NearestMatch] | None = Field(None, description="with nearest=true and a reference set")
+
+
+class ClassifyResult(BaseModel):
+    label: str
+    probs: dict[str, float]
 
 
 class ClassifyResponse(BaseModel):
-    label: str
+    label: str = Field(description="prediction for the first (or only) file")
     probs: dict[str, float]
+    results: list[ClassifyResult] = Field(description="one per uploaded file, in upload order")
+    classifier: str
     model_id: str
     model_version: str
+
+
+class StudyAnswer(BaseModel):
+    """Body of ``POST /v1/study/{reader}/answer``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item: int = Field(ge=0)
+    says_synthetic: bool
+    says_label: str | None = Field(None, max_length=64)
 
 
 class ModelsResponse(BaseModel):
     generators: list[GeneratorInfo]
     default_generator: str
-    classifier: ClassifierInfo | None
+    classifier: ClassifierInfo | None = Field(description="the default classifier (first registered)")
+    classifiers: dict[str, ClassifierInfo]
+    galleries: list[str]
+    nearest: bool = Field(description="a reference set is loaded: generate accepts nearest=true")
+    study: bool = Field(description="the reader study is configured")
+    protect: list[str] = Field(description="privacy protections available now")
+    protect_planned: list[str]
     limits: LimitArgs
 
 
@@ -91,4 +131,5 @@ def validate_generate(req: GenerateRequest, info: GeneratorInfo, limits: LimitAr
         "sampler": req.sampler,
         "domain": req.domain,
         "box": req.box,
+        "protect": req.protect,
     }

@@ -1,0 +1,84 @@
+"""``DataDeployment``: the playground's data side (nearest training image, galleries, reader study).
+
+One small replica holds the reference (training) set, the generated galleries and
+the study folder, so the ingress stays a thin validator and the answers have a single
+writer. Every part is optional: a route whose data is not configured answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ray import serve
+
+from busgen.serve import study
+from busgen.serve.errors import RequestError
+from busgen.serve.gallery import ImageSet
+from busgen.serve.nearest import NearestIndex
+
+
+@serve.deployment(name="DataDeployment", max_ongoing_requests=16)
+class DataDeployment:
+    def __init__(self, reference: str | None, galleries: dict[str, str], study_dir: str | None, study_items: int):
+        self.reference = ImageSet(reference) if reference else None
+        self.index = None
+        if self.reference is not None:
+            sources = [s or f"row {i}" for i, s in enumerate(self.reference.sources)]
+            self.index = NearestIndex(self.reference.images, sources)
+        self.galleries = {name: ImageSet(path) for name, path in galleries.items()}
+        self.study_dir, self.study_items = study_dir, study_items
+
+    async def ready(self) -> dict:
+        return {"reference": len(self.reference or []), "galleries": {k: len(v) for k, v in self.galleries.items()}}
+
+    async def nearest(self, pngs: list[bytes]) -> list[dict] | None:
+        """Nearest reference image per PNG, or None when no reference set is configured."""
+        if self.index is None:
+            return None
+        return await asyncio.to_thread(self.index.query, pngs)
+
+    async def gallery(self, name: str, label: str | None, domain: str | None, page: int, page_size: int) -> dict:
+        if name not in self.galleries:
+            raise RequestError(404, f"unknown gallery {name!r}; available galleries: {sorted(self.galleries)}")
+        return self.galleries[name].page(label, domain, page, page_size)
+
+    def _study_sets(self) -> tuple[ImageSet, ImageSet]:
+        if self.reference is None or not self.galleries or not self.study_dir:
+            raise RequestError(503, "the reader study needs reference_parquet, a gallery and study_dir on the server")
+        return self.reference, next(iter(self.galleries.values()))
+
+    def _plan(self, reader: str) -> list[tuple[str, int]]:
+        real, synthetic = self._study_sets()
+        return study.plan(study.check_reader(reader), self.study_items, len(real), len(synthetic))
+
+    async def study_item(self, reader: str, item: int) -> dict:
+        """Item ``item`` of the reader's shuffled list: the image only, never whether it is real."""
+        items = self._plan(reader)
+        if not 0 <= item < len(items):
+            raise RequestError(404, f"item {item} is out of range: this study has {len(items)} items (0-based)")
+        kind, row = items[item]
+        source = self._study_sets()[0 if kind == "real" else 1]
+        labels = sorted(set(self._study_sets()[0].labels))
+        return {"item": item, "items": len(items), "labels": labels, "image": source.item(row, False)["image"]}
+
+    async def study_answer(self, reader: str, item: int, says_synthetic: bool, says_label: str | None) -> dict:
+        items = self._plan(reader)
+        if not 0 <= item < len(items):
+            raise RequestError(404, f"item {item} is out of range: this study has {len(items)} items (0-based)")
+        kind, row = items[item]
+        source = self._study_sets()[0 if kind == "real" else 1]
+        record = {
+            "reader": reader,
+            "item": item,
+            "kind": kind,
+            "row": row,
+            "label": source.labels[row],
+            "says_synthetic": says_synthetic,
+            "says_label": says_label,
+        }
+        await asyncio.to_thread(study.save_answer, self.study_dir, record)
+        return {"saved": True, "item": item, "next": item + 1 if item + 1 < len(items) else None}
+
+    async def study_results(self) -> dict:
+        self._study_sets()
+        return await asyncio.to_thread(study.results, self.study_dir)

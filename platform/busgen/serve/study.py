@@ -1,0 +1,108 @@
+"""Reader study (the paper's visual Turing test), made repeatable: items, answers in Parquet, scores.
+
+Each reader gets the same number of real and synthetic images in a shuffled order
+that depends only on the reader's name and the set sizes, so a session can be resumed
+and re-run. The truth never leaves the server until the answer is in. Answers are one
+Parquet file per (reader, item) under ``<study_dir>/answers/``: a re-answer replaces the
+file, and a crash loses at most the answer being written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from busgen.serve.errors import RequestError
+
+READER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ANSWER_SCHEMA = pa.schema(
+    [
+        ("reader", pa.string()),
+        ("item", pa.int32()),
+        ("kind", pa.string()),  # truth: real | synthetic
+        ("row", pa.int32()),  # row of the real (reference) or synthetic (gallery) set
+        ("label", pa.string()),  # truth: the row's class
+        ("says_synthetic", pa.bool_()),
+        ("says_label", pa.string()),
+        ("answered_at", pa.float64()),
+    ]
+)
+
+
+def check_reader(reader: str) -> str:
+    if not READER_RE.match(reader or ""):
+        raise RequestError(422, "reader must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    return reader
+
+
+def plan(reader: str, n_items: int, n_real: int, n_synthetic: int) -> list[tuple[str, int]]:
+    """The reader's items as (kind, row): half real, half synthetic, shuffled by a seed from the reader's name."""
+    seed = int.from_bytes(hashlib.sha256(reader.encode()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    half = min(n_items // 2, n_real, n_synthetic)
+    if half == 0:
+        raise RequestError(503, "the reader study needs both a reference set and a gallery with images")
+    items = [("real", int(r)) for r in rng.choice(n_real, half, replace=False)]
+    items += [("synthetic", int(r)) for r in rng.choice(n_synthetic, half, replace=False)]
+    order = rng.permutation(len(items))
+    return [items[k] for k in order]
+
+
+def save_answer(study_dir: str | Path, record: dict) -> Path:
+    """Write one answer as ``answers/<reader>/<item>.parquet`` (atomic rename; a re-answer replaces it)."""
+    out = Path(study_dir) / "answers" / record["reader"]
+    out.mkdir(parents=True, exist_ok=True)
+    final = out / f"{record['item']:05d}.parquet"
+    tmp = out / f".{final.name}.tmp"
+    row = {**record, "answered_at": time.time()}
+    pq.write_table(pa.Table.from_pylist([row], schema=ANSWER_SCHEMA), tmp)
+    tmp.replace(final)
+    return final
+
+
+def load_answers(study_dir: str | Path) -> pa.Table:
+    files = sorted((Path(study_dir) / "answers").glob("*/*.parquet"))
+    if not files:
+        return ANSWER_SCHEMA.empty_table()
+    return pa.concat_tables([pq.read_table(f, schema=ANSWER_SCHEMA) for f in files])
+
+
+def auc(truth: list[bool], score: list[float]) -> float | None:
+    """Area under the ROC curve (Mann-Whitney, ties count half); None without both classes."""
+    t, s = np.asarray(truth, bool), np.asarray(score, float)
+    pos, neg = s[t], s[~t]
+    if not len(pos) or not len(neg):
+        return None
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))
+
+
+def scores(rows: list[dict]) -> dict:
+    """Accuracy of real/synthetic calls, of class calls, and the AUC of telling synthetic from real."""
+    truth = [r["kind"] == "synthetic" for r in rows]
+    said = [bool(r["says_synthetic"]) for r in rows]
+    labelled = [r for r in rows if r["says_label"]]
+    return {
+        "answered": len(rows),
+        "accuracy": round(float(np.mean([a == b for a, b in zip(truth, said)])), 4) if rows else None,
+        "label_accuracy": round(float(np.mean([r["says_label"] == r["label"] for r in labelled])), 4)
+        if labelled
+        else None,
+        "auc": auc(truth, said),
+    }
+
+
+def results(study_dir: str | Path) -> dict:
+    """Per-reader and pooled scores. AUC 0.5 means readers cannot tell synthetic from real."""
+    rows = load_answers(study_dir).to_pylist()
+    readers = sorted({r["reader"] for r in rows})
+    return {
+        "readers": {name: scores([r for r in rows if r["reader"] == name]) for name in readers},
+        "all": scores(rows),
+    }
