@@ -263,8 +263,9 @@ def test_evaluate_cli_rejects_unknown_suite_and_bad_override(tmp_path):
     from busgen.cli import app
 
     runner = CliRunner()
-    assert runner.invoke(app, ["evaluate", "--suite", "no_such_suite", "--out", str(tmp_path)]).exit_code == 2
+    missing = runner.invoke(app, ["evaluate", "--config", "no_such_suite", "--out", str(tmp_path)])
+    assert missing.exit_code == 2 and "config file not found" in missing.output
     bad = runner.invoke(
-        app, ["evaluate", "--suite", "utility_ci", "--out", str(tmp_path), f"real_dir={tmp_path}", "utility.seedz=[1]"]
+        app, ["evaluate", "--config", "utility_ci", "--out", str(tmp_path), f"real_dir={tmp_path}", "utility.seedz=[1]"]
     )
     assert bad.exit_code == 2 and "seedz" in bad.output

@@ -125,7 +125,8 @@ def main() -> None:
         ]
     print(f"loop: {loop:.2f} img/s; ray data: {steady:.2f} img/s ({e2e:.2f} img/s including Ray start and actor load)")
     print(
-        f"driver peak RSS: {rss[0]['peak_rss_mib']:.0f} MiB at n={rss[0]['n']}, {rss[1]['peak_rss_mib']:.0f} MiB at n={rss[1]['n']}"
+        f"driver peak RSS: {rss[0]['peak_rss_mib']:.0f} MiB at n={rss[0]['n']}, "
+        f"{rss[1]['peak_rss_mib']:.0f} MiB at n={rss[1]['n']}"
     )
     headline(
         "generate_throughput",

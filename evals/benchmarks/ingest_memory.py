@@ -54,13 +54,15 @@ def main() -> None:
         large = run_isolated(__file__, "--n", str(10 * args.n), "--size", str(args.size), "--child", tmp)
     for r in (small, large):
         print(
-            f"n={r['n']}: ingested {r['ingested']} in {r['seconds']:.1f}s ({r['n'] / r['seconds']:.0f} img/s), driver peak RSS {r['peak_rss_mib']:.0f} MiB"
+            f"n={r['n']}: ingested {r['ingested']} in {r['seconds']:.1f}s ({r['n'] / r['seconds']:.0f} img/s), "
+            f"driver peak RSS {r['peak_rss_mib']:.0f} MiB"
         )
     ratio = large["peak_rss_mib"] / small["peak_rss_mib"]
     headline(
         "ingest_memory",
         ratio,
-        f"driver peak RSS {small['peak_rss_mib']:.0f} MiB at n={small['n']}, {large['peak_rss_mib']:.0f} MiB at n={large['n']}",
+        f"driver peak RSS {small['peak_rss_mib']:.0f} MiB at n={small['n']}, "
+        f"{large['peak_rss_mib']:.0f} MiB at n={large['n']}",
     )
 
 

@@ -13,26 +13,18 @@ any other failure. CI and evals read the results file and the exit status, never
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 import traceback
-import uuid
 from typing import Sequence
 
 from busgen.core.config import ConfigError
+from busgen.core.raylocal import job_run_id
 from busgen.core.storage import write_json
 from busgen.operations import operation
 
 SUMMARY_PREFIX = "BUSGEN_JOB"
 EXIT_OK, EXIT_FAILED, EXIT_BAD_CONFIG = 0, 1, 2
-
-
-def run_id() -> str:
-    """The Ray job submission id when running under ``ray job submit``, else a fresh id."""
-    job_config = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}") or "{}")
-    return job_config.get("metadata", {}).get("job_submission_id") or f"local-{uuid.uuid4().hex[:12]}"
 
 
 def summary_line(job: str, status: str, seconds: float, metrics: dict) -> str:
@@ -71,7 +63,7 @@ def run_job(name: str, argv: Sequence[str] | None = None) -> int:
     words, results_fp = pop_option(list(sys.argv[1:] if argv is None else argv), "--results-fp")
     record = {
         "job": name,
-        "run_id": run_id(),
+        "run_id": job_run_id(),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "argv": words,
         "params": None,

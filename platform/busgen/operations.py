@@ -126,6 +126,13 @@ OPERATIONS: dict[str, Operation] = {
             positional=("synthetic",),
         ),
         Operation(
+            "sweep",
+            "busgen.eval.sweep:SweepConfig",
+            f"{_OPS}:run_sweep",
+            "Run a grid sweep (one Ray Tune trial per grid point) and write its results table.",
+            location_fields=("out", "storage_path"),
+        ),
+        Operation(
             "few-shot",
             "busgen.eval.fewshot:FewShotConfig",
             f"{_OPS}:run_few_shot",

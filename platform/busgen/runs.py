@@ -53,7 +53,13 @@ def run_ingest(cfg: IngestRun) -> dict:
     lines = [summary.line()] + [
         f"  {split}: " + ", ".join(f"{k}={v}" for k, v in counts.items()) for split, counts in summary.counts.items()
     ]
-    return {"out": cfg.out, "rows": summary.n_ingested, "duplicates": summary.n_duplicates, "quarantined": summary.n_quarantined, "summary": "\n".join(lines)}
+    return {
+        "out": cfg.out,
+        "rows": summary.n_ingested,
+        "duplicates": summary.n_duplicates,
+        "quarantined": summary.n_quarantined,
+        "summary": "\n".join(lines),
+    }
 
 
 class DatasetReportRun(BaseModel):
@@ -154,15 +160,22 @@ def run_export_png(cfg: ExportPngRun) -> dict:
 
 
 def run_evaluate(cfg) -> dict:
+    from busgen.core.raylocal import job_run_id
     from busgen.eval.runner import run_suite
 
-    record = run_suite(cfg)
-    metrics = dict(record["metrics"])
-    scalars = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+    result = run_suite(cfg, run_id=job_run_id())
+    metrics = result.metrics.flat()
     report = Path(cfg.out).resolve() / "report.md"
-    if metrics.get("utility_trials_failed"):
-        raise RuntimeError(f"{metrics['utility_trials_failed']} utility trial(s) failed; see {report}")
+    if failed := result.trials_failed():
+        raise RuntimeError(f"{failed} Tune trial(s) failed; see {report}")
+    scalars = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
     return {**metrics, "report": str(report), "summary": f"{scalars}\nreport: {report}"}
+
+
+def run_sweep(cfg) -> dict:
+    from busgen.eval.sweep import run_sweep as run
+
+    return run(cfg)
 
 
 class ShareFilterRun(BaseModel):

@@ -100,3 +100,12 @@ def quiet_ray_data_progress(enabled: bool = False) -> None:
     ctx.enable_progress_bars = enabled
     if hasattr(ctx, "enable_operator_progress_bars"):
         ctx.enable_operator_progress_bars = enabled
+
+
+def job_run_id() -> str:
+    """The Ray job submission id when running under ``ray job submit``, else a fresh local id."""
+    import json
+    import uuid
+
+    job_config = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}") or "{}")
+    return job_config.get("metadata", {}).get("job_submission_id") or f"local-{uuid.uuid4().hex[:12]}"

@@ -48,16 +48,26 @@ def write_json(location: str, record: dict) -> None:
     write_bytes(location, json.dumps(record, indent=2, default=str).encode())
 
 
-def write_table(location: str, rows: list[dict]) -> None:
-    """Write rows as CSV (``.csv``) or Parquet (anything else) to a local path or URI."""
+def write_tables(stem: str, rows: list[dict]) -> tuple[str, str]:
+    """``<stem>.parquet`` and ``<stem>.csv`` from flat dicts (columns: the union of their keys, in order).
+
+    Sweeps on clusters write their tables to object storage, suites to a local report
+    folder; both go through here so the two files always agree.
+
+    Returns:
+        (parquet location, csv location)
+    """
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist(rows)
-    buf = io.BytesIO()
-    if location.endswith(".csv"):
-        pacsv.write_csv(table, buf)
-    else:
-        pq.write_table(table, buf)
-    write_bytes(location, buf.getvalue())
+    stem = resolve_location(stem)
+    columns = list(dict.fromkeys(k for row in rows for k in row))  # a failed trial's row lacks its metrics
+    table = pa.Table.from_pylist([{k: row.get(k) for k in columns} for row in rows])
+    written = []
+    for suffix, writer in ((".parquet", pq.write_table), (".csv", pacsv.write_csv)):
+        buf = io.BytesIO()
+        writer(table, buf)
+        write_bytes(stem + suffix, buf.getvalue())
+        written.append(stem + suffix)
+    return written[0], written[1]

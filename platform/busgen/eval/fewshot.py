@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from busgen.core.storage import write_tables
 from busgen.data import dataset as data
 from busgen.data import schema
-from busgen.eval.tables import write_tables
 from busgen.model import generator, lora
 from busgen.train import adapt
 from busgen.train.adapt import AdaptConfig

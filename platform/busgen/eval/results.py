@@ -18,8 +18,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from busgen.core.storage import write_tables
 from busgen.eval.suites import REAL_TEST, SYN_ONLY, SuiteConfig, arm_name
-from busgen.eval.tables import write_tables
 
 RESULTS_FILE = "results.json"
 CI_METRICS = ("auc", "sensitivity", "specificity")  # classifier metrics reported with bootstrap CIs

@@ -21,9 +21,10 @@ from typing import Any, Callable, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from busgen.core.config import ConfigError
 from busgen.core.raylocal import init_ray
+from busgen.core.storage import resolve_location, write_tables
 from busgen.eval import trials
-from busgen.eval.tables import resolve_location, write_tables
 
 
 class TrialKind(NamedTuple):
@@ -41,8 +42,8 @@ TRIALS: dict[str, TrialKind] = {
 }
 
 
-class TrialError(ValueError):
-    """A grid point that is not a valid trial of its kind, or an unknown kind."""
+class TrialError(ConfigError):
+    """A grid point that is not a valid trial of its kind, or an unknown kind (a bad config: exit status 2)."""
 
 
 def trial_kind(kind: str) -> TrialKind:
@@ -142,16 +143,15 @@ class SweepConfig(BaseModel):
     metric: str = "images_per_s"  # reported metric that ranks trials
     mode: Literal["max", "min"] = "max"
 
+    def resource_demand(self) -> dict[str, float]:
+        """Ray resources one trial asks for: some node type of ``cluster.yaml`` must offer them."""
+        return {k: v for k, v in self.resources_per_trial.items() if v}
+
 
 def grid_points(cfg: SweepConfig) -> list[dict]:
     """Every combination of the grid, as the dict a trial receives (without the base settings)."""
     keys = list(cfg.grid)
     return [dict(zip(keys, values)) for values in itertools.product(*(cfg.grid[k] for k in keys))]
-
-
-def resource_demand(cfg: SweepConfig) -> dict[str, float]:
-    """Ray resources one trial asks for: some node type of ``cluster.yaml`` must offer them."""
-    return {k: v for k, v in cfg.resources_per_trial.items() if v}
 
 
 def best_row(rows: list[dict], metric: str, mode: Literal["max", "min"]) -> dict | None:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from busgen.core.storage import resolve_location
 from busgen.eval import metrics, sweep
 from busgen.eval.results import ArmRoc, ClassifierMetrics, PairedDelta, UtilityResult, UtilityTrial
 from busgen.eval.suites import SuiteConfig
-from busgen.eval.tables import resolve_location
 from busgen.eval.trials import TrialArtifacts
 
 TRIAL_KEYS = ("val_auc", "epochs_run", "seconds", "artifacts")  # scalars of a utility trial besides test-set metrics

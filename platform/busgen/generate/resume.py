@@ -40,7 +40,11 @@ class GenerateJobConfig(GenerateConfig):
 
 
 def run_with_resume(job: GenerateJobConfig):
-    """Run ``generate`` and re-run it after a failure; settings errors (caught by ``validate``) are not retried.
+    """Run ``generate`` and re-run it after a failure; errors of settings or state are not retried.
+
+    A ``ValueError`` (bad settings, a folder locked by another run, a model that does not
+    match the shards already written) fails the same way on every attempt, so it is raised
+    at once; anything else (a lost node, a killed actor) is retried from the shards written.
 
     Returns:
         (GenerateSummary of the last attempt, number of attempts).
@@ -50,6 +54,8 @@ def run_with_resume(job: GenerateJobConfig):
     for attempt in range(1, job.max_attempts + 1):
         try:
             return generate(cfg, progress=job.progress), attempt
+        except ValueError:
+            raise
         except Exception as exc:  # noqa: BLE001 -- node loss surfaces as many Ray exception types
             if attempt == job.max_attempts:
                 raise
