@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from busgen.core.types import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SamplerName
 from busgen.data.imageio import from_model_range
 from busgen.model import boxprior, diffusion, lora
 from busgen.model import unet as models
@@ -153,9 +154,9 @@ class Generator:
         domains: str | Sequence[str | None] | None = None,
         boxes: Sequence | None = None,
         steps: int = 25,
-        guidance: float = diffusion.DEFAULT_GUIDANCE,
+        guidance: float = DEFAULT_GUIDANCE,
         seed: int = 0,
-        sampler: str = "ddim",
+        sampler: SamplerName = DEFAULT_SAMPLER,
         seeds: Sequence[int] | None = None,
         batch_size: int = 64,
     ) -> np.ndarray:
