@@ -305,3 +305,14 @@ def test_dicom_folder_quarantines_bad_slopes_and_keeps_no_patient_data(ray_local
         else:
             text = f.read_text()
         assert not [s for s in secrets if s in text], f"{f.name} leaks patient data"
+
+
+def test_discovery_reasons_lose_the_paths_they_quote_when_redacting():
+    from busgen.data.ingest import _redacted
+    from busgen.data.paths import Redactor
+    from busgen.data.sources import QuarantineEntry
+
+    path = "/exports/Jane Doe 0042/IM_0001.dcm"
+    entry = _redacted(QuarantineEntry(path, f"cannot read {path}: truncated"), Redactor(True))
+    assert "Jane" not in entry.source and "Jane" not in entry.reason
+    assert entry.reason == f"cannot read {entry.source}: truncated" and entry.source.endswith(".dcm")

@@ -187,10 +187,13 @@ def ingest(
 
 
 def _redacted(entry, redact: Redactor):
-    """A discovery-time quarantine or duplicate entry with its paths redacted."""
+    """A discovery-time quarantine or duplicate entry with its paths redacted, in its reason too."""
+    original = [entry.source, getattr(entry, "duplicate_of", "")]
     entry.source = redact(entry.source)
     if hasattr(entry, "duplicate_of"):
         entry.duplicate_of = redact(entry.duplicate_of)
+    if hasattr(entry, "reason"):
+        entry.reason = redact.scrub(entry.reason, *original)
     return entry
 
 

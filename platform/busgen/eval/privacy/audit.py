@@ -310,26 +310,6 @@ def denoising_error_scores(
     return scores / len(timesteps)
 
 
-def epsilon_mse_denoise_fn(
-    predict_noise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], alphas_cumprod: torch.Tensor
-) -> DenoiseFn:
-    """Adapter: an epsilon-prediction network -> ``denoise_fn`` for `denoising_error_scores`.
-
-    Noises x0 to x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps (DDPM forward process) and
-    returns the per-image MSE between eps and predict_noise(x_t, t). Wrap the
-    generator's UNet (with its conditioning) in ``predict_noise``.
-    """
-
-    def denoise_fn(x0: torch.Tensor, t: int) -> torch.Tensor:
-        a = alphas_cumprod[t].to(x0)
-        eps = torch.randn_like(x0)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        pred = predict_noise(xt, torch.full((len(x0),), t, dtype=torch.long))
-        return ((pred - eps) ** 2).flatten(1).mean(1)
-
-    return denoise_fn
-
-
 def membership_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> dict[str, float]:
     """AUC and TPR at 1% FPR of the attack "lower error => member" (0.5 AUC = no leakage)."""
     y = np.r_[np.ones(len(member_scores)), np.zeros(len(nonmember_scores))]
