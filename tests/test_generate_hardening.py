@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from helpers_models import export_untrained_tiny
 
@@ -141,3 +142,21 @@ def test_model_with_a_broken_busgen_json_is_a_clear_error(tmp_path, text, match)
     cfg = GenerateConfig(model=str(tmp_path / "m"), out=str(tmp_path / "o"), n=4)
     with pytest.raises(GenerateError, match=rf"busgen.json {match}.*re-export the model"):
         validate(cfg)
+
+
+def test_export_png_refuses_labels_that_are_not_folder_names(tmp_path):
+    """A set from elsewhere labelled ``../../escaped`` must not make export write outside its folder."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from busgen.data.dataset import DatasetError
+    from busgen.data.imageio import encode_png
+    from busgen.generate.shards import export_png
+
+    png = encode_png(np.zeros((8, 8), np.uint8))
+    (tmp_path / "set").mkdir()
+    table = pa.table({S.IMAGE: [png, png], S.LABEL: ["benign", "../../escaped"], S.SHA256: ["a" * 64, "b" * 64]})
+    pq.write_table(table, tmp_path / "set" / "part-0.parquet")
+    with pytest.raises(DatasetError, match="not safe folder names"):
+        export_png(tmp_path / "set", tmp_path / "out" / "png")
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "out").exists()

@@ -293,15 +293,29 @@ def _generate_locked(cfg: GenerateConfig, model_id: str, plan: RowPlan, progress
 
 
 def export_png(dataset_dir: str | Path, out_dir: str | Path) -> int:
-    """Write every image of a (synthetic or ingested) set as ``OUT/<label>/<index or stem>.png``; returns the count."""
+    """Write every image of a (synthetic or ingested) set as ``OUT/<label>/<index or stem>.png``; returns the count.
+
+    Labels become folder names, so a set from elsewhere could carry ``../../x``: every
+    label must pass ``schema.is_safe_label`` or nothing is written.
+
+    Raises:
+        DatasetError: a label that is not a safe folder name.
+    """
     import pyarrow.dataset as pads
 
-    from busgen.data.dataset import parquet_files
+    from busgen.data.dataset import DatasetError, parquet_files
 
     out = Path(out_dir)
     count = 0
     dataset = pads.dataset(parquet_files(dataset_dir), format="parquet")
     name_col = S.INDEX if S.INDEX in dataset.schema.names else S.SHA256
+    labels = set(dataset.to_table(columns=[S.LABEL]).column(S.LABEL).to_pylist())
+    unsafe = sorted((lbl for lbl in labels if not (isinstance(lbl, str) and S.is_safe_label(lbl))), key=str)
+    if unsafe:
+        raise DatasetError(
+            f"{dataset_dir}: labels {unsafe[:5]} are not safe folder names (letters, digits, '_', '.', '-'): "
+            "re-ingest the set (ingest quarantines such labels) before exporting"
+        )
     for rb in dataset.to_batches(columns=[S.IMAGE, S.LABEL, name_col], batch_size=256):
         for png, label, name in zip(*(rb.column(c).to_pylist() for c in (S.IMAGE, S.LABEL, name_col))):
             (out / label).mkdir(parents=True, exist_ok=True)
