@@ -9,8 +9,10 @@ generator is tested in test_membership.py.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -246,6 +248,12 @@ def test_share_filter_cli_removes_planted_copies(suite_run, tmp_path):
         syn.set_column(syn.schema.get_field_index("image"), "image", pa.array(images, pa.binary())),
         planted / "part-0.parquet",
     )
+    shutil.copy(Path(syn_dir) / "manifest.json", planted / "manifest.json")  # which generator wrote it
+    not_training = CliRunner().invoke(
+        app, ["share-filter", str(planted), "--real", real_dir, "--split", "val", "--out", str(tmp_path / "no")]
+    )
+    assert not_training.exit_code == 2 and "is not the training data of the generator" in not_training.output
+    assert not (tmp_path / "no").exists()
     result = CliRunner().invoke(
         app,
         ["share-filter", str(planted), "--real", real_dir, "--out", str(tmp_path / "shared"), "--encoder-epochs", "2"],

@@ -149,6 +149,26 @@ def test_denoising_scores_are_reproducible_and_batch_independent(train_set):
     )
 
 
+def test_share_filter_fails_closed_on_rows_the_audit_never_saw(tmp_path, train_set):
+    """A shard the audit did not read (a nested folder, a late file) must not ship unaudited."""
+    train = train_set[0]
+    clean, _, labels = make_phantom_arrays(4, SIZE, seed=5)
+    syn_dir = tmp_path / "syn"
+    (syn_dir / "late").mkdir(parents=True)
+
+    def write(fp, images, ids):
+        table = pa.table({"image": [encode_png(i) for i in images], "label": labels[: len(ids)], "index": ids})
+        pq.write_table(table, fp)
+
+    write(syn_dir / "part-0.parquet", clean[:2], [0, 1])
+    write(syn_dir / "late" / "part-1.parquet", np.stack([train[0], clean[2]]), [2, 3])  # row 2 copies train[0]
+    audit = privacy.audit_memorization(clean[:2], train, None, syn_ids=np.array([0, 1]))  # saw rows 0, 1 only
+    report = privacy.share_filter(syn_dir, tmp_path / "shared", audit)
+    kept = pq.read_table(tmp_path / "shared" / "part-00000.parquet")
+    assert sorted(kept["index"].to_pylist()) == [0, 1]
+    assert report["rows_unaudited"] == 2 and report["rows_out"] == 2 and report["rows_in"] == 4
+
+
 def test_detector_auc_chance_for_same_distribution_and_high_for_shifted():
     rng = np.random.default_rng(0)
     real = rng.standard_normal((200, 8))

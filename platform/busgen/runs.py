@@ -188,12 +188,15 @@ class ShareFilterRun(BaseModel):
     out: str  # filtered copy: Parquet + manifest + audit.json
     split: str | None = "train"  # split of `real` the generator trained on (null = all rows)
     encoder_epochs: int = Field(30, ge=1)  # copy-encoder (SimCLR) training epochs
+    check_real: bool = True  # refuse a `real` set that is not the generator's training data (fail closed)
 
 
 def run_share_filter(cfg: ShareFilterRun) -> dict:
     from busgen.eval.runner import share_filter_dir
 
-    record = share_filter_dir(cfg.synthetic, cfg.real, cfg.out, cfg.split or None, cfg.encoder_epochs)
+    record = share_filter_dir(
+        cfg.synthetic, cfg.real, cfg.out, cfg.split or None, cfg.encoder_epochs, check_real=cfg.check_real
+    )
     audit = Path(cfg.out) / "audit.json"
     summary = (
         f"kept {record['rows_out']} of {record['rows_in']} images ({record['n_copies']} copies, "

@@ -157,6 +157,48 @@ def run_suite(cfg: SuiteConfig, run_id: str | None = None) -> EvalResult:
     return result
 
 
+def training_data_of(syn_dir: str | Path) -> tuple[str, str]:
+    """(model folder, data fingerprint) of the generator that wrote a synthetic set (adapters: their base model).
+
+    Raises:
+        DatasetError: the set has no generation manifest, or its model folder is gone.
+    """
+    import json
+
+    from busgen.model.generator import ModelLoadError, read_meta, resolve_base
+
+    manifest_fp = Path(syn_dir) / "manifest.json"
+    if not manifest_fp.is_file():
+        raise DatasetError(f"{syn_dir} has no manifest.json: pass a set written by `busgen generate`")
+    model_dir = Path(json.loads(manifest_fp.read_text())["model"])
+    try:
+        meta = read_meta(model_dir)
+        if meta.get("kind") == "adapter":
+            model_dir = resolve_base(model_dir, meta)
+            meta = read_meta(model_dir)
+    except (ModelLoadError, ValueError) as exc:
+        raise DatasetError(f"cannot check what the generator of {syn_dir} was trained on: {exc}") from None
+    return str(model_dir), str(meta.get("data_fingerprint", ""))
+
+
+def check_real_is_training_set(syn_dir: str | Path, real_dir: str | Path, split: str | None) -> None:
+    """Refuse to audit against data the generator never trained on: the filter would pass real copies.
+
+    Raises:
+        DatasetError: ``real_dir`` (its ``split``) differs from the generator's training data.
+    """
+    from busgen.train.pretrain import read_train_metadata
+
+    model_dir, expected = training_data_of(syn_dir)
+    got = read_train_metadata(real_dir)["fingerprint"] if split == "train" else ""
+    if not expected or got != expected:
+        raise DatasetError(
+            f"--real {real_dir} (split {split!r}, data fingerprint {got or 'n/a'}) is not the training data of "
+            f"the generator {model_dir} (fingerprint {expected or 'unknown'}): pass the dataset it was pretrained on "
+            "with --split train, or --no-check-real if you know better"
+        )
+
+
 def share_filter_dir(
     syn_dir: str | Path,
     real_dir: str | Path,
@@ -164,6 +206,7 @@ def share_filter_dir(
     split: str | None = "train",
     encoder_epochs: int = 30,
     seed: int = 0,
+    check_real: bool = True,
 ) -> dict:
     """Audit a synthetic set against the generator's real training images and write a filtered copy.
 
@@ -177,6 +220,8 @@ def share_filter_dir(
     from busgen.eval.privacy import audit as privacy
     from busgen.eval.privacy import encoder as encoders
 
+    if check_real:
+        check_real_is_training_set(syn_dir, real_dir, split)
     real = read_splits(real_dir, [split] if split else None, None)[0]
     syn, ids = synthetic_with_ids(syn_dir)
     enc = encoders.train_copy_encoder(

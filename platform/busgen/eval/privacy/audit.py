@@ -344,10 +344,12 @@ def detector_auc(real_feats: np.ndarray, syn_feats: np.ndarray, folds: int = 5, 
 
 
 def share_filter(syn_dir: str | Path, out_dir: str | Path, audit: MemorizationAudit, id_column: str = "index") -> dict:
-    """Write a copy of a synthetic Parquet set without the flagged rows, plus ``audit.json``.
+    """Write a copy of a synthetic Parquet set holding only audited, unflagged rows, plus ``audit.json``.
 
-    Rows are matched to the audit by ``id_column`` when the set has it (synthetic
-    sets carry ``index``), else by position in sorted-file read order.
+    Fails closed: the set is read with the same reader as the audit (``busgen.data.dataset``),
+    and a row ships only if its id was audited and not flagged; rows the audit never saw
+    are dropped and counted (``rows_unaudited``). Without an ``id_column`` rows are matched
+    by read position, which needs exactly as many rows as the audit saw.
 
     Returns:
         The audit.json content (summary, removed ids, row counts).
@@ -356,15 +358,23 @@ def share_filter(syn_dir: str | Path, out_dir: str | Path, audit: MemorizationAu
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    files = sorted(p for p in Path(syn_dir).rglob("*.parquet") if not p.name.startswith((".", "_")))
-    table = pa.concat_tables([pq.read_table(f) for f in files])
+    from busgen.data.dataset import DatasetError, read_table
+
+    table = read_table(syn_dir)
     flagged_ids = audit.ids[audit.flagged]
     if id_column in table.column_names:
-        keep = pc.invert(
-            pc.is_in(table[id_column], value_set=pa.array(flagged_ids.tolist(), type=table[id_column].type))
-        )
+        ids = table[id_column]
+        audited = pc.is_in(ids, value_set=pa.array(audit.ids.tolist(), type=ids.type))
+        flagged = pc.is_in(ids, value_set=pa.array(flagged_ids.tolist(), type=ids.type))
+        keep = pc.and_(audited, pc.invert(flagged))
+        unaudited = int(table.num_rows - pc.sum(audited.cast(pa.int64())).as_py())
     else:
-        keep = pa.array(~np.isin(np.arange(table.num_rows), flagged_ids))
+        if table.num_rows != len(audit.ids):
+            raise DatasetError(
+                f"{syn_dir} holds {table.num_rows} rows but the audit saw {len(audit.ids)} and the set has no "
+                f"{id_column!r} column to match them: audit the same files, or add ids"
+            )
+        keep, unaudited = pa.array(~np.isin(np.arange(table.num_rows), flagged_ids)), 0
     kept = table.filter(keep)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -376,6 +386,7 @@ def share_filter(syn_dir: str | Path, out_dir: str | Path, audit: MemorizationAu
         **audit.summary(),
         "rows_in": int(table.num_rows),
         "rows_out": int(kept.num_rows),
+        "rows_unaudited": unaudited,
         "removed_ids": [v.item() if hasattr(v, "item") else v for v in flagged_ids],
     }
     (out / "audit.json").write_text(json.dumps(report, indent=2))
