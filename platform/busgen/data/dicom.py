@@ -10,11 +10,15 @@ loop. So, before any pixel is decoded:
    (pydicom would inflate it whole);
 2. Rows x Columns must fit ``max_pixels`` and Rows x Columns x Frames x Samples x
    bytes per sample must fit ``max_decoded_bytes``;
-3. RescaleSlope/Intercept must be single finite numbers.
+3. RescaleSlope/Intercept must be single finite numbers (and the slope non-zero).
 
-Then only the first frame is decoded, in its stored integer type (uint8/uint16),
-and scaled to uint8 through a lookup table. Patient tags are never read or returned.
-``decode_dicom`` is the entry point for every stage (ingest, serving uploads).
+Then only the first frame is decoded, in its stored integer type (uint8/uint16).
+Grayscale values go through pydicom's own ``apply_modality_lut`` (Modality LUT or
+rescale) and ``apply_voi_lut`` (VOI LUT or window), then are min-max scaled to uint8.
+Those transforms map each stored value independently, so they run on a table of
+every possible stored value (at most 65,536 entries) and the frame is looked up in it
+once: no float copy of a large frame is ever made. Patient tags are never read or
+returned. ``decode_dicom`` is the entry point for every stage (ingest, serving uploads).
 """
 
 from __future__ import annotations
@@ -65,11 +69,10 @@ def decode_dicom(data: bytes, max_pixels: int = MAX_PIXELS, max_decoded_bytes: i
         warnings.simplefilter("ignore")  # pydicom warns per invalid value; the error below says what matters
         ds = _read(data, max_decoded_bytes)
         frames = _check_header(ds, max_pixels, max_decoded_bytes)
-        invert = _photometric(ds) == "MONOCHROME1"
-        invert ^= _single_number(ds, "RescaleSlope", 1.0) < 0  # min-max scaling makes the intercept moot
-        _single_number(ds, "RescaleIntercept", 0.0)
-        out = _first_frame(ds, frames, max_pixels)
-    return 255 - out if invert else out
+        slope = _check_rescale(ds)
+        photometric = _photometric(ds)
+        out = _first_frame(ds, frames, max_pixels, slope)
+    return 255 - out if photometric == "MONOCHROME1" else out  # MONOCHROME1: the lowest value is white
 
 
 def _read(data: bytes, max_decoded_bytes: int):
@@ -170,6 +173,24 @@ def _check_header(ds, max_pixels: int, max_decoded_bytes: int) -> int:
     return frames
 
 
+def _check_rescale(ds) -> float:
+    """Quarantine unusable RescaleSlope/Intercept values; complete a half-given pair; returns the slope.
+
+    pydicom would raise on text or several values and rescale nothing when only one of
+    the pair is present; DICOM defines the missing one as slope 1 / intercept 0.
+    """
+    slope = _single_number(ds, "RescaleSlope", 1.0)
+    _single_number(ds, "RescaleIntercept", 0.0)
+    if slope == 0:
+        raise ImageDecodeError("DICOM RescaleSlope is 0: every pixel would have the same value")
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        if "RescaleSlope" not in ds or ds.RescaleSlope in (None, ""):
+            ds.RescaleSlope = "1"
+        if "RescaleIntercept" not in ds or ds.RescaleIntercept in (None, ""):
+            ds.RescaleIntercept = "0"
+    return slope
+
+
 def _photometric(ds) -> str:
     try:
         return str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
@@ -177,7 +198,7 @@ def _photometric(ds) -> str:
         raise ImageDecodeError("DICOM PhotometricInterpretation is unreadable") from None
 
 
-def _first_frame(ds, frames: int, max_pixels: int) -> np.ndarray:
+def _first_frame(ds, frames: int, max_pixels: int, slope: float) -> np.ndarray:
     """Frame 0 as uint8 grayscale; other frames of a cine loop are never decoded."""
     ts = str(ds.file_meta.TransferSyntaxUID)
     try:
@@ -185,7 +206,9 @@ def _first_frame(ds, frames: int, max_pixels: int) -> np.ndarray:
             from pydicom.encaps import get_frame
 
             # Our own PIL path checks the JPEG's own dimensions against the cap before decoding.
-            return decode_image(get_frame(ds.PixelData, 0, number_of_frames=frames), max_pixels)
+            # An 8-bit JPEG capture is display-ready: kept as decoded, inverted by a negative slope.
+            out = decode_image(get_frame(ds.PixelData, 0, number_of_frames=frames), max_pixels)
+            return 255 - out if slope < 0 else out
         from pydicom.pixels import pixel_array
 
         arr = pixel_array(ds, index=0)
@@ -201,4 +224,50 @@ def _first_frame(ds, frames: int, max_pixels: int) -> np.ndarray:
         arr = arr[..., :3].mean(axis=-1, dtype=np.float32)
     if arr.ndim != 2:
         raise ImageDecodeError(f"DICOM frame has unexpected shape {arr.shape}")
-    return scale_to_uint8(arr)
+    if _photometric(ds) not in ("", "MONOCHROME1", "MONOCHROME2"):
+        return scale_to_uint8(arr)  # palette indices or a colour plane: the LUTs do not apply
+    return grayscale_to_uint8(arr, ds)
+
+
+def grayscale_to_uint8(arr: np.ndarray, ds) -> np.ndarray:
+    """Stored grayscale values -> Modality LUT/rescale -> VOI LUT/window (pydicom) -> min-max uint8.
+
+    8/16-bit frames go through a table of every stored bit pattern (the transforms are
+    per-value), min-max scaled over the values the frame actually holds; other frames
+    (32-bit or float pixel data) are transformed whole.
+
+    Raises:
+        ImageDecodeError: a Modality/VOI LUT or window that pydicom cannot apply.
+    """
+    if arr.dtype.kind not in "ui" or arr.dtype.itemsize > 2:
+        return scale_to_uint8(_value_transforms(arr, ds))
+    arr = arr.astype(arr.dtype.newbyteorder("="), copy=False)
+    index = arr.view(f"u{arr.dtype.itemsize}")
+    used = np.zeros(2 ** (8 * arr.dtype.itemsize), dtype=bool)
+    used[index] = True
+    values = _value_transforms(np.arange(used.size, dtype=index.dtype).view(arr.dtype), ds)
+    return _min_max_table(np.asarray(values), used)[index]
+
+
+def _value_transforms(arr: np.ndarray, ds) -> np.ndarray:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        return apply_voi_lut(apply_modality_lut(arr, ds), ds, index=0)
+    except Exception as exc:  # malformed LUT descriptors, windows of width < 1, unknown VOI functions
+        raise ImageDecodeError(
+            f"DICOM value transform failed ({type(exc).__name__}: {str(exc)[:160]}): "
+            "fix or remove the Modality LUT, VOI LUT or window tags"
+        ) from None
+
+
+def _min_max_table(values: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """uint8 of each table entry, min-max scaled over the entries in use (float32, as imageio.scale_to_uint8)."""
+    values = values.astype(np.float32)
+    if not np.isfinite(values[used]).all():
+        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = values[used].min(), values[used].max()
+    if hi <= lo:
+        return np.zeros(values.shape, dtype=np.uint8)
+    out = (values - lo) * np.float32(255.0 / (float(hi) - float(lo))) + np.float32(0.5)
+    return np.clip(out, 0, 255).astype(np.uint8)
