@@ -248,12 +248,22 @@ class ServeRun(BaseModel):
     port: int = Field(8000, ge=1, le=65535)  # HTTP port
     insecure_local: bool = False  # disable bearer-token auth (loopback demos only)
     guidance: float = DEFAULT_GUIDANCE  # default classifier-free guidance of generate requests
+    reference: str | None = None  # training Parquet set: nearest-image check and real reader-study items (/ui)
+    gallery: dict[str, str] = {}  # name -> generated Parquet set shown in the playground (CLI: --gallery NAME=DIR)
+    study_dir: str | None = None  # reader-study answers are written here as Parquet
 
 
 def run_serve(cfg: ServeRun) -> dict:
     from busgen.serve.app import run_local
 
     url = run_local(
-        dict(cfg.generator), cfg.classifier, host=cfg.host, port=cfg.port, insecure_local=cfg.insecure_local
+        dict(cfg.generator),
+        cfg.classifier,
+        host=cfg.host,
+        port=cfg.port,
+        insecure_local=cfg.insecure_local,
+        reference_parquet=cfg.reference,
+        galleries=dict(cfg.gallery),
+        study_dir=cfg.study_dir,
     )
     return {"url": url}

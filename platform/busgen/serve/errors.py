@@ -14,3 +14,7 @@ class RequestError(Exception):
     def __init__(self, status_code: int, detail: str):
         super().__init__(detail)
         self.status_code, self.detail = status_code, detail
+
+    def __reduce__(self):
+        """Pickle with both arguments: raised in a replica, it must arrive whole at the ingress."""
+        return (type(self), (self.status_code, self.detail))
