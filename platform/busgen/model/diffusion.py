@@ -11,7 +11,7 @@ only, so image i does not depend on which other images share its batch.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
@@ -82,13 +82,17 @@ def diffusion_loss(
     """Mean-squared error of the model's epsilon (or v) prediction at random timesteps.
 
     ``noise``/``timesteps`` may be fixed by the caller (overfit tests); otherwise they are
-    drawn from ``generator`` on CPU and moved to ``x0``'s device.
+    drawn from ``generator`` on the generator's own device (a CUDA generator draws on the GPU:
+    no host work, no copy per step) and moved to ``x0``'s device.
     """
     b = x0.shape[0]
+    gen_device = generator.device if generator is not None else torch.device("cpu")
     if noise is None:
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device)
     if timesteps is None:
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator)
+        timesteps = torch.randint(
+            0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator, device=gen_device
+        )
     timesteps = timesteps.to(x0.device)
     noisy = noise_scheduler.add_noise(x0, noise, timesteps)
     if noise_scheduler.config.prediction_type == "v_prediction":
@@ -146,6 +150,7 @@ def sample(
     guidance: float = DEFAULT_GUIDANCE,
     seeds: Sequence[int] = (),
     sampler: str = "ddim",
+    extra_guidance: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Generate images with classifier-free guidance.
 
@@ -158,6 +163,9 @@ def sample(
         guidance: CFG scale g (1.0 = conditional only, no extra forward).
         seeds: one int per image; image i depends only on seeds[i].
         sampler: ``ddpm``, ``ddim`` or ``dpmpp``.
+        extra_guidance: ``(x_t, t, prediction) -> prediction`` applied after classifier-free guidance
+            at every step, e.g. CPSample (``busgen.model.protect.cpsample_term``). It must treat each
+            image on its own, or the per-image seed contract breaks.
 
     Returns:
         float32 CPU tensor (N, 1, H, W) in [-1, 1].
@@ -178,10 +186,14 @@ def sample(
     domains = torch.as_tensor(domains_idx, dtype=torch.long, device=device)
     box_masks = box_masks.to(device=device, dtype=dtype)
     x, generators = initial_noise(seeds, tuple(box_masks.shape[1:]))
-    x = x.to(device=device, dtype=dtype) * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        model_in = scheduler.scale_model_input(x, t)
-        pred = guided_prediction(model, model_in, t.to(device), labels, domains, box_masks, guidance)
+    # the running latent stays fp32 on the device; only the network input takes the weights' dtype (bf16/fp16)
+    x = x.to(device=device) * scheduler.init_noise_sigma
+    t_device = scheduler.timesteps.to(device)  # one copy: a per-step host-to-device copy would sync every step
+    for i, t in enumerate(scheduler.timesteps):
+        model_in = scheduler.scale_model_input(x, t).to(dtype)
+        pred = guided_prediction(model, model_in, t_device[i], labels, domains, box_masks, guidance).float()
+        if extra_guidance is not None:
+            pred = extra_guidance(model_in, t, pred)
         # the generator list gives every image its own step noise (DDPM / SDE samplers)
         x = scheduler.step(pred, t, x, generator=generators).prev_sample
     return x.float().clamp(-1, 1).cpu()

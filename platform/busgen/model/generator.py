@@ -27,7 +27,8 @@ import torch
 
 from busgen.core.types import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SamplerName
 from busgen.data.imageio import from_model_range
-from busgen.model import boxprior, diffusion, lora
+from busgen.model import accel, boxprior, diffusion, lora
+from busgen.model import protect as protection
 from busgen.model import unet as models
 
 BUSGEN_JSON = "busgen.json"
@@ -109,6 +110,7 @@ class Generator:
         box_prior: boxprior.BoxPrior,
         model_id: str,
         meta: dict | None = None,
+        model_dir: str | Path | None = None,
     ):
         self.model = model.eval()
         self.diffusion_cfg = diffusion_cfg
@@ -118,6 +120,30 @@ class Generator:
         self.box_prior = box_prior
         self.model_id = model_id
         self.meta = meta or {}
+        self.model_dir = Path(model_dir) if model_dir is not None else None  # where protect/ is looked up
+        self._protector: protection.ProtectionClassifier | None = None
+        self.accel: accel.Resolved | None = None  # set by ``optimize``
+
+    def optimize(self, cfg: accel.AccelConfig | None = None) -> Generator:
+        """Apply the inference speed switches (dtype, channels_last, compile) to the model, once; returns self.
+
+        ``auto`` values mean bf16 + channels_last + compile on CUDA and nothing on CPU.
+        Starting noise still comes from per-image CPU generators, so image i depends only
+        on its seed; bf16 changes rounding only (under 2 grey levels at 25 DDIM steps).
+
+        Raises:
+            accel.AccelError: a switch that cannot run on the model's device (fp16 / CUDA graphs on CPU).
+        """
+        resolved = accel.resolve(cfg, next(self.model.parameters()).device)
+        if self.accel is not None:
+            if self.accel != resolved:
+                raise accel.AccelError(
+                    f"error: this generator is already optimized ({self.accel.describe()}): load it again to change"
+                )
+            return self
+        self.model = accel.for_inference(self.model, resolved)
+        self.accel = resolved
+        return self
 
     def label_indices(self, labels: Sequence[str]) -> list[int]:
         return [_index_of(name, self.class_names, "label") for name in labels]
@@ -159,6 +185,9 @@ class Generator:
         sampler: SamplerName = DEFAULT_SAMPLER,
         seeds: Sequence[int] | None = None,
         batch_size: int = 64,
+        protect: protection.ProtectName = "none",
+        protect_strength: float = protection.DEFAULT_PROTECT_STRENGTH,
+        protect_threshold: float = protection.DEFAULT_PROTECT_THRESHOLD,
     ) -> np.ndarray:
         """Generate one image per label.
 
@@ -171,13 +200,20 @@ class Generator:
             seed: image i uses seed + i when ``seeds`` is not given.
             seeds: one int per image; image i depends only on seeds[i] and its conditions.
             batch_size: images per forward pass (memory only; results do not depend on it).
+            protect: ``cpsample`` steers sampling away from the training images with the model
+                folder's protection classifier (``busgen protect`` trains it; see ``busgen.model.protect``).
+            protect_strength, protect_threshold: CPSample's alpha and confidence threshold.
 
         Returns:
             np.ndarray uint8 (N, image_size, image_size).
 
         Raises:
             ValueError: unknown label/domain (the message lists the valid ones) or mismatched lengths.
+            busgen.model.protect.ProtectError: protect=cpsample without a protection classifier.
         """
+        term = self.protection_term(
+            protection.ProtectSettings(protect=protect, strength=protect_strength, threshold=protect_threshold)
+        )
         labels = [labels] if isinstance(labels, str) else list(labels)
         n = len(labels)
         seeds = [seed + i for i in range(n)] if seeds is None else [int(s) for s in seeds]
@@ -199,9 +235,25 @@ class Generator:
                 guidance,
                 seeds[sl],
                 sampler,
+                extra_guidance=term,
             )
             out[sl] = from_model_range(x[:, 0].numpy())
         return out
+
+
+    def protection_term(self, settings: protection.ProtectSettings):
+        """The ``extra_guidance`` hook for ``settings`` (None when protection is off); loads the classifier once."""
+        if settings.protect == "none":
+            return None
+        if self._protector is None:
+            if self.model_dir is None:
+                raise protection.ProtectError("protect=cpsample needs a generator loaded from its model folder")
+            net, _ = protection.load_protector(self.model_dir, self.model_id)
+            self._protector = net.to(next(self.model.parameters()).device)
+        alphas = diffusion.make_noise_scheduler(self.diffusion_cfg).alphas_cumprod
+        return protection.cpsample_term(
+            self._protector, alphas, settings.strength, settings.threshold, self.diffusion_cfg.prediction_type
+        )
 
 
 def _index_of(name: str, options: list[str], kind: str) -> int:
@@ -300,8 +352,12 @@ def load_adapter(adapted_dir: Path, meta: dict, device) -> models.ConditionalUNe
     return model.to(device).eval()
 
 
-def load(model_dir: str | Path, device: str | torch.device | None = None) -> Generator:
+def load(
+    model_dir: str | Path, device: str | torch.device | None = None, optimize: accel.AccelConfig | None = None
+) -> Generator:
     """Load an exported model directory for sampling (EMA weights when present).
+
+    ``optimize`` applies inference speed switches (see ``Generator.optimize``); None keeps fp32 as saved.
 
     Raises:
         ModelNotFoundError: the directory has no busgen.json (also a FileNotFoundError).
@@ -315,7 +371,7 @@ def load(model_dir: str | Path, device: str | torch.device | None = None) -> Gen
         model = models.ConditionalUNet.from_pretrained(root / meta.get("sampling_weights", EMA_DIR))
         model = model.to(device or default_device())
     models.maybe_enable_xformers(model)
-    return Generator(
+    gen = Generator(
         model=model,
         diffusion_cfg=diffusion.DiffusionConfig(**meta["diffusion"]),
         class_names=meta["class_names"],
@@ -323,4 +379,6 @@ def load(model_dir: str | Path, device: str | torch.device | None = None) -> Gen
         box_prior=boxprior.BoxPrior.load(root / BOX_PRIOR_JSON),
         model_id=weights_fingerprint(root),
         meta=meta,
+        model_dir=root,
     )
+    return gen if optimize is None else gen.optimize(optimize)

@@ -207,7 +207,9 @@ def drop_conditions(
     later drop all of them at once and each one alone still works.
     """
     n = labels.shape[0]
-    drop = torch.rand((3, n), generator=generator) < p  # on CPU: generator device
+    # drawn where the generator lives (a per-rank CUDA generator on GPU: no host round trip)
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    drop = torch.rand((3, n), generator=generator, device=gen_device) < p
     drop = drop.to(labels.device)
     labels = torch.where(drop[0], torch.full_like(labels, null_label), labels)
     domains = torch.where(drop[1], torch.full_like(domains, null_domain), domains)

@@ -104,22 +104,39 @@ class EMA:
     """Exponential moving average of a model's floating-point state (params and buffers).
 
     The decay ramps up as (1 + step) / (10 + step) so early, random weights fade quickly.
+    One ``torch._foreach_lerp_`` updates every tensor at once (a few fused kernels on GPU
+    instead of one launch per tensor); the tensor lists are built once per source model.
     """
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
         self.num_updates = 0
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._lists: tuple | None = None  # (model id, shadow floats, model floats, shadow others, model others)
+
+    def _tensor_lists(self, model: torch.nn.Module) -> tuple:
+        if self._lists is None or self._lists[0] != id(model):
+            state = model.state_dict()  # detached aliases of the live parameters and buffers
+            floats = [k for k, v in state.items() if v.dtype.is_floating_point]
+            others = [k for k, v in state.items() if not v.dtype.is_floating_point]
+            self._lists = (
+                id(model),
+                [self.shadow[k] for k in floats],
+                [state[k] for k in floats],
+                [self.shadow[k] for k in others],
+                [state[k] for k in others],
+            )
+        return self._lists
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         self.num_updates += 1
         d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-        for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
-                self.shadow[k].lerp_(v.detach(), 1.0 - d)
-            else:
-                self.shadow[k].copy_(v)
+        _, shadow_f, model_f, shadow_o, model_o = self._tensor_lists(model)
+        if shadow_f:
+            torch._foreach_lerp_(shadow_f, model_f, 1.0 - d)
+        for s, v in zip(shadow_o, model_o):
+            s.copy_(v)
 
     def state_dict(self) -> dict:
         return {
@@ -143,9 +160,15 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def make_rngs(seed: int, rank: int) -> tuple[torch.Generator, np.random.Generator]:
-    """Per-rank streams for noise/timesteps/dropout (torch) and augmentation (numpy)."""
-    return torch.Generator().manual_seed(seed * 1000 + rank), np.random.default_rng([seed, rank])
+def make_rngs(
+    seed: int, rank: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Generator, np.random.Generator]:
+    """Per-rank streams for noise/timesteps/dropout (torch, on ``device``) and augmentation (numpy).
+
+    A CUDA generator draws noise where it is used: no host work and no copy per step.
+    """
+    gen = torch.Generator(device=torch.device(device)).manual_seed(seed * 1000 + rank)
+    return gen, np.random.default_rng([seed, rank])
 
 
 def worker_mismatch(exc: BaseException) -> str | None:
@@ -191,7 +214,8 @@ def restore_checkpoint(ckpt_dir: Path, rank: int, unwrapped, ema, opt, lr_sched,
     rng_fp = ckpt_dir / RNG_FILE.format(rank=rank)
     if rng_fp.exists():  # absent when the worker count grew since the checkpoint
         rng = load_torch_file(rng_fp)
-        gen.set_state(rng["torch"])
+        if rng["torch"].numel() == gen.get_state().numel():  # a CPU and a CUDA generator's states differ in size
+            gen.set_state(rng["torch"])
         np_rng.bit_generator.state = rng["numpy"]
         torch.set_rng_state(rng["torch_global"])
     return int(state["step"])

@@ -20,16 +20,15 @@ import time
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from busgen.data import dataset as data
 from busgen.data import schema
-from busgen.data.imageio import decode_image, resize_square, to_model_range
 from busgen.model import boxprior, diffusion, generator, lora, unet
+from busgen.model.accel import AccelConfig, Switch
+from busgen.train.batches import augment, decode_batch, prepare_batch  # noqa: F401 -- re-exported
 from busgen.train.checkpoint import (
-    EMA,
     META_FILE,
     STATE_FILE,
     ResumeMismatchError,
@@ -42,6 +41,7 @@ from busgen.train.checkpoint import (
     weights_digest,
     worker_mismatch,
 )
+from busgen.train.step import build_components, resolve_training, train_step  # noqa: F401 -- re-exported
 
 TRAIN_COLUMNS = [schema.IMAGE, schema.BOX, schema.LABEL, schema.DOMAIN]
 
@@ -75,7 +75,11 @@ class PretrainConfig(BaseModel):
     run_name: str = "pretrain"  # same name + storage_path = resume
     out: str = "models/pretrain"  # exported model directory
     seed: int = 0
-    log_every: int = 10  # steps between log lines on rank 0
+    log_every: int = 10  # steps between log lines on rank 0 (the only steps that read the loss: a host sync)
+    grad_accum_steps: int = Field(1, ge=1)  # micro-batches of batch_size per optimizer step
+    # speed switches: auto = bf16 autocast (fp32 master weights) + channels_last + torch.compile on CUDA, off on CPU
+    accel: AccelConfig = AccelConfig()
+    fused_adamw: Switch = "auto"  # one-kernel AdamW; auto = on CUDA
 
 
 # ----------------------------------------------------------------------------- data
@@ -128,93 +132,7 @@ def make_train_dataset(data_dir: str | Path):
     return ds.materialize() if size_mb < CACHE_BELOW_MB else ds
 
 
-def decode_batch(batch: dict, class_to_idx: dict, domain_to_idx: dict, size: int) -> tuple:
-    """Numpy batch from Ray Data -> (images float32 (B,H,W) in [-1,1], labels, domains, boxes list)."""
-    imgs = []
-    for png in batch[schema.IMAGE]:
-        img = decode_image(bytes(png))
-        imgs.append(img if img.shape == (size, size) else resize_square(img, size, mode="stretch"))
-    labels = np.array([class_to_idx[str(x)] for x in batch[schema.LABEL]], dtype=np.int64)
-    domains = np.array([domain_to_idx[str(x)] for x in batch[schema.DOMAIN]], dtype=np.int64)
-    boxes = [None if b is None or len(b) != 4 else [float(v) for v in b] for b in batch[schema.BOX]]
-    return to_model_range(np.stack(imgs)), labels, domains, boxes
-
-
-def augment(images: np.ndarray, boxes: list, rng: np.random.Generator, hflip_prob: float, jitter: float) -> tuple:
-    """Random horizontal flip (box mirrored with it) and small contrast/brightness jitter."""
-    images = images.copy()
-    boxes = list(boxes)
-    for i in range(len(images)):
-        if rng.random() < hflip_prob:
-            images[i] = images[i][:, ::-1]
-            if boxes[i] is not None:
-                x0, y0, x1, y1 = boxes[i]
-                boxes[i] = [1.0 - x1, y0, 1.0 - x0, y1]
-    if jitter > 0:
-        contrast = 1.0 + rng.uniform(-jitter, jitter, (len(images), 1, 1))
-        brightness = rng.uniform(-jitter, jitter, (len(images), 1, 1))
-        images = np.clip(images * contrast + brightness, -1.0, 1.0)
-    return images.astype(np.float32), boxes
-
-
 # ----------------------------------------------------------------------------- worker loop
-
-
-def build_components(
-    cfg: PretrainConfig,
-    num_labels: int,
-    num_domains: int,
-    device: torch.device,
-    adapter: lora.AdapterSpec | None = None,
-) -> tuple:
-    """Model (same init on every rank; the base + ``adapter`` surgery when adapting), EMA, AdamW, LR schedule."""
-    from diffusers.optimization import get_cosine_schedule_with_warmup
-
-    torch.manual_seed(cfg.seed)
-    if adapter is not None:
-        model = generator.build_adapted_model(adapter).to(device)
-    else:
-        model = unet.build_model(unet.model_config_for(cfg.preset, cfg.image_size), num_labels, num_domains).to(device)
-    unet.maybe_enable_xformers(model)
-    ema = EMA(model, cfg.ema_decay)
-    # LoRA adaptation freezes the base weights: only what still requires grad is optimised
-    opt = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
-    )
-    lr_sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps)
-    return model, ema, opt, lr_sched
-
-
-def train_step(
-    model, unwrapped, noise_scheduler, opt, lr_sched, ema, batch: tuple, cfg: PretrainConfig, gen, device
-) -> float:
-    """One optimizer step on a prepared (x, labels, domains, box_mask) batch; returns the loss."""
-    x, labels, domains, box_mask = (t.to(device) for t in batch)
-    labels, domains, box_mask = unet.drop_conditions(
-        labels, domains, box_mask, cfg.cond_drop_prob, unwrapped.null_label, unwrapped.null_domain, gen
-    )
-    # bf16 autocast only on GPU: CPU bf16 is slower than fp32 and less accurate
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        loss = diffusion.diffusion_loss(model, noise_scheduler, x, labels, domains, box_mask, generator=gen)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    opt.step()
-    lr_sched.step()
-    ema.update(unwrapped)
-    return float(loss.detach())
-
-
-def prepare_batch(raw: dict, cfg: PretrainConfig, vocab: tuple[dict, dict], size: int, np_rng) -> tuple:
-    """Decode, augment and rasterise one Ray Data batch into model tensors."""
-    images, labels, domains, boxes = decode_batch(raw, vocab[0], vocab[1], size)
-    images, boxes = augment(images, boxes, np_rng, cfg.hflip_prob, cfg.jitter)
-    return (
-        torch.from_numpy(images[:, None]),
-        torch.from_numpy(labels),
-        torch.from_numpy(domains),
-        torch.from_numpy(unet.rasterize_boxes(boxes, size)),
-    )
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -232,8 +150,9 @@ def train_loop_per_worker(config: dict) -> None:
 
     # 1. components, then restore from the latest checkpoint of this run (if any)
     adapter = lora.AdapterSpec(**config["adapter"]) if config.get("adapter") else None
+    switches = resolve_training(cfg, device)
     model, ema, opt, lr_sched = build_components(cfg, len(class_names), len(domain_names), device, adapter)
-    gen, np_rng = make_rngs(cfg.seed, rank)
+    gen, np_rng = make_rngs(cfg.seed, rank, device)
     start_step = 0
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
@@ -244,7 +163,11 @@ def train_loop_per_worker(config: dict) -> None:
             start_step = restore_checkpoint(Path(d), rank, model, ema, opt, lr_sched, gen, np_rng)
     start_digest = weights_digest(model.state_dict())
     unwrapped = model
-    model = ray.train.torch.prepare_model(model)  # DDP when world > 1
+    # DDP when world > 1: gradients live in the all-reduce buckets (no copy); a static graph when no micro-batching
+    ddp_kwargs = {"gradient_as_bucket_view": True, "static_graph": cfg.grad_accum_steps == 1}
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs)
+    if switches.compile:
+        model = torch.compile(model)  # the DDP wrapper is compiled: dynamo splits graphs at bucket boundaries
     noise_scheduler = diffusion.make_noise_scheduler(diffusion.DiffusionConfig(prediction_type=cfg.prediction_type))
     size = unwrapped.config.image_size
     vocab = ({n: i for i, n in enumerate(class_names)}, {n: i for i, n in enumerate(domain_names)})
@@ -256,41 +179,55 @@ def train_loop_per_worker(config: dict) -> None:
     }
     if rank == 0:
         log_line(
-            f"[pretrain] {world} worker(s): start at step {start_step} of {cfg.max_steps} (weights {start_digest})"
+            f"[pretrain] {world} worker(s): start at step {start_step} of {cfg.max_steps} (weights {start_digest}); "
+            f"{switches.describe()}"
         )
 
-    # 2. steps: epochs over this worker's shard until max_steps
+    # 2. steps: epochs over this worker's shard until max_steps; grad_accum_steps batches per step
     shard = ray.train.get_dataset_shard("train")
-    step, epoch, loss_avg = start_step, 0, None
+    step, epoch, loss_avg, micro = start_step, 0, None, []
+    per_step = cfg.batch_size * cfg.grad_accum_steps * world  # images per optimizer step, all workers
     t_first = None  # end of the first step: throughput excludes warm-up (allocations, first batch)
+    t_log, step_log = time.perf_counter(), start_step
     while step < cfg.max_steps:
         n_batches = 0
-        t0 = time.perf_counter()
         for raw in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", drop_last=True):
             n_batches += 1
-            batch = prepare_batch(raw, cfg, vocab, size, np_rng)
-            loss = train_step(model, unwrapped, noise_scheduler, opt, lr_sched, ema, batch, cfg, gen, device)
+            micro.append(prepare_batch(raw, cfg, vocab, size, np_rng))
+            if len(micro) < cfg.grad_accum_steps:
+                continue
+            loss = train_step(
+                model, unwrapped, noise_scheduler, opt, lr_sched, ema, micro, cfg, gen, device, switches
+            )
+            micro = []
             step += 1
-            loss_avg = loss if loss_avg is None else 0.9 * loss_avg + 0.1 * loss
-            dt, t0 = time.perf_counter() - t0, time.perf_counter()
-            t_first = t_first or t0
+            loss_avg = loss if loss_avg is None else 0.9 * loss_avg + 0.1 * loss  # device tensors: no sync
+            first = t_first is None
+            due = step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0 or step == cfg.max_steps
+            if not (due or first):
+                if step >= cfg.max_steps:
+                    break
+                continue
+            loss_f, loss_avg_f = float(loss), float(loss_avg)  # the host waits for the device here, and only here
+            now = time.perf_counter()
+            t_first = t_first or now
             done = step - start_step - 1
-            run_rate = cfg.batch_size * world * done / (t0 - t_first) if done else 0.0
             metrics = {
                 "step": step,
                 "epoch": epoch,
-                "loss": loss,
-                "loss_avg": loss_avg,
+                "loss": loss_f,
+                "loss_avg": loss_avg_f,
                 "lr": lr_sched.get_last_lr()[0],
-                "images_per_s": cfg.batch_size * world / dt,
-                "images_per_s_run": run_rate,
+                "images_per_s": per_step * (step - step_log) / max(now - t_log, 1e-9),
+                "images_per_s_run": per_step * done / (now - t_first) if done else 0.0,
                 "start_step": start_step,
                 "start_weights": start_digest,
             }
+            t_log, step_log = now, step
             report(metrics, step, cfg, rank, unwrapped, ema, opt, lr_sched, gen, np_rng, meta)
             if rank == 0 and (step % cfg.log_every == 0 or step == cfg.max_steps):
                 log_line(
-                    f"[pretrain] step {step}/{cfg.max_steps} loss {loss_avg:.4f} lr {metrics['lr']:.2e} "
+                    f"[pretrain] step {step}/{cfg.max_steps} loss {loss_avg_f:.4f} lr {metrics['lr']:.2e} "
                     f"{metrics['images_per_s']:.1f} img/s"
                 )
             if step >= cfg.max_steps:
