@@ -13,7 +13,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from busgen.core.types import DEFAULT_GUIDANCE
 from busgen.data.ingest import IngestConfig, ingest
 
 
@@ -247,7 +246,6 @@ class ServeRun(BaseModel):
     host: str = "127.0.0.1"  # HTTP bind address
     port: int = Field(8000, ge=1, le=65535)  # HTTP port
     insecure_local: bool = False  # disable bearer-token auth (loopback demos only)
-    guidance: float = DEFAULT_GUIDANCE  # default classifier-free guidance of generate requests
     reference: str | None = None  # training Parquet set: nearest-image check and real reader-study items (/ui)
     gallery: dict[str, str] = {}  # name -> generated Parquet set shown in the playground (CLI: --gallery NAME=DIR)
     study_dir: str | None = None  # reader-study answers are written here as Parquet
