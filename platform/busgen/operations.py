@@ -77,6 +77,13 @@ OPERATIONS: dict[str, Operation] = {
             location_fields=("src", "out"),
         ),
         Operation(
+            "combine",
+            "busgen.data.combine:CombineConfig",
+            f"{_OPS}:run_combine",
+            "Combine ingested datasets of several sites into one multi-domain dataset, keeping each split.",
+            positional=("inputs",),
+        ),
+        Operation(
             "dataset-report",
             f"{_OPS}:DatasetReportRun",
             f"{_OPS}:run_dataset_report",

@@ -61,6 +61,24 @@ def run_ingest(cfg: IngestRun) -> dict:
     }
 
 
+def run_combine(cfg) -> dict:
+    from busgen.data.combine import combine
+
+    info = combine(cfg)
+    lines = [f"combined {len(cfg.inputs)} datasets ({info['n_images']} images) -> {cfg.out}"]
+    for domain, splits in info["counts_by_domain"].items():
+        lines.append(
+            f"  {domain}: "
+            + "; ".join(f"{s} " + ", ".join(f"{k}={v}" for k, v in c.items()) for s, c in splits.items())
+        )
+    return {
+        "out": cfg.out,
+        "images": info["n_images"],
+        "domains": ",".join(info["domains"]),
+        "summary": "\n".join(lines),
+    }
+
+
 class DatasetReportRun(BaseModel):
     """Write a Markdown report of a dataset: counts, quarantine, sample grid per class."""
 
@@ -128,10 +146,11 @@ def run_adapt(cfg) -> dict:
 def run_generate(cfg) -> dict:
     """Generate, re-running after a failure (each re-run resumes from the shards written), then check the tiling."""
     from busgen.generate.resume import check_output, run_with_resume
+    from busgen.generate.store import track_generation
 
     summary, attempts = run_with_resume(cfg)
     rows = check_output(cfg.out, cfg.n, cfg.shard_size)
-    return {
+    result = {
         "out": cfg.out,
         "images": rows,
         "generated": summary.generated,
@@ -140,6 +159,7 @@ def run_generate(cfg) -> dict:
         "images_per_s": round(summary.images_per_s, 3),
         "summary": summary.line(),
     }
+    return result | {"tracking": track_generation(cfg, result)}
 
 
 class ExportPngRun(BaseModel):

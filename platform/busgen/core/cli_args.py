@@ -142,7 +142,11 @@ def parse_command(cls: type[BaseModel], words: Sequence[str], positional: Sequen
         else:
             if not queue:
                 raise ConfigError(f"unexpected argument {word!r}: use --name value or key=value")
-            args.values[queue.pop(0)] = parse_value(cls, positional[len(positional) - len(queue) - 1], word)
+            name = queue[0]
+            if "list" in _kinds(fields[name].annotation) and len(queue) == 1:
+                args.values.setdefault(name, []).append(word)  # a last list positional takes every word left
+            else:
+                args.values[queue.pop(0)] = parse_value(cls, name, word)
             i += 1
     return args
 

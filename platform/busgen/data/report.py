@@ -123,6 +123,14 @@ def dataset_report(dataset_dir: str | Path, out_dir: str | Path, per_class: int 
     ]
     rows.append(["total"] + [int((splits == s).sum()) for s in S.SPLITS] + [len(labels)])
     rep.section("Images per class and split").table(["class", *S.SPLITS, "total"], rows)
+    domains_col = np.array(table.column(S.DOMAIN).to_pylist())
+    if len(set(domains_col.tolist())) > 1:  # several sites/scanners: where each split's images come from
+        by_domain = [
+            [d, c] + [int(((domains_col == d) & (labels == c) & (splits == s)).sum()) for s in S.SPLITS]
+            for d in sorted(set(domains_col.tolist()))
+            for c in classes
+        ]
+        rep.section("Images per domain, class and split").table(["domain", "class", *S.SPLITS], by_domain)
     n_boxes = sum(b is not None for b in table.column(S.BOX).to_pylist())
     domains = sorted(set(table.column(S.DOMAIN).to_pylist()))
     rep.text(f"Lesion boxes (from masks): {n_boxes} of {len(labels)} images. Domains: {', '.join(domains)}.")
