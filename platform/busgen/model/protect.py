@@ -1,0 +1,201 @@
+"""CPSample: the protection classifier and the guidance term that steers sampling away from training images.
+
+Kazdan et al. (2024), "CPSample: Classifier Protected Sampling for Guarding Training Data
+During Diffusion". A small classifier is trained (``busgen.train.protect``) to *overfit*
+random +-1 labels attached to the generator's training images, on their noisy versions
+x_t. A random labelling carries no information about the data distribution, so the
+classifier can only be confident near the training images themselves. While sampling,
+wherever it is confident, classifier guidance pushes x_t toward the label it does *not*
+predict, i.e. out of the neighbourhood of a training image; elsewhere it stays silent and
+the sampler is unchanged.
+
+Guidance in epsilon space (Dhariwal & Nichol 2021): ``eps <- eps - a * sqrt(1 - abar_t) *
+grad_x log p(other label | x_t)``, applied per image when ``sigmoid(|logit|) > threshold``.
+Every image's term depends only on that image and t, so the per-image determinism and
+batch-invariance contracts of ``busgen.model.diffusion.sample`` hold with protection on.
+
+Files (``<model folder or adapter folder>/protect/``): ``classifier.pt`` (a state_dict,
+loaded with ``weights_only=True``; not ``.safetensors`` on purpose, so adding protection
+does not change the generator's ``model_id``) and ``protect.json`` (architecture and
+provenance: the generator it was trained for, the data, the label seed, how well it fits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+ProtectName = Literal["none", "cpsample"]
+PROTECT_NAMES: tuple[str, ...] = ("none", "cpsample")
+DEFAULT_PROTECT_STRENGTH = 2.0  # alpha: the default chosen from the trade-off sweep (docs/privacy.md)
+DEFAULT_PROTECT_THRESHOLD = 0.8  # guide only where the classifier's confidence exceeds this
+PROTECT_DIR = "protect"
+PROTECT_JSON = "protect.json"
+PROTECT_WEIGHTS = "classifier.pt"
+
+GuidanceTerm = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class ProtectError(ValueError):
+    """Protection was asked for but cannot be applied (no classifier, or one trained for other weights)."""
+
+
+class ProtectSettings(BaseModel):
+    """How to sample: ``protect`` (none | cpsample), strength alpha and the confidence threshold."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protect: ProtectName = "none"
+    strength: float = Field(DEFAULT_PROTECT_STRENGTH, ge=0)
+    threshold: float = Field(DEFAULT_PROTECT_THRESHOLD, ge=0.5, lt=1.0)
+
+
+class ProtectNetConfig(BaseModel):
+    """Architecture of the protection classifier (saved in protect.json)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image_size: int = 64
+    width: int = 32  # channels of the first stage; doubled twice
+    num_train_timesteps: int = 1000
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding (B, dim) of integer timesteps (B,)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+class _Stage(nn.Module):
+    """conv (stride 2) -> GroupNorm -> + time bias -> SiLU -> conv -> GroupNorm -> SiLU. No BatchNorm: batch-invariant."""
+
+    def __init__(self, c_in: int, c_out: int, t_dim: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+        self.norm1 = nn.GroupNorm(8, c_out)
+        self.time = nn.Linear(t_dim, c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.norm2 = nn.GroupNorm(8, c_out)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = F.silu(self.norm1(self.conv1(x)) + self.time(temb)[:, :, None, None])
+        return F.silu(self.norm2(self.conv2(h)))
+
+
+class ProtectionClassifier(nn.Module):
+    """Time-conditioned CNN on noisy images x_t (B, 1, H, W) in the model range -> one logit per image."""
+
+    def __init__(self, cfg: ProtectNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        w, t_dim = cfg.width, 4 * cfg.width
+        self.t_mlp = nn.Sequential(nn.Linear(w, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
+        self.stem = nn.Conv2d(1, w, 3, padding=1)
+        chans = [w, w, 2 * w, 4 * w, 4 * w]
+        self.stages = nn.ModuleList(_Stage(a, b, t_dim) for a, b in zip(chans[:-1], chans[1:]))
+        self.head = nn.Linear(chans[-1], 1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        temb = self.t_mlp(timestep_embedding(t, self.cfg.width))
+        h = self.stem(x)
+        for stage in self.stages:
+            h = stage(h, temb)
+        return self.head(h.mean((2, 3)))[:, 0]
+
+
+def cpsample_term(
+    classifier: ProtectionClassifier,
+    alphas_cumprod: torch.Tensor,
+    strength: float,
+    threshold: float,
+    prediction_type: str = "epsilon",
+) -> GuidanceTerm:
+    """The extra-guidance hook for ``diffusion.sample``: ``(x_t, t, prediction) -> protected prediction``.
+
+    Per image: confidence ``c = sigmoid(|logit|)``; where ``c > threshold`` the epsilon
+    prediction moves by ``-strength * sqrt(1 - abar_t) * grad log sigmoid(-|logit|)`` (toward
+    the other label). For v-prediction models the same epsilon shift is ``dv = d_eps / sqrt(abar_t)``
+    (from eps = sqrt(abar) v + sqrt(1 - abar) x at fixed x).
+    """
+    abar = alphas_cumprod.double()
+
+    def term(x: torch.Tensor, t: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        if strength == 0:
+            return pred
+        ti = int(t)
+        with torch.inference_mode(False), torch.enable_grad():
+            xg = x.detach().float().clone().requires_grad_(True)  # a normal tensor: inference tensors have no grad
+            tt = torch.full((len(xg),), ti, dtype=torch.long, device=xg.device)
+            logit = classifier(xg, tt)
+            grad = torch.autograd.grad(F.logsigmoid(-logit.abs()).sum(), xg)[0]
+        gate = (torch.sigmoid(logit.detach().abs()) > threshold).to(grad.dtype)[:, None, None, None]
+        a = float(abar[min(max(ti, 0), len(abar) - 1)])
+        d_eps = -strength * math.sqrt(1.0 - a) * grad * gate
+        if prediction_type == "v_prediction":
+            d_eps = d_eps / math.sqrt(max(a, 1e-8))
+        return pred + d_eps.to(pred.dtype)
+
+    return term
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def protect_dir(model_dir: str | Path) -> Path:
+    return Path(model_dir) / PROTECT_DIR
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def save_protector(model_dir: str | Path, classifier: ProtectionClassifier, provenance: dict) -> Path:
+    """Write ``<model_dir>/protect/{classifier.pt, protect.json}``; returns the folder."""
+    out = protect_dir(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in classifier.state_dict().items()}, out / PROTECT_WEIGHTS)
+    meta = {"config": classifier.cfg.model_dump(), **provenance, "protect_id": file_digest(out / PROTECT_WEIGHTS)}
+    (out / PROTECT_JSON).write_text(json.dumps(meta, indent=2, default=float))
+    return out
+
+
+def read_protect_meta(model_dir: str | Path) -> dict:
+    """``protect.json`` of a model folder; ProtectError with the remedy when there is none."""
+    fp = protect_dir(model_dir) / PROTECT_JSON
+    if not fp.is_file():
+        raise ProtectError(
+            f"protect=cpsample needs a protection classifier, and {Path(model_dir)} has none ({fp} missing): "
+            f"train one with `busgen protect --model {Path(model_dir)} --data-dir <its training data>`"
+        )
+    return json.loads(fp.read_text())
+
+
+def load_protector(model_dir: str | Path, model_id: str | None = None) -> tuple[ProtectionClassifier, dict]:
+    """The protection classifier of a model folder (eval mode, CPU) and its protect.json.
+
+    Raises:
+        ProtectError: no classifier, its file changed since it was written, or it was trained for other weights.
+    """
+    meta = read_protect_meta(model_dir)
+    weights = protect_dir(model_dir) / PROTECT_WEIGHTS
+    if not weights.is_file() or file_digest(weights) != meta.get("protect_id"):
+        raise ProtectError(f"{weights} is missing or was changed after training: retrain with `busgen protect`")
+    if model_id is not None and meta.get("generator_model_id") not in (None, model_id):
+        raise ProtectError(
+            f"the protection classifier in {protect_dir(model_dir)} was trained for generator "
+            f"{meta.get('generator_model_id')}, not {model_id}: retrain it with `busgen protect`"
+        )
+    net = ProtectionClassifier(ProtectNetConfig(**meta["config"]))
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return net.eval(), meta

@@ -1,0 +1,83 @@
+"""CPSample plumbing: the sampler option, its contracts (determinism, batch invariance), files and errors.
+
+Uses an untrained tiny export and an untrained protection classifier with threshold 0.5,
+so guidance acts on every image at every step: the contracts are checked where the
+protection term does the most, not where it is silent.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from busgen.model import generator, protect
+from busgen.model.smoke import export_untrained
+
+ON = {"protect": "cpsample", "protect_strength": 50.0, "protect_threshold": 0.5}
+
+
+@pytest.fixture(scope="module")
+def gen(tmp_path_factory, torch_one_thread):
+    folder = export_untrained(tmp_path_factory.mktemp("model"), seed=0, size=32)
+    model_id = generator.load(folder, device="cpu").model_id
+    torch.manual_seed(0)
+    net = protect.ProtectionClassifier(protect.ProtectNetConfig(image_size=32, width=8))
+    protect.save_protector(folder, net, {"generator_model_id": model_id})
+    return generator.load(folder, device="cpu")
+
+
+def test_protection_changes_images_and_keeps_model_id(gen):
+    off = gen.sample(["benign", "malignant"], steps=3, seed=1)
+    on = gen.sample(["benign", "malignant"], steps=3, seed=1, **ON)
+    assert np.abs(off.astype(int) - on).mean() > 0.5
+    assert gen.model_id == generator.weights_fingerprint(gen.model_dir)  # protect/ is not part of the weights id
+    assert gen.model_id == json.loads((gen.model_dir / "busgen.json").read_text())["model_id"]
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp"])
+@pytest.mark.parametrize("guidance", [1.0, 1.8])
+def test_protected_sampling_is_deterministic_and_batch_invariant(gen, sampler, guidance):
+    kw = dict(steps=3, guidance=guidance, sampler=sampler, **ON)
+    labels, seeds = ["benign", "malignant", "normal"], [5, 6, 7]
+    batch = gen.sample(labels, boxes=[()] * 3, seeds=seeds, **kw)
+    again = gen.sample(labels, boxes=[()] * 3, seeds=seeds, **kw)
+    alone = gen.sample(["normal"], boxes=[()], seeds=[7], **kw)
+    split = gen.sample(labels, boxes=[()] * 3, seeds=seeds, batch_size=2, **kw)
+    assert np.array_equal(batch, again)
+    assert np.abs(batch[2].astype(int) - alone[0]).max() <= 2
+    assert np.abs(batch.astype(int) - split).max() <= 2
+
+
+def test_zero_strength_is_unprotected_sampling(gen):
+    off = gen.sample(["benign"], steps=3, seed=2)
+    zero = gen.sample(["benign"], steps=3, seed=2, protect="cpsample", protect_strength=0.0)
+    assert np.array_equal(off, zero)
+
+
+def test_cpsample_without_a_classifier_names_the_remedy(tmp_path):
+    g = generator.load(export_untrained(tmp_path / "m", size=32), device="cpu")
+    with pytest.raises(protect.ProtectError, match="busgen protect"):
+        g.sample(["benign"], steps=2, protect="cpsample")
+
+
+def test_classifier_for_other_weights_or_changed_file_is_refused(tmp_path):
+    folder = export_untrained(tmp_path / "m", size=32)
+    net = protect.ProtectionClassifier(protect.ProtectNetConfig(image_size=32, width=8))
+    protect.save_protector(folder, net, {"generator_model_id": "someoneelse"})
+    with pytest.raises(protect.ProtectError, match="trained for generator someoneelse"):
+        generator.load(folder, device="cpu").sample(["benign"], steps=2, protect="cpsample")
+    (folder / "protect" / protect.PROTECT_WEIGHTS).write_bytes(b"tampered")
+    with pytest.raises(protect.ProtectError, match="changed after training"):
+        protect.load_protector(folder)
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError):
+        protect.ProtectSettings(protect="dp")
+    with pytest.raises(ValueError):
+        protect.ProtectSettings(protect="cpsample", threshold=0.3)
+    with pytest.raises(ValueError):
+        protect.ProtectSettings(protect="cpsample", strength=-1)
