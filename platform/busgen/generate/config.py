@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from busgen.core.types import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SamplerName
+from busgen.model.protect import DEFAULT_PROTECT_STRENGTH, DEFAULT_PROTECT_THRESHOLD, ProtectName
 
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 
@@ -45,6 +46,9 @@ class GenerateConfig(BaseModel):
     num_gpus: float = 0.0  # GPUs per actor (1 on GPU clusters)
     num_cpus: float = 0.5  # CPUs per actor; fractional so read/write tasks still get a CPU on small machines
     torch_threads: int = 0  # intra-op threads per actor; 0 = cores / concurrency
+    protect: ProtectName = "none"  # cpsample: steer away from training images (busgen.model.protect)
+    protect_strength: float = Field(DEFAULT_PROTECT_STRENGTH, ge=0)  # CPSample alpha
+    protect_threshold: float = Field(DEFAULT_PROTECT_THRESHOLD, ge=0.5, lt=1.0)  # guide above this confidence
 
     def pixel_settings(self) -> dict:
         """The settings that determine the images: a re-run must match them exactly."""
@@ -60,6 +64,7 @@ class GenerateConfig(BaseModel):
                 "shard_size",
                 "boxes_file",
             }
+            | ({"protect", "protect_strength", "protect_threshold"} if self.protect != "none" else set())
         )
 
 

@@ -147,6 +147,9 @@ class ShardWriter:
                     sampler=self.cfg.sampler,
                     seeds=seeds[sl],
                     batch_size=self.cfg.batch_size,
+                    protect=self.cfg.protect,
+                    protect_strength=self.cfg.protect_strength,
+                    protect_threshold=self.cfg.protect_threshold,
                 )
                 table = self._table(images, labels[sl], domains[sl], boxes[sl], seeds[sl], start + b, created)
                 nbytes += table.nbytes
