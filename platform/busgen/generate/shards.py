@@ -31,19 +31,11 @@ public names are re-exported here.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from busgen.data import schema as S
-from busgen.data.imageio import encode_png
 from busgen.generate.config import BOX_COLUMNS, GenerateConfig, GenerateError, GenerateWarning, read_boxes_file
 from busgen.generate.outlock import LOCK_FILE, OutputLock
 from busgen.generate.plan import RowPlan, exact_counts, image_seed, shard_ranges
@@ -52,11 +44,10 @@ from busgen.generate.store import (
     SHARD_FMT,
     completed_shards,
     drop_damaged_shards,
-    durable_replace,
     load_or_create_manifest,
-    shard_path,
     write_manifest,
 )
+from busgen.generate.writer import SYNTHETIC_SCHEMA, ShardWriter
 
 __all__ = [
     "BOX_COLUMNS",
@@ -68,6 +59,7 @@ __all__ = [
     "GenerateSummary",
     "GenerateWarning",
     "RowPlan",
+    "SYNTHETIC_SCHEMA",
     "ShardWriter",
     "completed_shards",
     "exact_counts",
@@ -78,109 +70,6 @@ __all__ = [
     "shard_ranges",
     "validate",
 ]
-
-SYNTHETIC_SCHEMA = pa.schema(
-    [
-        (S.IMAGE, pa.binary()),
-        (S.MASK, pa.binary()),
-        (S.BOX, pa.list_(pa.float32())),
-        (S.LABEL, pa.string()),
-        (S.DOMAIN, pa.string()),
-        (S.SPLIT, pa.string()),
-        (S.SOURCE, pa.string()),
-        (S.SHA256, pa.string()),
-        (S.ORIG_WIDTH, pa.int32()),
-        (S.ORIG_HEIGHT, pa.int32()),
-        (S.INDEX, pa.int64()),
-        (S.SEED, pa.int64()),
-        (S.MODEL_ID, pa.string()),
-        (S.SAMPLER, pa.string()),
-        (S.STEPS, pa.int32()),
-        (S.GUIDANCE, pa.float32()),
-        (S.CREATED_AT, pa.string()),
-    ]
-)
-
-
-class ShardWriter:
-    """Ray Data actor: loads the generator once, then writes whole shards on request."""
-
-    def __init__(self, cfg_json: str, plan: RowPlan):
-        import torch
-
-        from busgen.model import generator
-
-        self.cfg = GenerateConfig.model_validate_json(cfg_json)
-        threads = self.cfg.torch_threads or max(1, (os.cpu_count() or 1) // self.cfg.concurrency)
-        torch.set_num_threads(threads)
-        self.gen = generator.load(self.cfg.model)
-        self.plan = plan
-        self.boxes = read_boxes_file(self.cfg.boxes_file)
-
-    def __call__(self, batch: dict) -> dict:
-        results = [self.write_shard(int(s), int(e)) for s, e in zip(batch["start"], batch["end"])]
-        return {k: np.array([r[k] for r in results]) for k in results[0]}
-
-    def rows(self, start: int, end: int):
-        labels, domains, seeds = zip(*(self.plan.row(i) for i in range(start, end)))
-        given = [self.boxes[i % len(self.boxes)] for i in range(start, end)] if self.boxes else None
-        boxes = self.gen.resolve_boxes(labels, given, seeds)
-        return list(labels), list(domains), list(seeds), boxes
-
-    def write_shard(self, start: int, end: int) -> dict:
-        t0 = time.time()
-        out = Path(self.cfg.out)
-        final = shard_path(out, start, end)
-        tmp = out / f".{final.name}.{uuid.uuid4().hex}.tmp"
-        labels, domains, seeds, boxes = self.rows(start, end)
-        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        nbytes = 0
-        with pq.ParquetWriter(tmp, SYNTHETIC_SCHEMA) as writer:
-            for b in range(0, end - start, self.cfg.batch_size):
-                sl = slice(b, b + self.cfg.batch_size)
-                images = self.gen.sample(
-                    labels[sl],
-                    domains[sl],
-                    boxes[sl],
-                    steps=self.cfg.steps,
-                    guidance=self.cfg.guidance,
-                    sampler=self.cfg.sampler,
-                    seeds=seeds[sl],
-                    batch_size=self.cfg.batch_size,
-                    protect=self.cfg.protect,
-                    protect_strength=self.cfg.protect_strength,
-                    protect_threshold=self.cfg.protect_threshold,
-                )
-                table = self._table(images, labels[sl], domains[sl], boxes[sl], seeds[sl], start + b, created)
-                nbytes += table.nbytes
-                writer.write_table(table)
-        durable_replace(tmp, final)  # fsynced, atomic: the shard exists completely or not at all
-        return {"start": start, "end": end, "rows": end - start, "bytes": nbytes, "seconds": time.time() - t0}
-
-    def _table(self, images, labels, domains, boxes, seeds, first_index, created) -> pa.Table:
-        pngs = [encode_png(img) for img in images]
-        n, size = len(pngs), images.shape[-1]
-        cols = {
-            S.IMAGE: pngs,
-            S.MASK: [None] * n,
-            S.BOX: [list(b) if b is not None and len(b) == 4 else None for b in boxes],
-            S.LABEL: labels,
-            S.DOMAIN: [d or S.UNKNOWN_DOMAIN for d in domains],
-            S.SPLIT: ["train"] * n,
-            S.SOURCE: [f"synthetic:{self.gen.model_id}:{first_index + k}" for k in range(n)],
-            S.SHA256: [hashlib.sha256(p).hexdigest() for p in pngs],
-            S.ORIG_WIDTH: [size] * n,
-            S.ORIG_HEIGHT: [size] * n,
-            S.INDEX: list(range(first_index, first_index + n)),
-            S.SEED: seeds,
-            S.MODEL_ID: [self.gen.model_id] * n,
-            S.SAMPLER: [self.cfg.sampler] * n,
-            S.STEPS: [self.cfg.steps] * n,
-            S.GUIDANCE: [self.cfg.guidance] * n,
-            S.CREATED_AT: [created] * n,
-        }
-        return pa.table(cols, schema=SYNTHETIC_SCHEMA)
-
 
 # ---------------------------------------------------------------------------
 # Orchestration
@@ -218,18 +107,38 @@ def validate(cfg: GenerateConfig):
 
 @dataclass
 class GenerateSummary:
+    """What a run did. ``images_per_s`` is end to end (actor start and model load included);
+    ``steady_images_per_s`` counts from the first finished shard to the last (0 with one shard)."""
+
     out: str
     n: int
     generated: int
     skipped: int
     seconds: float
     images_per_s: float
+    steady_images_per_s: float = 0.0
+    shards: int = 0  # shards written by this run
 
     def line(self) -> str:
+        steady = f", steady {self.steady_images_per_s:.1f} img/s" if self.steady_images_per_s else ""
         return (
             f"generated {self.generated} images ({self.skipped} already present) -> {self.out}: "
-            f"{self.n} total in {self.seconds:.1f}s, {self.images_per_s:.1f} img/s"
+            f"{self.n} total in {self.seconds:.1f}s, {self.images_per_s:.1f} img/s{steady}"
         )
+
+
+MANIFEST_EVERY_S = 2.0  # the manifest is a progress record (resume trusts shard footers): rewrite it at most this often
+
+
+def pool_strategy(cfg: GenerateConfig):
+    """Sampler actors: ``concurrency`` of them, or on GPUs one per ``num_gpus`` share of the cluster's GPUs."""
+    import ray
+
+    if cfg.num_gpus <= 0:
+        return ray.data.ActorPoolStrategy(size=cfg.concurrency)
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    most = max(cfg.concurrency, int(gpus // cfg.num_gpus))
+    return ray.data.ActorPoolStrategy(min_size=min(cfg.concurrency, most), max_size=most)
 
 
 def generate(cfg: GenerateConfig, progress: bool = True) -> GenerateSummary:
@@ -263,7 +172,7 @@ def _generate_locked(cfg: GenerateConfig, model_id: str, plan: RowPlan, progress
     todo = [r for r in shard_ranges(cfg.n, cfg.shard_size) if r not in done]
     skipped = sum(e - s for s, e in done)
     t0 = time.time()
-    generated = 0
+    generated, t_first, t_last, rows_first, t_written = 0, None, None, 0, 0.0
     if todo:
         init_ray()
         quiet_ray_data_progress(False)
@@ -272,16 +181,21 @@ def _generate_locked(cfg: GenerateConfig, model_id: str, plan: RowPlan, progress
             ShardWriter,
             batch_size=1,
             fn_constructor_args=(cfg.model_dump_json(), plan),
-            compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
+            compute=pool_strategy(cfg),
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus,
         )
         bar = tqdm(total=cfg.n, initial=skipped, unit="img", desc="generate", disable=not progress, smoothing=0.1)
         for row in ds.iter_rows():
             generated += int(row["rows"])
+            if t_first is None:
+                t_first, rows_first = time.time(), generated
+            t_last = time.time()
             done.add((int(row["start"]), int(row["end"])))
-            manifest["completed"] = sorted(map(list, done))
-            write_manifest(out, manifest)
+            if time.time() - t_written >= MANIFEST_EVERY_S:
+                manifest["completed"] = sorted(map(list, done))
+                write_manifest(out, manifest)
+                t_written = time.time()
             bar.update(int(row["rows"]))
         bar.close()
     manifest["completed"] = sorted(map(list, completed_shards(out)))  # footers re-read: what is really there
@@ -292,7 +206,9 @@ def _generate_locked(cfg: GenerateConfig, model_id: str, plan: RowPlan, progress
             f"only {manifest['n_rows']} of {cfg.n} rows exist after the run; re-run the same command to finish"
         )
     seconds = time.time() - t0
-    return GenerateSummary(str(out), cfg.n, generated, skipped, seconds, generated / seconds if seconds > 0 else 0.0)
+    steady = (generated - rows_first) / (t_last - t_first) if t_first and t_last > t_first else 0.0
+    rate = generated / seconds if seconds > 0 else 0.0
+    return GenerateSummary(str(out), cfg.n, generated, skipped, seconds, rate, steady, len(todo))
 
 
 def export_png(dataset_dir: str | Path, out_dir: str | Path) -> int:
