@@ -153,6 +153,13 @@ OPERATIONS: dict[str, Operation] = {
             "Run the whole pipeline on CPU (data, ingest, pretrain, generate, evaluate) and write a report.",
         ),
         Operation(
+            "protect",
+            "busgen.train.protect:ProtectConfig",
+            f"{_OPS}:run_protect",
+            "Train a generator's CPSample protection classifier (fits random labels of its noisy training images).",
+            location_fields=("model", "data_dir"),
+        ),
+        Operation(
             "serve",
             f"{_OPS}:ServeRun",
             f"{_OPS}:run_serve",

@@ -121,6 +121,22 @@ def run_pretrain(cfg) -> dict:
     }
 
 
+def run_protect(cfg) -> dict:
+    from busgen.train.protect import train_protect
+
+    meta = train_protect(cfg)
+    fitted = "fits" if meta["fitted"] else "does NOT fit (raise max_epochs or width)"
+    return {
+        "out": meta["out"],
+        "protect_id": meta["protect_id"],
+        "epochs": meta["epochs"],
+        "fit_accuracy": meta["fit_accuracy"],
+        "fitted": meta["fitted"],
+        "summary": f"protection classifier of {cfg.model} {fitted} its random labels "
+        f"(accuracy {meta['fit_accuracy']:.3f} after {meta['epochs']} epochs) -> {meta['out']}",
+    }
+
+
 def run_adapt(cfg) -> dict:
     import json
 

@@ -78,7 +78,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
 
 
 class _Stage(nn.Module):
-    """conv (stride 2) -> GroupNorm -> + time bias -> SiLU -> conv -> GroupNorm -> SiLU. No BatchNorm: batch-invariant."""
+    """conv (stride 2), GroupNorm, + time bias, SiLU, conv, GroupNorm, SiLU. No BatchNorm: batch-invariant."""
 
     def __init__(self, c_in: int, c_out: int, t_dim: int):
         super().__init__()
