@@ -244,8 +244,18 @@ def sampler_section(rep: Report, steps: SamplerStepsResult | None) -> None:
 # ----------------------------------------------------------------------------- report
 
 
-def write_report(out: str | Path, result: EvalResult) -> Path:
-    """Render ``report.md`` (and its PNGs) into ``out`` from a result."""
+def _loss_curve(rep: Report, model: str | None, out: Path) -> None:
+    """The generator's training loss curve (``loss_curve.png`` of its export), copied beside the report."""
+    import shutil
+
+    src = Path(model) / "loss_curve.png" if model else None
+    if src is not None and src.is_file():
+        shutil.copyfile(src, out / "loss_curve.png")
+        rep.text("![generator training loss](loss_curve.png)")
+
+
+def write_report(out: str | Path, result: EvalResult, tracking: str = "") -> Path:
+    """Render ``report.md`` (and its PNGs) into ``out`` from a result; ``tracking`` is the MLflow run's link."""
     out = Path(out)
     rep = Report(out, f"Evaluation report: {result.suite}")
     p, inputs = result.params, result.inputs
@@ -259,8 +269,10 @@ def write_report(out: str | Path, result: EvalResult) -> Path:
             ["synthetic set", inputs.synthetic_dir or "n/a"],
             ["task", f"{' vs '.join(p.classes)} (positive: {p.positive})"],
             ["seconds", result.seconds if result.seconds is not None else "n/a"],
+            ["MLflow run", tracking or "tracking off"],
         ],
     )
+    _loss_curve(rep, inputs.model, out)
     rep.text(
         "Tables: [results.csv](results.csv) / results.parquet (one row per trial and test set); "
         "everything: [results.json](results.json)."

@@ -33,7 +33,7 @@ from busgen.core.raylocal import init_ray
 from busgen.data.dataset import DatasetError, dataset_info, parquet_files, read_table
 from busgen.data.imageio import decode_image
 from busgen.data.ingest import IngestConfig, ingest
-from busgen.eval import parts, report
+from busgen.eval import parts, report, track
 from busgen.eval.arrays import read_splits, synthetic_with_ids
 from busgen.eval.results import EvalResult, Inputs
 from busgen.eval.suites import SuiteConfig  # the suite spec (evals/suites/*.yaml)
@@ -126,6 +126,7 @@ def run_suite(cfg: SuiteConfig, run_id: str | None = None) -> EvalResult:
         return value
 
     timed("ray", init_ray)
+    run = track.open_suite(cfg, out)
     # 1. inputs
     real_dir = timed("ingest", prepare_real, cfg)
     model_dir = timed("pretrain", prepare_model, cfg, real_dir, work)
@@ -153,7 +154,8 @@ def run_suite(cfg: SuiteConfig, run_id: str | None = None) -> EvalResult:
     result.metrics = result.headline()
     result.seconds = round(time.time() - t0, 1)
     result.write(out)
-    report.write_report(out, result)
+    report.write_report(out, result, tracking=run.link())
+    track.log_suite(run, result, out)
     return result
 
 

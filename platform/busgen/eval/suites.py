@@ -136,6 +136,8 @@ class SuiteConfig(_Section):
     max_concurrent_trials: int = 0  # 0 = as many as resources allow
     torch_threads: int = 1  # per trial and for driver-side work
     dry_run: bool = False  # shrink every size to check that the suite starts end to end
+    tracking: bool = True  # MLflow: a suite run, one nested run per Tune trial, the report (busgen.eval.track)
+    tracking_uri: str | None = None  # MLflow server or store; None = a local file store in <out>/mlruns
 
     @model_validator(mode="after")
     def _check(self):

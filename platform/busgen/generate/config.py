@@ -49,6 +49,8 @@ class GenerateConfig(BaseModel):
     protect: ProtectName = "none"  # cpsample: steer away from training images (busgen.model.protect)
     protect_strength: float = Field(DEFAULT_PROTECT_STRENGTH, ge=0)  # CPSample alpha
     protect_threshold: float = Field(DEFAULT_PROTECT_THRESHOLD, ge=0.5, lt=1.0)  # guide above this confidence
+    tracking: bool = True  # MLflow run with the settings, throughput and manifest.json (busgen.core.tracking)
+    tracking_uri: str | None = None  # MLflow server or store; None = a local file store in <out>/mlruns
 
     def pixel_settings(self) -> dict:
         """The settings that determine the images: a re-run must match them exactly."""

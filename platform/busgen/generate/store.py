@@ -126,3 +126,23 @@ def load_or_create_manifest(cfg: GenerateConfig, model_id: str) -> dict:
     }
     write_manifest(out, manifest)
     return manifest
+
+
+def track_generation(cfg: GenerateConfig, results: dict) -> str:
+    """Record a finished generation in MLflow: settings, counts and throughput, ``manifest.json``; returns the link.
+
+    The default local store is ``<out>/mlruns`` (data readers skip it: it holds no Parquet).
+    """
+    from busgen.core import tracking
+
+    out = Path(cfg.out)
+    return tracking.log_once(
+        cfg.tracking,
+        cfg.tracking_uri,
+        out,
+        "busgen-generate",
+        out.name,
+        cfg.model_dump(mode="json"),
+        results,
+        (out / MANIFEST,),
+    )

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from busgen.data import dataset as data
 from busgen.data import schema
 from busgen.model import boxprior, diffusion, generator, lora, unet
-from busgen.train import pretrain
+from busgen.train import pretrain, track
 
 SUPPORT_JSON = "support.json"
 SUPPORT_DIR = "support"
@@ -63,6 +63,8 @@ class AdaptConfig(BaseModel):
     storage_path: str = "~/busgen_runs"
     run_name: str | None = None  # default: adapt-<out folder name>
     seed: int = 0
+    tracking: bool = True  # MLflow run: params, metrics per log step, the adapter folder (busgen.core.tracking)
+    tracking_uri: str | None = None  # MLflow server or store; None = a local file store under the Ray Train run folder
 
 
 # ----------------------------------------------------------------------------- support set
@@ -184,10 +186,22 @@ def adapt(cfg: AdaptConfig) -> Path:
     init_ray()
     dataset = pretrain.make_train_dataset(support_dir)
     fingerprint = pretrain.read_train_metadata(support_dir)["fingerprint"]
-    result = pretrain.fit(
-        loop_cfg, spec.class_names, spec.domain_names, dataset, adapter=spec, data_fingerprint=fingerprint
-    )
-    return export_adapted(pretrain.final_state(result, loop_cfg.run_name), cfg, base_meta, spec, support)
+    tracking_cfg = cfg.model_copy(update={"run_name": loop_cfg.run_name})
+    with track.open_run(
+        tracking_cfg, "adapt", params=cfg.model_dump(mode="json") | {"loop": loop_cfg.model_dump(mode="json")}
+    ) as run:
+        result = pretrain.fit(
+            loop_cfg,
+            spec.class_names,
+            spec.domain_names,
+            dataset,
+            adapter=spec,
+            data_fingerprint=fingerprint,
+            tracking=run.ref(),
+        )
+        exported = export_adapted(pretrain.final_state(result, loop_cfg.run_name), cfg, base_meta, spec, support)
+        track.finish(run, exported, result.metrics)
+    return exported
 
 
 def export_adapted(state: dict, cfg: AdaptConfig, base_meta: dict, spec: lora.AdapterSpec, support: pa.Table) -> Path:

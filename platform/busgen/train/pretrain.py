@@ -27,6 +27,7 @@ from busgen.data import dataset as data
 from busgen.data import schema
 from busgen.model import boxprior, diffusion, generator, lora, unet
 from busgen.model.accel import AccelConfig, Switch
+from busgen.train import track
 from busgen.train.batches import augment, decode_batch, prepare_batch  # noqa: F401 -- re-exported
 from busgen.train.checkpoint import (
     META_FILE,
@@ -80,6 +81,8 @@ class PretrainConfig(BaseModel):
     # speed switches: auto = bf16 autocast (fp32 master weights) + channels_last + torch.compile on CUDA, off on CPU
     accel: AccelConfig = AccelConfig()
     fused_adamw: Switch = "auto"  # one-kernel AdamW; auto = on CUDA
+    tracking: bool = True  # MLflow run: params, metrics per log step, the exported model folder (busgen.core.tracking)
+    tracking_uri: str | None = None  # MLflow server or store; None = a local file store under the Ray Train run folder
 
 
 # ----------------------------------------------------------------------------- data
@@ -185,6 +188,9 @@ def train_loop_per_worker(config: dict) -> None:
 
     # 2. steps: epochs over this worker's shard until max_steps; grad_accum_steps batches per step
     shard = ray.train.get_dataset_shard("train")
+    tracked = track.tracking.attach(config.get("tracking") if rank == 0 else None)  # MLflow from rank 0 only
+    history: list = []  # (step, loss_avg) since this (re)start: the loss curve of the export
+    t_start = time.perf_counter()
     step, epoch, loss_avg, micro = start_step, 0, None, []
     per_step = cfg.batch_size * cfg.grad_accum_steps * world  # images per optimizer step, all workers
     t_first = None  # end of the first step: throughput excludes warm-up (allocations, first batch)
@@ -224,11 +230,14 @@ def train_loop_per_worker(config: dict) -> None:
                 "start_weights": start_digest,
             }
             t_log, step_log = now, step
+            metrics["loss_history"] = track.remember(history, step, loss_avg_f)
+            tracked.log_metrics(metrics, step)
             report(metrics, step, cfg, rank, unwrapped, ema, opt, lr_sched, gen, np_rng, meta)
             if rank == 0 and (step % cfg.log_every == 0 or step == cfg.max_steps):
                 log_line(
                     f"[pretrain] step {step}/{cfg.max_steps} loss {loss_avg_f:.4f} lr {metrics['lr']:.2e} "
-                    f"{metrics['images_per_s']:.1f} img/s"
+                    f"{metrics['images_per_s']:.1f} img/s "
+                    f"{track.eta_text(step, cfg.max_steps, start_step, time.perf_counter() - t_start)}"
                 )
             if step >= cfg.max_steps:
                 break
@@ -301,6 +310,7 @@ def fit(
     adapter: lora.AdapterSpec | None = None,
     *,
     data_fingerprint: str,
+    tracking: dict | None = None,
 ):
     """Run ``train_loop_per_worker`` on Ray Train (resuming a run of the same name); returns the Result.
 
@@ -318,6 +328,7 @@ def fit(
         "domain_names": domain_names,
         "adapter": adapter.model_dump(mode="json") if adapter else None,
         "identity": identity,
+        "tracking": tracking,  # tracking.Run.ref() of the driver's MLflow run; rank 0 logs into it
     }
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -360,8 +371,17 @@ def pretrain(cfg: PretrainConfig):
     identity = run_identity(cfg, meta["class_names"], meta["domain_names"], meta["fingerprint"])
     check_resume(cfg, identity)  # before the dataset is materialised
     dataset = make_train_dataset(cfg.data_dir)
-    result = fit(cfg, meta["class_names"], meta["domain_names"], dataset, data_fingerprint=meta["fingerprint"])
-    export_from_checkpoint(result, cfg, meta)
+    with track.open_run(cfg, "pretrain") as run:
+        result = fit(
+            cfg,
+            meta["class_names"],
+            meta["domain_names"],
+            dataset,
+            data_fingerprint=meta["fingerprint"],
+            tracking=run.ref(),
+        )
+        export_from_checkpoint(result, cfg, meta)
+        track.finish(run, cfg.out, result.metrics)
     return result
 
 

@@ -1,0 +1,117 @@
+"""MLflow tracking: every long operation leaves a run in a local file store, read back with ``mlflow.search_runs``.
+
+The store is the default one (under the run folder) unless a test passes
+``tracking_uri``; nothing here talks to a server.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from helpers_data import write_phantom_dataset
+from helpers_models import export_untrained_tiny
+
+from busgen.core import tracking
+from busgen.train import track
+
+
+def _runs(store: Path, experiment: str):
+    mlflow.set_tracking_uri(store.resolve().as_uri())
+    return mlflow.search_runs(experiment_names=[experiment])
+
+
+def test_run_logs_flat_params_metrics_children_and_artifacts(tmp_path):
+    (tmp_path / "report.md").write_text("# report")
+    with tracking.start_run(True, None, tmp_path, "exp", "suite") as run:
+        run.log_params({"lr": 3e-4, "model": {"dropout": 0.1}, "classes": ["a", "b"]})
+        run.log_metrics({"loss": 0.5, "note": "text", "ok": True, "nan": float("nan")}, step=3)
+        with run.child("trial real+syn x0.5") as child:
+            child.log_metrics({"real_test.auc": 0.8, "arm real+syn x0.5": 1})
+        run.log_artifacts(tmp_path / "report.md", "report")
+        link = run.link()
+    assert link.startswith((tmp_path / "mlruns").as_uri()) and run.run_id in link
+    runs = _runs(tmp_path / tracking.STORE_DIR, "exp")
+    parent = runs[runs["tags.mlflow.runName"] == "suite"].iloc[0]
+    child = runs[runs["tags.mlflow.runName"] == "trial real+syn x0.5"].iloc[0]
+    assert parent["params.lr"] == "0.0003" and parent["params.model.dropout"] == "0.1"
+    assert parent["metrics.loss"] == 0.5 and "metrics.note" not in runs and "metrics.nan" not in runs
+    assert child["tags.mlflow.parentRunId"] == parent["run_id"] and child["metrics.real_test.auc"] == 0.8
+    assert child["metrics.arm real_syn x0.5"] == 1  # '+' is not allowed in MLflow names
+    assert parent["status"] == "FINISHED"
+    assert [a.path for a in mlflow.MlflowClient().list_artifacts(parent["run_id"], "report")] == ["report/report.md"]
+
+
+def test_a_failing_block_marks_the_run_failed(tmp_path):
+    with pytest.raises(RuntimeError), tracking.start_run(True, None, tmp_path, "exp", "boom"):
+        raise RuntimeError("training died")
+    assert _runs(tmp_path / tracking.STORE_DIR, "exp")["status"].tolist() == ["FAILED"]
+
+
+def test_tracking_off_writes_nothing(tmp_path):
+    run = tracking.start_run(False, None, tmp_path, "exp", "x")
+    run.log_params({"a": 1})
+    run.log_metrics({"loss": 1.0})
+    assert not run.enabled and run.ref() is None and run.link() == ""
+    assert tracking.attach(None).enabled is False
+    assert not (tmp_path / tracking.STORE_DIR).exists()
+
+
+def test_an_unusable_store_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(tracking.TrackingError, match="--tracking-uri .* or --no-tracking"):
+        tracking.start_run(True, (blocker / "mlruns").as_uri(), tmp_path, "exp", "x")
+
+
+def test_eta_and_loss_history_stay_small():
+    assert track.eta_text(10, 110, 0, 20.0) == "ETA 3m20s"
+    assert track.eta_text(0, 100, 0, 5.0) == ""
+    history: list = []
+    for step in range(1, 2001):
+        track.remember(history, step, 1.0 / step)
+    assert len(history) <= track.HISTORY_POINTS and history[0][0] == 1 and history[-1][0] > 1900
+
+
+def test_pretrain_logs_config_metrics_model_folder_and_loss_curve(ray_local, tmp_path):
+    from busgen.train import pretrain
+
+    data = write_phantom_dataset(tmp_path / "data", 32, size=32)
+    cfg = pretrain.PretrainConfig(
+        data_dir=str(data),
+        batch_size=8,
+        max_steps=4,
+        warmup_steps=1,
+        checkpoint_every=4,
+        log_every=1,
+        storage_path=str(tmp_path / "runs"),
+        run_name=f"t{time.time_ns()}",
+        out=str(tmp_path / "model"),
+    )
+    assert pretrain.pretrain(cfg).error is None
+    assert (tmp_path / "model" / track.LOSS_CURVE_PNG).stat().st_size > 1000
+    runs = _runs(tmp_path / "runs" / cfg.run_name / tracking.STORE_DIR, "busgen-pretrain")
+    assert len(runs) == 1
+    row = runs.iloc[0]
+    assert row["status"] == "FINISHED" and row["params.max_steps"] == "4" and row["params.accel.precision"]
+    history = mlflow.MlflowClient().get_metric_history(row["run_id"], "loss")
+    assert [m.step for m in history] == [1, 2, 3, 4]  # rank 0 logged every log step
+    assert {"metrics.lr", "metrics.images_per_s"} <= set(runs.columns)
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(row["run_id"], "model")}
+    assert {"model/busgen.json", "model/loss_curve.png", "model/unet"} <= names
+
+
+def test_generate_logs_its_manifest(ray_local, tmp_path):
+    from busgen.operations import OPERATIONS
+
+    model = export_untrained_tiny(tmp_path / "model")
+    op = OPERATIONS["generate"]
+    out = tmp_path / "syn"
+    result = op.run(op.config_class(model=str(model), out=str(out), n=4, steps=2, shard_size=4, batch_size=4))
+    assert result["tracking"].startswith((out / "mlruns").as_uri())
+    row = _runs(out / tracking.STORE_DIR, "busgen-generate").iloc[0]
+    assert row["params.n"] == "4" and row["metrics.images"] == 4
+    assert [a.path for a in mlflow.MlflowClient().list_artifacts(row["run_id"])] == ["manifest.json"]
+    assert op.config_class.model_fields["tracking_uri"]  # hence `busgen generate --tracking-uri URI`
