@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from busgen.data.dataset import DatasetError
 from busgen.data.imageio import encode_png
 from busgen.data.phantom import make_phantom_arrays
 from busgen.eval.privacy import audit as privacy
@@ -149,7 +150,7 @@ def test_denoising_scores_are_reproducible_and_batch_independent(train_set):
     )
 
 
-def test_share_filter_fails_closed_on_rows_the_audit_never_saw(tmp_path, train_set):
+def test_share_filter_refuses_a_set_whose_rows_are_not_the_audited_rows(tmp_path, train_set):
     """A shard the audit did not read (a nested folder, a late file) must not ship unaudited."""
     train = train_set[0]
     clean, _, labels = make_phantom_arrays(4, SIZE, seed=5)
@@ -163,10 +164,12 @@ def test_share_filter_fails_closed_on_rows_the_audit_never_saw(tmp_path, train_s
     write(syn_dir / "part-0.parquet", clean[:2], [0, 1])
     write(syn_dir / "late" / "part-1.parquet", np.stack([train[0], clean[2]]), [2, 3])  # row 2 copies train[0]
     audit = privacy.audit_memorization(clean[:2], train, None, syn_ids=np.array([0, 1]))  # saw rows 0, 1 only
-    report = privacy.share_filter(syn_dir, tmp_path / "shared", audit)
-    kept = pq.read_table(tmp_path / "shared" / "part-00000.parquet")
-    assert sorted(kept["index"].to_pylist()) == [0, 1]
-    assert report["rows_unaudited"] == 2 and report["rows_out"] == 2 and report["rows_in"] == 4
+    with pytest.raises(DatasetError, match="holds 4 rows but the audit saw 2"):
+        privacy.share_filter(syn_dir, tmp_path / "shared", audit)
+    assert not (tmp_path / "shared").exists()  # refused: nothing written, nothing dropped silently
+    other = privacy.audit_memorization(clean[:4], train, None, syn_ids=np.array([0, 1, 2, 9]))  # same count, other ids
+    with pytest.raises(DatasetError, match="not the 4 audited ids"):
+        privacy.share_filter(syn_dir, tmp_path / "shared", other)
 
 
 def test_detector_auc_chance_for_same_distribution_and_high_for_shifted():

@@ -34,7 +34,7 @@ from busgen.data.dataset import DatasetError, dataset_info, parquet_files, read_
 from busgen.data.imageio import decode_image
 from busgen.data.ingest import IngestConfig, ingest
 from busgen.eval import parts, report, track
-from busgen.eval.arrays import read_splits, synthetic_with_ids
+from busgen.eval.arrays import read_splits
 from busgen.eval.results import EvalResult, Inputs
 from busgen.eval.suites import SuiteConfig  # the suite spec (evals/suites/*.yaml)
 from busgen.eval.utility import run_utility
@@ -212,22 +212,37 @@ def share_filter_dir(
 ) -> dict:
     """Audit a synthetic set against the generator's real training images and write a filtered copy.
 
-    Composes `busgen.eval.privacy.audit.audit_memorization` and `busgen.eval.privacy.audit.share_filter`: the
-    copy holds every row that is neither a pixel copy nor a memorised near-copy, plus
-    ``audit.json`` recording the audit summary and the removed ``index`` values.
+    Composes `busgen.eval.privacy.audit.audit_memorization` and `busgen.eval.privacy.audit.share_filter` over
+    one listing of the set (`busgen.eval.privacy.listing.read_set`): the copy holds every row
+    that is neither a pixel copy nor a memorised near-copy, plus ``audit.json``, the audit
+    record: inputs, fingerprints, whether the real-data check ran or was overridden,
+    thresholds, counts, and the DCR membership attack (members = ``real_dir``'s ``split``,
+    non-members = its other splits) in pixel and copy-encoder space.
 
     Returns:
-        The audit.json content: the audit summary plus ``rows_in``, ``rows_out`` and ``removed_ids``.
+        The audit.json content: the record, the audit summary, ``rows_in``, ``rows_out`` and ``removed_ids``.
     """
     from busgen.eval.privacy import audit as privacy
     from busgen.eval.privacy import encoder as encoders
+    from busgen.eval.privacy.dcr import dcr_membership
+    from busgen.eval.privacy.listing import read_set
 
     if check_real:
         check_real_is_training_set(syn_dir, real_dir, split)
     real = read_splits(real_dir, [split] if split else None, None)[0]
-    syn, ids = synthetic_with_ids(syn_dir)
+    shared = read_set(syn_dir)
     enc = encoders.train_copy_encoder(
         real, epochs=encoder_epochs, seed=seed, cfg=encoders.CopyEncoderConfig(image_size=real.shape[-1])
     )
-    audit = privacy.audit_memorization(syn, real, enc, syn_ids=ids)
-    return privacy.share_filter(syn_dir, out_dir, audit)
+    audit = privacy.audit_memorization(shared.images, real, enc, syn_ids=shared.ids)
+    held = [s for s in ("train", "val", "test") if s != split] if split else []
+    non_members = read_splits(real_dir, held, None)[0] if held else real[:0]
+    model_dir, model_fp = training_data_of(syn_dir) if (Path(syn_dir) / "manifest.json").is_file() else (None, None)
+    record = {
+        "inputs": {"synthetic": str(Path(syn_dir).resolve()), "real": str(Path(real_dir).resolve()), "split": split},
+        "generator": {"model": model_dir, "data_fingerprint": model_fp},
+        "real_check": "matched" if check_real else "overridden (--no-check-real)",
+        "dcr_membership": dcr_membership(real, non_members, shared.images, enc) if len(non_members) else None,
+        "risk_note": "dcr_membership and memorization measure the shared samples; model weights are not audited here",
+    }
+    return privacy.share_filter(syn_dir, out_dir, audit, record=record, table=shared.table)

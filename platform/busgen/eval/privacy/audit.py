@@ -343,39 +343,40 @@ def detector_auc(real_feats: np.ndarray, syn_feats: np.ndarray, folds: int = 5, 
 # Sharing
 
 
-def share_filter(syn_dir: str | Path, out_dir: str | Path, audit: MemorizationAudit, id_column: str = "index") -> dict:
-    """Write a copy of a synthetic Parquet set holding only audited, unflagged rows, plus ``audit.json``.
+def share_filter(
+    syn_dir: str | Path,
+    out_dir: str | Path,
+    audit: MemorizationAudit,
+    id_column: str = "index",
+    record: dict | None = None,
+    table=None,
+) -> dict:
+    """Write a copy of a synthetic Parquet set holding only unflagged rows, plus ``audit.json``.
 
-    Fails closed: the set is read with the same reader as the audit (``busgen.data.dataset``),
-    and a row ships only if its id was audited and not flagged; rows the audit never saw
-    are dropped and counted (``rows_unaudited``). Without an ``id_column`` rows are matched
-    by read position, which needs exactly as many rows as the audit saw.
+    Fails closed: the set is listed by ``busgen.eval.privacy.listing.read_set`` (the audit's
+    reader; pass its ``table`` to reuse it), and nothing is written unless the audit saw
+    exactly the rows of the set: a row count or an id set that differs is refused, never
+    dropped or passed. ``record`` (inputs, fingerprints, checks, attack AUCs) is stored in
+    ``audit.json`` with the summary and the removed ids.
 
-    Returns:
-        The audit.json content (summary, removed ids, row counts).
+    Raises:
+        DatasetError: the set's rows are not the audited rows.
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from busgen.data.dataset import DatasetError, read_table
+    from busgen.data.dataset import DatasetError
+    from busgen.eval.privacy.listing import read_set
 
-    table = read_table(syn_dir)
+    table = table if table is not None else read_set(syn_dir).table
+    remedy = "audit the set as it is now (busgen share-filter reads and audits it in one go)"
+    if table.num_rows != len(audit.ids):
+        raise DatasetError(f"{syn_dir} holds {table.num_rows} rows but the audit saw {len(audit.ids)}: {remedy}")
+    ids = np.asarray(table[id_column].to_pylist()) if id_column in table.column_names else np.arange(table.num_rows)
+    if len(np.unique(ids)) != len(ids) or set(ids.tolist()) != set(audit.ids.tolist()):
+        raise DatasetError(f"{syn_dir}: its row ids are not the {len(audit.ids)} audited ids (or repeat): {remedy}")
     flagged_ids = audit.ids[audit.flagged]
-    if id_column in table.column_names:
-        ids = table[id_column]
-        audited = pc.is_in(ids, value_set=pa.array(audit.ids.tolist(), type=ids.type))
-        flagged = pc.is_in(ids, value_set=pa.array(flagged_ids.tolist(), type=ids.type))
-        keep = pc.and_(audited, pc.invert(flagged))
-        unaudited = int(table.num_rows - pc.sum(audited.cast(pa.int64())).as_py())
-    else:
-        if table.num_rows != len(audit.ids):
-            raise DatasetError(
-                f"{syn_dir} holds {table.num_rows} rows but the audit saw {len(audit.ids)} and the set has no "
-                f"{id_column!r} column to match them: audit the same files, or add ids"
-            )
-        keep, unaudited = pa.array(~np.isin(np.arange(table.num_rows), flagged_ids)), 0
-    kept = table.filter(keep)
+    kept = table.filter(pa.array(~np.isin(ids, flagged_ids)))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(kept, out / "part-00000.parquet")
@@ -383,11 +384,12 @@ def share_filter(syn_dir: str | Path, out_dir: str | Path, audit: MemorizationAu
         if (Path(syn_dir) / meta).is_file():
             shutil.copy(Path(syn_dir) / meta, out / meta)
     report = {
+        **(record or {}),
         **audit.summary(),
         "rows_in": int(table.num_rows),
         "rows_out": int(kept.num_rows),
-        "rows_unaudited": unaudited,
+        "rows_unaudited": 0,
         "removed_ids": [v.item() if hasattr(v, "item") else v for v in flagged_ids],
     }
-    (out / "audit.json").write_text(json.dumps(report, indent=2))
+    (out / "audit.json").write_text(json.dumps(report, indent=2, default=str))
     return report
