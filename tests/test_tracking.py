@@ -115,3 +115,59 @@ def test_generate_logs_its_manifest(ray_local, tmp_path):
     assert row["params.n"] == "4" and row["metrics.images"] == 4
     assert [a.path for a in mlflow.MlflowClient().list_artifacts(row["run_id"])] == ["manifest.json"]
     assert op.config_class.model_fields["tracking_uri"]  # hence `busgen generate --tracking-uri URI`
+
+
+def _metrics(auc: float):
+    from busgen.eval.results import ClassifierMetrics
+
+    fields = {k: auc for k, f in ClassifierMetrics.model_fields.items() if f.annotation is float}
+    return ClassifierMetrics(**fields, n=40)
+
+
+def test_evaluate_logs_a_suite_run_with_one_nested_run_per_trial(tmp_path):
+    from busgen.eval import track as eval_track
+    from busgen.eval.results import (
+        EvalResult,
+        Inputs,
+        PairedDelta,
+        SamplerStepsResult,
+        SamplerStepsRow,
+        UtilityResult,
+        UtilityTrial,
+    )
+    from busgen.eval.suites import SuiteConfig
+
+    cfg = SuiteConfig(real_dir=str(tmp_path), synthetic_dir=str(tmp_path), out=str(tmp_path / "report"))
+    trials = [
+        UtilityTrial(
+            ratio=r, synthetic_only=False, seed=s, status="ok", test_sets={"real_test": _metrics(0.7 + r / 10)}
+        )
+        for r in (0, 1)
+        for s in (0, 1)
+    ]
+    delta = PairedDelta(value=0.1, ci_low=0.02, ci_high=0.18, n_runs=2)
+    result = EvalResult(
+        suite="t",
+        run_id="r",
+        timestamp="now",
+        params=cfg,
+        inputs=Inputs(real_dir=str(tmp_path)),
+        utility=UtilityResult(trials=trials, deltas={"real_test": {"real+syn x1": delta}}),
+        sampler_steps=SamplerStepsResult(rows=[SamplerStepsRow(sampler="ddim", steps=10, status="ok", fid=12.5)]),
+    )
+    result.metrics = result.headline()
+    out = Path(cfg.out)
+    out.mkdir()
+    (out / "report.md").write_text("# report")
+    run = eval_track.open_suite(cfg, out)
+    eval_track.log_suite(run, result, out)
+    runs = _runs(out / tracking.STORE_DIR, eval_track.EXPERIMENT)
+    suite = runs[runs["tags.mlflow.parentRunId"].isna()].iloc[0]
+    children = runs[runs["tags.mlflow.parentRunId"] == suite["run_id"]]
+    assert len(children) == 5  # 4 utility trials + 1 sampler-steps trial
+    assert suite["metrics.auc_real_only"] == pytest.approx(0.7)
+    assert suite["metrics.delta.real_test.real_syn x1.ci_low"] == pytest.approx(0.02)
+    one = children[children["tags.mlflow.runName"] == "utility real+syn x1-seed1"].iloc[0]
+    assert one["metrics.real_test.auc"] == pytest.approx(0.8) and one["params.ratio"] == "1.0"
+    assert children[children["tags.mlflow.runName"].str.startswith("sampler")]["metrics.fid"].tolist() == [12.5]
+    assert [a.path for a in mlflow.MlflowClient().list_artifacts(suite["run_id"], "report")] == ["report/report.md"]
