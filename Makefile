@@ -80,5 +80,14 @@ test-slow: $(STAMP) browser
 bench: $(STAMP)
 	@for b in evals/benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# GPU benchmarks (img/s, TFLOP/s, MFU per speed switch). No install step and no Ray: they also run on bare
+# GPU machines (torch + diffusers + pydantic, see ../shared/NOTES.md); at smoke size on CPU.
+# Extra flags for both: make bench-gpu BENCH_GPU_ARGS="--peak-tflops 989"
+BENCH_PY = $(or $(wildcard $(PY)),python3)
+.PHONY: bench-gpu
+bench-gpu:
+	PYTHONPATH=platform$${PYTHONPATH:+:$$PYTHONPATH} $(BENCH_PY) evals/benchmarks/gpu_train.py $(BENCH_GPU_ARGS)
+	PYTHONPATH=platform$${PYTHONPATH:+:$$PYTHONPATH} $(BENCH_PY) evals/benchmarks/gpu_sample.py $(BENCH_GPU_ARGS)
+
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache
