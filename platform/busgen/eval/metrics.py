@@ -4,8 +4,8 @@ Downstream evaluation asks one clinical question -- does training on synthetic
 data change how well a classifier separates malignant from the rest? -- so the
 report is built around the positive class (one-vs-rest) at a stated operating
 point, with percentile-bootstrap CIs so that small test sets do not produce
-over-confident comparisons. Everything scikit-learn provides is taken from it;
-only the expected calibration error (no sklearn function) is implemented here.
+over-confident comparisons. Point metrics come from scikit-learn, the expected
+calibration error from torchmetrics, the bootstrap from ``scipy.stats.bootstrap``.
 """
 
 from __future__ import annotations
@@ -69,27 +69,34 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
-    """Top-label expected calibration error with equal-width confidence bins (Guo et al. 2017).
+    """Top-label expected calibration error with equal-width confidence bins (Guo et al. 2017), by torchmetrics.
 
-    ECE = sum_b |B_b|/N * |accuracy(B_b) - mean confidence(B_b)|.
+    ECE = sum_b |B_b|/N * |accuracy(B_b) - mean confidence(B_b)|. torchmetrics' bins are
+    left-closed (a confidence exactly on a bin edge goes one bin up from the former
+    hand-written version); other inputs give the same number (tests/test_metric_libs.py).
 
     Args:
         y_true: (N,) integer class indices.
-        probs: (N, C) class probabilities, or (N,) positive-class probabilities of a binary task.
+        probs: (N, C) class probabilities, or (N,) positive-class probabilities of a binary task
+            (scored top-label too: the confidence is max(p, 1 - p), not p).
         n_bins: number of equal-width bins over [0, 1].
     """
+    import torch
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim == 1:
         probs = np.stack([1.0 - probs, probs], axis=1)
-    conf = probs.max(axis=1)
-    correct = (probs.argmax(axis=1) == np.asarray(y_true)).astype(np.float64)
-    # Right-closed bins (0, 1/n], ..., so confidence 1.0 lands in the last bin.
-    bin_ids = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
-    ece = 0.0
-    for b in range(n_bins):
-        in_bin = bin_ids == b
-        if in_bin.any():
-            ece += in_bin.mean() * abs(correct[in_bin].mean() - conf[in_bin].mean())
+    if len(probs) == 0:
+        return 0.0
+    ece = multiclass_calibration_error(
+        torch.from_numpy(probs),
+        torch.as_tensor(np.asarray(y_true), dtype=torch.long),
+        num_classes=probs.shape[1],
+        n_bins=n_bins,
+        norm="l1",
+        validate_args=False,  # rows need not sum to exactly 1 (float32 softmax outputs)
+    )
     return float(ece)
 
 
@@ -101,28 +108,47 @@ def bootstrap_ci(
     alpha: float = 0.05,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """Percentile bootstrap CI of a metric computed on (y_true, y_score) pairs.
+    """Percentile bootstrap CI of a metric computed on (y_true, y_score) pairs (``scipy.stats.bootstrap``).
 
-    Resamples cases with replacement; resamples on which the metric is undefined
-    (e.g. AUC with one class present) are skipped rather than biasing the interval.
+    Cases are resampled with replacement, paired: one draw of case indices serves the
+    labels and every score column alike (``paired=True``), so a (N, K) ``y_score`` of
+    several arms is resampled jointly. Resamples on which the metric is undefined (e.g.
+    AUC with one class present) are skipped rather than biasing the interval.
 
     Returns:
         (point estimate on the full data, lower bound, upper bound).
     """
+    import warnings
+
+    from scipy.stats import bootstrap
+
     y_true, y_score = np.asarray(y_true), np.asarray(y_score)
     point = float(metric_fn(y_true, y_score))
-    rng = np.random.default_rng(seed)
-    n = len(y_true)
-    stats = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
+    if len(y_true) < 2:
+        return point, float("nan"), float("nan")
+    columns = tuple(y_score.T) if y_score.ndim == 2 else (y_score,)
+
+    def statistic(y_s, *cols):
         try:
-            value = float(metric_fn(y_true[idx], y_score[idx]))
+            value = float(metric_fn(y_s, np.stack(cols, axis=1) if y_score.ndim == 2 else cols[0]))
         except ValueError:
-            continue
-        if np.isfinite(value):
-            stats.append(value)
-    if not stats:
+            return np.nan
+        return value if np.isfinite(value) else np.nan
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NaN draws and degenerate distributions: handled below
+        res = bootstrap(
+            (y_true, *columns),
+            statistic,
+            paired=True,
+            vectorized=False,
+            n_resamples=n_boot,
+            method="percentile",
+            confidence_level=1 - alpha,
+            random_state=np.random.default_rng(seed),
+        )
+    stats = res.bootstrap_distribution[np.isfinite(res.bootstrap_distribution)]
+    if not len(stats):
         return point, float("nan"), float("nan")
     lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
     return point, float(lo), float(hi)
