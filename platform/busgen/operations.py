@@ -112,6 +112,13 @@ OPERATIONS: dict[str, Operation] = {
             location_fields=("model", "out", "boxes_file"),
         ),
         Operation(
+            "export-hub",
+            f"{_OPS}:ExportHubRun",
+            f"{_OPS}:run_export_hub",
+            "Write a model folder as a Hugging Face Hub repository: model card, safetensors weights, configs.",
+            positional=("model", "out"),
+        ),
+        Operation(
             "export-png",
             f"{_OPS}:ExportPngRun",
             f"{_OPS}:run_export_png",

@@ -178,6 +178,22 @@ def run_generate(cfg) -> dict:
     return result | {"tracking": track_generation(cfg, result)}
 
 
+class ExportHubRun(BaseModel):
+    """Write a model folder as a Hugging Face Hub repository: model card, safetensors weights, configs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str  # model folder (busgen pretrain or adapt --method full)
+    out: str  # repository folder to upload (huggingface-cli upload <repo id> OUT)
+
+
+def run_export_hub(cfg: ExportHubRun) -> dict:
+    from busgen.model.hub import export_hub
+
+    out = export_hub(cfg.model, cfg.out)
+    return {"out": str(out), "summary": f"wrote a Hub repository of {cfg.model} to {out}"}
+
+
 class ExportPngRun(BaseModel):
     """Write the images of a dataset as PNG files, one folder per class."""
 

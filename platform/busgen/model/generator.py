@@ -27,7 +27,7 @@ import torch
 
 from busgen.core.types import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SamplerName
 from busgen.data.imageio import from_model_range
-from busgen.model import accel, boxprior, diffusion, lora
+from busgen.model import accel, boxprior, card, diffusion, hub, lora
 from busgen.model import protect as protection
 from busgen.model import unet as models
 
@@ -91,6 +91,7 @@ def export_model(
     }
     meta["model_id"] = weights_fingerprint(out)
     (out / BUSGEN_JSON).write_text(json.dumps(meta, indent=2, default=float))
+    card.write_card(out, meta)  # README.md with front matter (busgen.model.card)
     return out
 
 
@@ -355,7 +356,7 @@ def load_adapter(adapted_dir: Path, meta: dict, device) -> models.ConditionalUNe
 def load(
     model_dir: str | Path, device: str | torch.device | None = None, optimize: accel.AccelConfig | None = None
 ) -> Generator:
-    """Load an exported model directory for sampling (EMA weights when present).
+    """Load an exported model directory (or a Hub repo id in the local Hub cache) for sampling (EMA weights).
 
     ``optimize`` applies inference speed switches (see ``Generator.optimize``); None keeps fp32 as saved.
 
@@ -363,7 +364,7 @@ def load(
         ModelNotFoundError: the directory has no busgen.json (also a FileNotFoundError).
         ModelLoadError: busgen.json is not JSON or lacks a required field (see ``read_meta``).
     """
-    root = Path(model_dir)
+    root = hub.resolve(model_dir)  # a folder (Hub layout too), or a Hub repo id already in the local Hub cache
     meta = read_meta(root)
     if meta.get("kind") == "adapter":  # few-shot LoRA adapter: rebuild base + adapter (see busgen.model.lora)
         model = load_adapter(root, meta, device or default_device())
