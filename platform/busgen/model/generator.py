@@ -27,7 +27,7 @@ import torch
 
 from busgen.core.types import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SamplerName
 from busgen.data.imageio import from_model_range
-from busgen.model import accel, boxprior, card, diffusion, hub, lora
+from busgen.model import accel, boxprior, card, diffusion, hubcache, lora
 from busgen.model import protect as protection
 from busgen.model import unet as models
 
@@ -364,7 +364,7 @@ def load(
         ModelNotFoundError: the directory has no busgen.json (also a FileNotFoundError).
         ModelLoadError: busgen.json is not JSON or lacks a required field (see ``read_meta``).
     """
-    root = hub.resolve(model_dir)  # a folder (Hub layout too), or a Hub repo id already in the local Hub cache
+    root = hubcache.resolve(model_dir)  # a folder (Hub layout too), or a Hub repo id already in the local Hub cache
     meta = read_meta(root)
     if meta.get("kind") == "adapter":  # few-shot LoRA adapter: rebuild base + adapter (see busgen.model.lora)
         model = load_adapter(root, meta, device or default_device())

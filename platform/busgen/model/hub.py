@@ -6,7 +6,7 @@ configs, the model card (``README.md`` with front matter) and a ``.gitattributes
 stores weights with LFS. Upload it with ``huggingface-cli upload <repo id> OUT`` or
 ``huggingface_hub.upload_folder``; nothing here talks to the network.
 
-``resolve`` lets ``generator.load`` take a repo id (``owner/name``) when the local Hub
+``resolve`` (`busgen.model.hubcache`) lets ``generator.load`` take a repo id (``owner/name``) when the local Hub
 cache (``HF_HUB_CACHE``, default ``~/.cache/huggingface/hub``) already holds a snapshot
 of it, e.g. after ``huggingface-cli download``. It never downloads; a local folder of
 the same name wins.
@@ -17,7 +17,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from busgen.model import card
+from busgen.model import card, generator
+from busgen.model.hubcache import looks_like_repo_id, resolve  # noqa: F401 -- re-exported
 
 WEIGHT_DIRS = ("unet", "unet_ema", "scheduler")
 FILES = ("busgen.json", "box_prior.json", "loss_curve.png")
@@ -36,8 +37,6 @@ def export_hub(model_dir: str | Path, out: str | Path) -> Path:
         HubError: an adapter folder (export its base model, or adapt with method=full), an
             ``out`` that holds something else, or weights that did not copy identically.
     """
-    from busgen.model import generator
-
     src, out = Path(model_dir), Path(out)
     meta = generator.read_meta(src)
     if meta.get("kind") == "adapter":
@@ -66,26 +65,3 @@ def export_hub(model_dir: str | Path, out: str | Path) -> Path:
             f"{src} holds weights that are not safetensors (pickled .bin): re-export it with `busgen pretrain`"
         )
     return out
-
-
-def looks_like_repo_id(name: str) -> bool:
-    """``owner/name`` with no path-like start: what the Hub calls a repo id."""
-    parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
-
-
-def resolve(model: str | Path) -> Path:
-    """A local folder as given, or the cached snapshot of a Hub repo id; never downloads.
-
-    A name that is neither falls through unchanged, so the caller's "not a model folder"
-    error (``ModelNotFoundError``) still names it.
-    """
-    path = Path(model).expanduser()
-    if path.exists() or not looks_like_repo_id(str(model)):
-        return path
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id=str(model), local_files_only=True))
-    except Exception:  # noqa: BLE001 -- not cached (LocalEntryNotFoundError), bad id (HFValidationError), ...
-        return path
