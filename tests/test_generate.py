@@ -60,7 +60,9 @@ def test_n200_exact_rows_ratio_and_byte_identical_rerun(ray_local, model_dir, tm
         **FAST,
     )
     summary = generate(cfg, progress=False)
-    assert summary.generated == 200
+    assert summary.generated == 200 and summary.shards == 4
+    # steady rate counts from the first finished shard, so actor start-up does not pull it down
+    assert summary.steady_images_per_s > 0 and "steady" in summary.line()
     table = read_table(tmp_path / "a")
     idx = table.column(S.INDEX).to_pylist()
     assert sorted(idx) == list(range(200))
@@ -151,3 +153,13 @@ def test_export_png_writes_class_folders(ray_local, model_dir, tmp_path):
     generate(GenerateConfig(model=str(model_dir), out=str(tmp_path / "s"), n=9, shard_size=9, **FAST), progress=False)
     assert export_png(tmp_path / "s", tmp_path / "png") == 9
     assert sum(len(list(d.glob("*.png"))) for d in (tmp_path / "png").iterdir()) == 9
+
+
+def test_gpu_actor_pool_fills_the_cluster_gpus_and_cpu_pool_keeps_its_size(ray_local, model_dir, tmp_path):
+    from busgen.generate.shards import pool_strategy
+
+    cpu = pool_strategy(GenerateConfig(model=str(model_dir), out=str(tmp_path), concurrency=2))
+    assert (cpu.min_size, cpu.max_size) == (2, 2)
+    # this runtime has no GPUs: a GPU pool still asks for at least `concurrency` actors (Ray then waits for GPUs)
+    gpu = pool_strategy(GenerateConfig(model=str(model_dir), out=str(tmp_path), num_gpus=0.5))
+    assert (gpu.min_size, gpu.max_size) == (1, 1)
