@@ -81,9 +81,7 @@ def resolve(cfg: AccelConfig | None, device: torch.device | str) -> Resolved:
     cuda = dev.type == "cuda"
     precision = ("bf16" if cuda else "fp32") if cfg.precision == "auto" else cfg.precision
     if precision == "fp16" and not cuda:
-        raise AccelError(
-            f"error: precision fp16 needs a CUDA device, got {dev}: use precision=bf16 or fp32 on CPU"
-        )
+        raise AccelError(f"error: precision fp16 needs a CUDA device, got {dev}: use precision=bf16 or fp32 on CPU")
     compiled = _switch(cfg.compile, cuda)
     if cfg.cuda_graphs and not cuda:
         raise AccelError(f"error: cuda_graphs needs a CUDA device, got {dev}: set cuda_graphs=false")
@@ -112,7 +110,8 @@ def for_inference(model: torch.nn.Module, r: Resolved) -> torch.nn.Module:
     The sampling loop keeps its running latent in fp32 and casts only the network input,
     so bf16 weights change the rounding of each prediction, not the accumulation.
     """
-    model = model.to(dtype=r.dtype).eval()
+    # nn.Module.to, not diffusers' override: that one warns about fp32-kept modules this model does not have
+    model = torch.nn.Module.to(model, dtype=r.dtype).eval()
     if r.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if r.compile:

@@ -160,9 +160,7 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def make_rngs(
-    seed: int, rank: int, device: torch.device | str = "cpu"
-) -> tuple[torch.Generator, np.random.Generator]:
+def make_rngs(seed: int, rank: int, device: torch.device | str = "cpu") -> tuple[torch.Generator, np.random.Generator]:
     """Per-rank streams for noise/timesteps/dropout (torch, on ``device``) and augmentation (numpy).
 
     A CUDA generator draws noise where it is used: no host work and no copy per step.

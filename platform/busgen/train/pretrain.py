@@ -202,9 +202,7 @@ def train_loop_per_worker(config: dict) -> None:
             micro.append(prepare_batch(raw, cfg, vocab, size, np_rng))
             if len(micro) < cfg.grad_accum_steps:
                 continue
-            loss = train_step(
-                model, unwrapped, noise_scheduler, opt, lr_sched, ema, micro, cfg, gen, device, switches
-            )
+            loss = train_step(model, unwrapped, noise_scheduler, opt, lr_sched, ema, micro, cfg, gen, device, switches)
             micro = []
             step += 1
             loss_avg = loss if loss_avg is None else 0.9 * loss_avg + 0.1 * loss  # device tensors: no sync
