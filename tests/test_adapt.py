@@ -10,7 +10,7 @@ from helpers_models import export_untrained_tiny
 
 from busgen.data.phantom import make_phantom_arrays
 from busgen.model import generator
-from busgen.model.lora import ADAPTER_FILE, expand_conditions
+from busgen.model.lora import ADAPTER_FILE, CONDITIONS_FILE, expand_conditions
 from busgen.train import adapt
 from busgen.train.adapt import AdaptConfig, AdaptError, select_support
 
@@ -85,7 +85,8 @@ def test_lora_adaptation_runs_on_ray_train_and_loads_from_local_files(ray_local,
         seed=0,
     )
     out = adapt.adapt(cfg)
-    adapter_bytes = (out / ADAPTER_FILE).stat().st_size
+    assert (out / "adapter_config.json").is_file(), "peft's adapter format (see test_adapter_peft.py)"
+    adapter_bytes = (out / ADAPTER_FILE).stat().st_size + (out / CONDITIONS_FILE).stat().st_size
     base_bytes = sum(p.stat().st_size for p in (base_dir / "unet").rglob("*.safetensors"))
     assert adapter_bytes <= 0.10 * base_bytes, f"LoRA adapter {adapter_bytes} B vs base {base_bytes} B"
     support = json.loads((out / adapt.SUPPORT_JSON).read_text())

@@ -332,24 +332,30 @@ def build_adapted_model(spec: lora.AdapterSpec) -> models.ConditionalUNet:
 
 
 def load_adapter(adapted_dir: Path, meta: dict, device) -> models.ConditionalUNet:
-    """Rebuild base + adapter for sampling from an adapter folder written by ``busgen adapt``."""
-    from safetensors.torch import load_file
+    """Rebuild base + adapter for sampling from an adapter folder written by ``busgen adapt``.
 
+    The LoRA comes from peft's own files (``adapter_config.json`` gives rank/alpha/targets, read by peft),
+    the vocabulary from ``busgen.json`` and the condition embeddings from ``conditions.safetensors``.
+    """
+    absent = lora.missing_files(adapted_dir)
+    if absent:
+        raise AdapterError(
+            f"adapter {adapted_dir} lacks {', '.join(absent)} (an adapter from an older version?): "
+            "re-run `busgen adapt` to write peft's adapter format"
+        )
     spec = lora.AdapterSpec(
-        **meta["adapter"],
+        **(meta["adapter"] | lora.read_lora_config(adapted_dir)),
         base=str(resolve_base(adapted_dir, meta)),
         class_names=meta["class_names"],
         domain_names=meta["domain_names"],
     )
     model = build_adapted_model(spec)
-    state = load_file(str(adapted_dir / lora.ADAPTER_FILE))
-    missing = set(lora.trainable_state(model)) - set(state)
+    missing = lora.load_adapter_weights(model, adapted_dir)
     if missing:
         raise AdapterError(
-            f"adapter {adapted_dir} lacks {len(missing)} tensors (e.g. {sorted(missing)[0]}): "
-            "was it written by another version?"
+            f"adapter {adapted_dir} lacks {len(missing)} tensors (e.g. {missing[0]}): "
+            "was it written by another version? re-run `busgen adapt`"
         )
-    model.load_state_dict(state, strict=False)
     return model.to(device).eval()
 
 

@@ -8,11 +8,16 @@ same module tree from the same typed ``AdapterSpec``:
   embedding of every known name and initialising new ones from the mean of the
   pretrained ones (a neutral "some lesion / some device" starting point);
 * ``apply_lora``: peft LoRA on attention (and optionally conv) projections; only the
-  LoRA matrices and the condition embeddings train, so the adapter file is small.
+  LoRA matrices and the condition embeddings train, so the adapter file is small;
+* ``save_adapter`` / ``load_adapter_weights``: the adapter folder in peft's own format
+  (``adapter_config.json`` + ``adapter_model.safetensors``, readable by ``LoraConfig.from_pretrained``
+  and ``set_peft_model_state_dict`` on the UNet), so users can take our LoRA to peft/diffusers
+  tooling; the condition embeddings, which are not LoRA weights, sit beside it in ``conditions.safetensors``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Sequence
 
 import torch
@@ -20,7 +25,10 @@ from pydantic import BaseModel, ConfigDict
 
 from busgen.model.unet import ConditionalUNet
 
-ADAPTER_FILE = "adapter.safetensors"
+ADAPTER_FILE = "adapter_model.safetensors"  # peft's SAFETENSORS_WEIGHTS_NAME: LoRA weights of the UNet
+ADAPTER_CONFIG = "adapter_config.json"  # peft's CONFIG_NAME: the LoraConfig
+CONDITIONS_FILE = "conditions.safetensors"  # ours: label/domain embeddings of the adapted vocabulary
+CONDITION_PREFIXES = ("label_embedding", "domain_embedding")
 DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 AdaptMethod = Literal["lora", "full"]
 
@@ -72,7 +80,7 @@ def apply_lora(model: ConditionalUNet, rank: int, alpha: float, targets: Sequenc
     lora = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0)
     inject_adapter_in_model(lora, model.unet)
     for name, p in model.named_parameters():
-        p.requires_grad = "lora_" in name or name.startswith(("label_embedding", "domain_embedding"))
+        p.requires_grad = "lora_" in name or name.startswith(CONDITION_PREFIXES)
     return model
 
 
@@ -89,3 +97,56 @@ def build_adapted(
     if spec.method == "lora":
         apply_lora(model, spec.lora_rank, spec.lora_alpha, spec.lora_targets)
     return model
+
+
+def condition_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The adapted vocabulary's label/domain embeddings: trained, but not LoRA weights (so not in peft's file)."""
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if n.startswith(CONDITION_PREFIXES)}
+
+
+def save_adapter(model: ConditionalUNet, out: str | Path, base: str) -> None:
+    """Write the LoRA of ``model.unet`` in peft's format, and the condition embeddings in ours.
+
+    Keys in ``adapter_model.safetensors`` are peft's (adapter name stripped, relative to the UNet), so
+    ``set_peft_model_state_dict(unet, load_file(...))`` restores them on a UNet injected with the saved config.
+    """
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    config = model.unet.peft_config["default"]
+    config.base_model_name_or_path = base
+    config.save_pretrained(str(out))
+    weights = {
+        k: v.detach().cpu().contiguous()
+        for k, v in get_peft_model_state_dict(model.unet, save_embedding_layers=False).items()
+    }
+    save_file(weights, str(out / ADAPTER_FILE), metadata={"format": "pt"})
+    save_file(condition_state(model), str(out / CONDITIONS_FILE))
+
+
+def read_lora_config(adapter_dir: str | Path) -> dict:
+    """Rank, alpha and targets from the folder's ``adapter_config.json``, read by peft itself."""
+    from peft import LoraConfig
+
+    cfg = LoraConfig.from_pretrained(str(adapter_dir))
+    return {"lora_rank": cfg.r, "lora_alpha": float(cfg.lora_alpha), "lora_targets": sorted(cfg.target_modules)}
+
+
+def missing_files(adapter_dir: str | Path) -> list[str]:
+    """Adapter files absent from ``adapter_dir`` (a folder from an older version lacks peft's files)."""
+    return [f for f in (ADAPTER_CONFIG, ADAPTER_FILE, CONDITIONS_FILE) if not (Path(adapter_dir) / f).is_file()]
+
+
+def load_adapter_weights(model: ConditionalUNet, adapter_dir: str | Path) -> list[str]:
+    """Load peft's LoRA weights and our condition embeddings into ``model``; returns the names still missing."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    adapter_dir = Path(adapter_dir)
+    result = set_peft_model_state_dict(model.unet, load_file(str(adapter_dir / ADAPTER_FILE)))
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    conditions = load_file(str(adapter_dir / CONDITIONS_FILE))
+    missing += sorted(set(condition_state(model)) - set(conditions))
+    model.load_state_dict(conditions, strict=False)
+    return missing

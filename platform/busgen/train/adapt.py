@@ -205,9 +205,7 @@ def adapt(cfg: AdaptConfig) -> Path:
 
 
 def export_adapted(state: dict, cfg: AdaptConfig, base_meta: dict, spec: lora.AdapterSpec, support: pa.Table) -> Path:
-    """Write the adapter folder (LoRA) or a full model folder, both recording base model and support set."""
-    from safetensors.torch import save_file
-
+    """Write the adapter folder (LoRA, in peft's format) or a full model folder, both recording base and support set."""
     out = Path(cfg.out)
     model = generator.build_adapted_model(spec)
     model.load_state_dict(state["ema"]["shadow"])  # sample with the EMA weights
@@ -241,7 +239,7 @@ def export_adapted(state: dict, cfg: AdaptConfig, base_meta: dict, spec: lora.Ad
         meta.update(provenance)
         (out / generator.BUSGEN_JSON).write_text(json.dumps(meta, indent=2))
         return out
-    save_file(lora.trainable_state(model), str(out / lora.ADAPTER_FILE))
+    lora.save_adapter(model, out, spec.base)  # peft's adapter_config.json + adapter_model.safetensors
     prior.save(out / generator.BOX_PRIOR_JSON)
     meta = {
         **{k: base_meta[k] for k in ("format_version", "image_size", "model", "diffusion")},
