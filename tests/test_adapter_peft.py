@@ -36,7 +36,7 @@ def exported(tmp_path_factory):
     )
     trained = generator.build_adapted_model(spec)
     torch.manual_seed(1)
-    for name, p in trained.named_parameters():
+    for p in trained.parameters():
         if p.requires_grad:  # what adaptation trains: LoRA (B starts at zero, so perturb) and the embeddings
             p.data.add_(0.05 * torch.randn_like(p))
     state = {"ema": {"shadow": trained.state_dict()}, "step": 4}
