@@ -4,6 +4,10 @@ Stages: data (phantom or the shared BUSI copy) -> ingest -> dataset report ->
 pretrain ``tiny`` on Ray Train -> sample grid -> synthetic set with Ray Data ->
 downstream evaluation. Each stage reuses the library function a job would call,
 so the demo doubles as an end-to-end smoke test of the public API.
+
+Every stage prints a start line and an end line with its elapsed time (and the run's
+total); pretrain, generate and evaluate print their own progress in between. All MLflow
+runs go to one store, ``<out>/mlruns``, and the report links each run there.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from busgen.core import tracking
 from busgen.core.raylocal import init_ray
 from busgen.core.types import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
 from busgen.data.dataset import decode_images, read_table
@@ -21,6 +26,7 @@ from busgen.data.phantom import write_phantom
 from busgen.data.report import Report, image_grid
 from busgen.data.report import dataset_report as write_dataset_report
 from busgen.generate import shards as gen_mod
+from busgen.generate.store import track_generation
 
 SHARED_BUSI = Path(__file__).resolve().parents[3] / "shared" / "data" / "busi128"
 
@@ -39,7 +45,9 @@ class DemoConfig:
     seed: int = 0
 
 
-def run_demo_evaluation(cfg: DemoConfig, dataset: Path, model_dir: Path, syn_dir: Path, out: Path) -> list[list]:
+def run_demo_evaluation(
+    cfg: DemoConfig, dataset: Path, model_dir: Path, syn_dir: Path, out: Path, tracking_uri: str | None = None
+) -> list[list]:
     """Utility (real / mixed / synthetic-only), fidelity and privacy on the demo's data; returns AUC rows."""
     from busgen.eval.runner import run_suite
     from busgen.eval.suites import REAL_TEST, PrivacySettings, SuiteConfig, UtilitySettings
@@ -61,6 +69,7 @@ def run_demo_evaluation(cfg: DemoConfig, dataset: Path, model_dir: Path, syn_dir
             ),
         ),
         privacy=PrivacySettings(n_membership=60, encoder_epochs=5, timesteps=[50, 100]),
+        tracking_uri=tracking_uri,
     )
     result = run_suite(suite)
     rows = []
@@ -84,6 +93,26 @@ def _stage(name: str):
     return time.time()
 
 
+def _done(timings: dict[str, float], name: str, t0: float) -> None:
+    """Record a stage's wall time and print its end line (with the demo's running total)."""
+    timings[name] = time.time() - t0
+    print(f"=== {name} done in {timings[name]:.1f}s (demo total {sum(timings.values()):.1f}s) ===", flush=True)
+
+
+def run_links(uri: str) -> list[list[str]]:
+    """[operation, run name, status, link] of every MLflow run in the store, oldest first (report table rows)."""
+    tracking._allow_file_store(uri)
+    from mlflow.tracking import MlflowClient  # lazy like busgen.core.tracking: MLflow imports slowly
+
+    client = MlflowClient(tracking_uri=uri)
+    rows = []
+    for exp in client.search_experiments():
+        for run in client.search_runs([exp.experiment_id], filter_string="tags.`mlflow.parentRunId` IS NULL"):
+            link = f"{uri}#/experiments/{exp.experiment_id}/runs/{run.info.run_id}"
+            rows.append((run.info.start_time, [exp.name, run.info.run_name, run.info.status, link]))
+    return [row for _, row in sorted(rows, key=lambda r: r[0])]
+
+
 def run_demo(cfg: DemoConfig) -> Path:
     """Run every stage and write ``<out>/report.md``; returns its path."""
     from busgen.model import generator
@@ -95,6 +124,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     # Logical CPUs above the core count: the training worker takes both cores for torch while
     # Ray Data read tasks still find a slot (2 real CPUs would deadlock them).
     init_ray(num_cpus=4)
+    tracking_uri = tracking.default_uri(out)  # one MLflow store for every stage: <out>/mlruns
 
     # 1. data
     t = _stage("data")
@@ -106,7 +136,7 @@ def run_demo(cfg: DemoConfig) -> Path:
         src = SHARED_BUSI
     else:
         src = Path(cfg.data)
-    timings["data"] = time.time() - t
+    _done(timings, "data", t)
 
     # 2. ingest + dataset report
     t = _stage("ingest")
@@ -114,7 +144,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     summary = ingest(src, dataset, IngestConfig(size=cfg.size, overwrite=True), progress=False)
     print(summary.line())
     write_dataset_report(dataset, out / "dataset_report")
-    timings["ingest"] = time.time() - t
+    _done(timings, "ingest", t)
 
     # 3. pretrain
     t = _stage("pretrain (Ray Train)")
@@ -136,22 +166,29 @@ def run_demo(cfg: DemoConfig) -> Path:
         lr=1e-3,
         cpus_per_worker=max(1, (os.cpu_count() or 2) // cfg.num_workers),
         log_every=50,
+        tracking_uri=tracking_uri,
     )
     pretrain(pcfg)
     gen = generator.load(model_dir)
-    timings["pretrain"] = time.time() - t
+    _done(timings, "pretrain", t)
 
     # 4. samples per class
     t = _stage("sample")
     per_class = 8
     grids = {c: gen.sample([c] * per_class, steps=cfg.sample_steps, seed=cfg.seed) for c in gen.class_names}
-    timings["sample"] = time.time() - t
+    _done(timings, "sample", t)
 
     # 5. synthetic set with Ray Data
     t = _stage("generate (Ray Data)")
     syn_dir = out / "synthetic"
     gcfg = gen_mod.GenerateConfig(
-        model=str(model_dir), out=str(syn_dir), n=cfg.n_synthetic, steps=cfg.sample_steps, shard_size=100, seed=cfg.seed
+        model=str(model_dir),
+        out=str(syn_dir),
+        n=cfg.n_synthetic,
+        steps=cfg.sample_steps,
+        shard_size=100,
+        seed=cfg.seed,
+        tracking_uri=tracking_uri,
     )
     if (syn_dir / gen_mod.MANIFEST).exists():
         import shutil
@@ -159,13 +196,14 @@ def run_demo(cfg: DemoConfig) -> Path:
         shutil.rmtree(syn_dir)
     gsum = gen_mod.generate(gcfg, progress=True)
     print(gsum.line())
+    track_generation(gcfg, {"images": gsum.generated, "images_per_s": gsum.images_per_s})
     syn = read_table(syn_dir, ["image", "label"])
-    timings["generate"] = time.time() - t
+    _done(timings, "generate", t)
 
     # 6. downstream evaluation: real vs synthetic vs mixed, fidelity, privacy (Ray Tune trials)
     t = _stage("evaluate (Ray Tune)")
-    evaluation = run_demo_evaluation(cfg, dataset, model_dir, syn_dir, out / "evaluation")
-    timings["evaluate"] = time.time() - t
+    evaluation = run_demo_evaluation(cfg, dataset, model_dir, syn_dir, out / "evaluation", tracking_uri)
+    _done(timings, "evaluate", t)
 
     # report
     rep = Report(out, "BUSGen demo report")
@@ -208,6 +246,12 @@ def run_demo(cfg: DemoConfig) -> Path:
         if (out / "evaluation" / name).exists():
             rep.text(f"![{name}](evaluation/{name})")
     rep.section("Timings").table(["stage", "seconds"], [[k, round(v, 1)] for k, v in timings.items()])
+    rep.section(
+        "MLflow runs",
+        f"Store `{tracking_uri}`: browse with `mlflow ui --backend-store-uri {tracking_uri}`; "
+        "each link is the run's route in that UI (trial runs are nested under the evaluate run).",
+    )
+    rep.table(["operation", "run", "status", "link"], run_links(tracking_uri))
     path = rep.write()
     print(f"\nreport: {path}")
     return path
