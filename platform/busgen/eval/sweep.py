@@ -25,6 +25,7 @@ from busgen.core.config import ConfigError
 from busgen.core.raylocal import init_ray
 from busgen.core.storage import resolve_location, write_tables
 from busgen.eval import trials
+from busgen.eval.progress import trial_progress
 
 
 class TrialKind(NamedTuple):
@@ -111,7 +112,10 @@ def run_trials(
         param_space={"base": base, "point": tune.grid_search(points)},
         tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent or None),
         run_config=tune.RunConfig(
-            name=f"{name}-{uuid.uuid4().hex[:6]}", storage_path=resolve_location(storage_path), verbose=0
+            name=f"{name}-{uuid.uuid4().hex[:6]}",
+            storage_path=resolve_location(storage_path),
+            verbose=0,  # Tune's tables swamp job logs; one line per finished trial instead:
+            callbacks=[trial_progress(name, len(points))],
         ),
     )
     skip = _tune_keys()
