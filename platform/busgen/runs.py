@@ -13,7 +13,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from busgen.data.ingest import IngestConfig, ingest
+from busgen.core import remote
+from busgen.core.storage import is_uri
+from busgen.data.ingest import IngestConfig, IngestError, ingest
 
 
 class PhantomRun(BaseModel):
@@ -42,13 +44,28 @@ class IngestRun(IngestConfig):
     model_config = ConfigDict(extra="forbid")
 
     src: str  # class-folder tree, folder with labels.csv, or CSV manifest
-    out: str  # output dataset folder
+    out: str  # output dataset folder, or an s3://-style URI (staged locally, then published: busgen.core.remote)
     progress: bool = False  # progress bar on stderr
+    stage_dir: str | None = None  # local staging root for a URI out (default ~/busgen_runs/staging)
 
 
 def run_ingest(cfg: IngestRun) -> dict:
-    ingest_cfg = IngestConfig(**cfg.model_dump(exclude={"src", "out", "progress"}))
-    summary = ingest(cfg.src, cfg.out, ingest_cfg, progress=cfg.progress)
+    ingest_cfg = IngestConfig(**cfg.model_dump(exclude={"src", "out", "progress", "stage_dir"}))
+    local = remote.local_dir(cfg.out, cfg.stage_dir)
+    if is_uri(cfg.out) and remote.has_entries(cfg.out):
+        if not cfg.overwrite:
+            raise IngestError(
+                f"error: output {cfg.out} already exists and is not empty: choose another --out or --overwrite"
+            )
+        remote.clear(cfg.out)
+    summary = ingest(
+        cfg.src,
+        local,
+        ingest_cfg.model_copy(update={"overwrite": ingest_cfg.overwrite or is_uri(cfg.out)}),
+        progress=cfg.progress,
+    )
+    if is_uri(cfg.out):  # dataset.json last: a reader that sees it sees every Parquet file
+        remote.publish(local, cfg.out, marker="dataset.json")
     lines = [summary.line()] + [
         f"  {split}: " + ", ".join(f"{k}={v}" for k, v in counts.items()) for split, counts in summary.counts.items()
     ]
@@ -161,11 +178,13 @@ def run_adapt(cfg) -> dict:
 
 def run_generate(cfg) -> dict:
     """Generate, re-running after a failure (each re-run resumes from the shards written), then check the tiling."""
-    from busgen.generate.resume import check_output, run_with_resume
+    from busgen.generate.resume import check_output, publish_output, run_with_resume
     from busgen.generate.store import track_generation
 
     summary, attempts = run_with_resume(cfg)
-    rows = check_output(cfg.out, cfg.n, cfg.shard_size)
+    local = cfg.generate_config()  # cfg.out itself, or the staging folder of an s3://-style out
+    rows = check_output(local.out, cfg.n, cfg.shard_size)
+    published = publish_output(cfg)  # shards, then manifest.json; nothing for a local out
     result = {
         "out": cfg.out,
         "images": rows,
@@ -173,9 +192,10 @@ def run_generate(cfg) -> dict:
         "skipped": summary.skipped,
         "attempts": attempts,
         "images_per_s": round(summary.images_per_s, 3),
-        "summary": summary.line(),
+        "published": len(published),
+        "summary": summary.line() + (f"; published {len(published)} files to {cfg.out}" if published else ""),
     }
-    return result | {"tracking": track_generation(cfg, result)}
+    return result | {"tracking": track_generation(local, result)}
 
 
 class ExportHubRun(BaseModel):

@@ -6,6 +6,10 @@ missing shards. Ray Data restarts sampler actors and retries their shards when a
 dies; if a run still ends short (or raises), ``run_with_resume`` re-runs it up to
 ``max_attempts`` times, and each re-run finishes exactly the missing ranges.
 ``check_output`` then checks that the shards cover ``[0, n)`` exactly once.
+
+An ``s3://``-style ``out`` is generated in a local staging folder (resumable like any
+``--out``) and, once the tiling checks, published file by file with ``publish_output``
+(temporary key, then move; ``manifest.json`` last: see ``busgen.core.remote``).
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from busgen.core import remote
 from busgen.core.storage import is_uri
 from busgen.generate.shards import GenerateConfig, GenerateError, completed_shards, generate, shard_ranges, validate
+from busgen.generate.store import MANIFEST
 
 
 class GenerateJobConfig(GenerateConfig):
@@ -24,19 +30,32 @@ class GenerateJobConfig(GenerateConfig):
 
     max_attempts: int = Field(3, ge=1)  # whole-run attempts; each re-run resumes from the shards already written
     progress: bool = False  # progress bar on stderr (noisy in `ray job logs`)
+    stage_dir: str | None = None  # local staging root for an s3://-style out (default ~/busgen_runs/staging)
 
     def resource_demand(self) -> dict[str, float]:
         """Ray resources one sampler actor asks for: some node type of ``cluster.yaml`` must offer them."""
         return {k: v for k, v in {"CPU": self.num_cpus, "GPU": self.num_gpus}.items() if v}
 
     def generate_config(self) -> GenerateConfig:
-        """The library config; shards go to a POSIX path every node mounts."""
-        if is_uri(self.out):
-            raise GenerateError(
-                f"out={self.out}: generation writes shards to a POSIX path; "
-                "use a filesystem every node mounts (EFS/FSx/NFS), then copy to object storage"
-            )
-        return GenerateConfig(**self.model_dump(exclude={"max_attempts", "progress"}))
+        """The library config; shards go to a POSIX path (a URI's staging folder: on a multi-node
+        cluster, point ``stage_dir`` at a filesystem every node mounts)."""
+        local = remote.local_dir(self.out, self.stage_dir)
+        return GenerateConfig(**self.model_dump(exclude={"max_attempts", "progress", "stage_dir"}) | {"out": local})
+
+
+def publish_output(job: GenerateJobConfig) -> list[str]:
+    """Publish a URI ``out`` from its staging folder (shards first, ``manifest.json`` last); [] for a local out.
+
+    Hidden files (the lock, temporary shards) and the MLflow store stay local.
+    """
+    if not is_uri(job.out):
+        return []
+    try:
+        return remote.publish(job.generate_config().out, job.out, marker=MANIFEST, skip=("mlruns",))
+    except (OSError, ValueError) as exc:
+        raise GenerateError(
+            f"error: publishing to {job.out} failed ({exc}): re-run the same command to resume"
+        ) from exc
 
 
 def run_with_resume(job: GenerateJobConfig):
