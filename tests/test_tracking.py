@@ -54,6 +54,10 @@ def test_tracking_off_writes_nothing(tmp_path):
     run = tracking.start_run(False, None, tmp_path, "exp", "x")
     run.log_params({"a": 1})
     run.log_metrics({"loss": 1.0})
+    run.set_tags({"k": "v"})
+    (tmp_path / "artifact.txt").write_text("x")
+    run.log_artifacts(tmp_path / "artifact.txt")  # a no-op; it used to reach into the missing client
+    run.end()
     assert not run.enabled and run.ref() is None and run.link() == ""
     assert tracking.attach(None).enabled is False
     assert not (tmp_path / tracking.STORE_DIR).exists()

@@ -92,11 +92,12 @@ class Run:
     def enabled(self) -> bool:
         return self.client is not None and self.run_id is not None
 
-    def _call(self, what: str, fn, *args, **kwargs) -> None:
+    def _call(self, what: str, method: str, *args, **kwargs) -> None:
+        """``self.client.<method>(*args)`` unless tracking is off (the client is None then)."""
         if not self.enabled:
             return
         try:
-            fn(*args, **kwargs)
+            getattr(self.client, method)(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 -- MLflow raises many types (HTTP, OS, MlflowException)
             if not self._warned:
                 warnings.warn(f"tracking: {what} failed ({type(exc).__name__}: {exc}); continuing", stacklevel=3)
@@ -110,7 +111,7 @@ class Run:
 
         flat = [Param(key(k), str(v)[:PARAM_LIMIT]) for k, v in flatten(params).items()]
         for chunk in _chunks(flat, 100):
-            self._call("log params", self.client.log_batch, self.run_id, params=chunk)
+            self._call("log params", "log_batch", self.run_id, params=chunk)
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         """Log the numeric entries of ``metrics`` (others are skipped) at ``step``."""
@@ -123,11 +124,11 @@ class Run:
         now = int(time.time() * 1000)
         rows = [Metric(key(k), v, now, step or 0) for k, v in numeric(metrics).items()]
         for chunk in _chunks(rows, 500):
-            self._call("log metrics", self.client.log_batch, self.run_id, metrics=chunk)
+            self._call("log metrics", "log_batch", self.run_id, metrics=chunk)
 
     def set_tags(self, tags: dict) -> None:
         for k, v in tags.items():
-            self._call("set tag", self.client.set_tag, self.run_id, k, str(v))
+            self._call("set tag", "set_tag", self.run_id, k, str(v))
 
     def log_artifacts(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Copy a file or a folder (recursively) into the run's artifacts."""
@@ -135,9 +136,9 @@ class Run:
         if not path.exists():
             return
         if path.is_dir():
-            self._call("log artifacts", self.client.log_artifacts, self.run_id, str(path), artifact_path)
+            self._call("log artifacts", "log_artifacts", self.run_id, str(path), artifact_path)
         else:
-            self._call("log artifact", self.client.log_artifact, self.run_id, str(path), artifact_path)
+            self._call("log artifact", "log_artifact", self.run_id, str(path), artifact_path)
 
     def child(self, name: str, tags: dict | None = None) -> Run:
         """A run nested under this one (MLflow's ``mlflow.parentRunId`` tag), e.g. one per Tune trial."""
@@ -149,7 +150,7 @@ class Run:
         return Run(self.client, run.info.run_id, self.uri, self.experiment_id)
 
     def end(self, status: str = "FINISHED") -> None:
-        self._call("end run", self.client.set_terminated, self.run_id, status)
+        self._call("end run", "set_terminated", self.run_id, status)
 
     def ref(self) -> dict | None:
         """What a worker needs to ``attach`` to this run (JSON-able), or None when tracking is off."""

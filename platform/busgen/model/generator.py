@@ -241,7 +241,6 @@ class Generator:
             out[sl] = from_model_range(x[:, 0].numpy())
         return out
 
-
     def protection_term(self, settings: protection.ProtectSettings):
         """The ``extra_guidance`` hook for ``settings`` (None when protection is off); loads the classifier once."""
         if settings.protect == "none":
