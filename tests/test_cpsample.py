@@ -81,3 +81,30 @@ def test_settings_are_validated():
         protect.ProtectSettings(protect="cpsample", threshold=0.3)
     with pytest.raises(ValueError):
         protect.ProtectSettings(protect="cpsample", strength=-1)
+
+
+def test_serve_batches_pass_protection_through_and_group_by_it(gen):
+    """A Serve generate batch: protected and unprotected jobs sample separately, each as asked."""
+    from busgen.serve.batching import sample_jobs
+
+    base = {"label": "benign", "n": 2, "seed": 3, "steps": 3, "guidance": None, "sampler": "ddim", "domain": None}
+    jobs = [
+        {**base, "box": None, "protect": "none"},
+        {**base, "box": None, "protect": "cpsample", "protect_strength": 50.0, "protect_threshold": 0.5},
+    ]
+    off, on = sample_jobs(gen, jobs, default_guidance=1.0, batch_size=4)
+    assert (off["protect"], on["protect"]) == ("none", "cpsample")
+    direct = gen.sample(["benign"] * 2, steps=3, guidance=1.0, seeds=[3, 4], **ON)
+    np.testing.assert_array_equal(on["images"], direct)
+    assert np.abs(off["images"].astype(int) - on["images"]).mean() > 0.5
+
+
+def test_serve_request_schema_accepts_cpsample_settings():
+    from pydantic import ValidationError
+
+    from busgen.serve.schemas import GenerateRequest
+
+    req = GenerateRequest(label="benign", protect="cpsample", protect_strength=10.0, protect_threshold=0.9)
+    assert (req.protect, req.protect_strength, req.protect_threshold) == ("cpsample", 10.0, 0.9)
+    with pytest.raises(ValidationError):
+        GenerateRequest(label="benign", protect="cpsample", protect_threshold=0.3)

@@ -12,3 +12,8 @@ DEFAULT_SAMPLER: SamplerName = "ddim"  # best FID per step on BUSI (docs/evaluat
 DEFAULT_GUIDANCE = 1.8  # BUSGen's classifier-free guidance scale (1 = no guidance)
 
 ResizeMode = Literal["pad", "crop", "stretch"]  # keep aspect + zero-pad | keep aspect + centre-crop | stretch
+
+ProtectName = Literal["none", "cpsample"]  # privacy protection while sampling (CPSample: Kazdan et al. 2024)
+PROTECT_NAMES: tuple[str, ...] = get_args(ProtectName)
+DEFAULT_PROTECT_STRENGTH = 2.0  # alpha; a placeholder until the BUSI trade-off sweep picks one (docs/privacy.md)
+DEFAULT_PROTECT_THRESHOLD = 0.8  # guide only where the protection classifier's confidence exceeds this

@@ -11,8 +11,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from busgen.core.types import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SamplerName
-from busgen.model.protect import DEFAULT_PROTECT_STRENGTH, DEFAULT_PROTECT_THRESHOLD, ProtectName
+from busgen.core.types import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_PROTECT_STRENGTH,
+    DEFAULT_PROTECT_THRESHOLD,
+    DEFAULT_SAMPLER,
+    ProtectName,
+    SamplerName,
+)
 
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 

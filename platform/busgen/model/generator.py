@@ -25,7 +25,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from busgen.core.types import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SamplerName
+from busgen.core.types import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_PROTECT_STRENGTH,
+    DEFAULT_PROTECT_THRESHOLD,
+    DEFAULT_SAMPLER,
+    ProtectName,
+    SamplerName,
+)
 from busgen.data.imageio import from_model_range
 from busgen.model import accel, boxprior, card, diffusion, hubcache, lora
 from busgen.model import protect as protection
@@ -186,9 +193,9 @@ class Generator:
         sampler: SamplerName = DEFAULT_SAMPLER,
         seeds: Sequence[int] | None = None,
         batch_size: int = 64,
-        protect: protection.ProtectName = "none",
-        protect_strength: float = protection.DEFAULT_PROTECT_STRENGTH,
-        protect_threshold: float = protection.DEFAULT_PROTECT_THRESHOLD,
+        protect: ProtectName = "none",
+        protect_strength: float = DEFAULT_PROTECT_STRENGTH,
+        protect_threshold: float = DEFAULT_PROTECT_THRESHOLD,
     ) -> np.ndarray:
         """Generate one image per label.
 

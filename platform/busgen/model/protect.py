@@ -27,17 +27,18 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-ProtectName = Literal["none", "cpsample"]
-PROTECT_NAMES: tuple[str, ...] = ("none", "cpsample")
-DEFAULT_PROTECT_STRENGTH = 2.0  # alpha: the default chosen from the trade-off sweep (docs/privacy.md)
-DEFAULT_PROTECT_THRESHOLD = 0.8  # guide only where the classifier's confidence exceeds this
+from busgen.core.types import (
+    DEFAULT_PROTECT_STRENGTH,
+    DEFAULT_PROTECT_THRESHOLD,
+    ProtectName,
+)
+
 PROTECT_DIR = "protect"
 PROTECT_JSON = "protect.json"
 PROTECT_WEIGHTS = "classifier.pt"

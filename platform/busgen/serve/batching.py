@@ -45,8 +45,9 @@ def sample_jobs(gen, jobs: list[dict], default_guidance: float, batch_size: int)
     groups: dict[tuple, list[int]] = {}
     for i, job in enumerate(jobs):
         guidance = default_guidance if job["guidance"] is None else job["guidance"]
-        groups.setdefault((job["steps"], guidance, job["sampler"], job.get("protect", "none")), []).append(i)
-    for (steps, guidance, sampler, protect), members in groups.items():
+        protection = (job.get("protect", "none"), job.get("protect_strength"), job.get("protect_threshold"))
+        groups.setdefault((job["steps"], guidance, job["sampler"], protection), []).append(i)
+    for (steps, guidance, sampler, (protect, strength, threshold)), members in groups.items():
         labels, domains, boxes, seeds = [], [], [], []
         for i in members:
             job = jobs[i]
@@ -56,7 +57,12 @@ def sample_jobs(gen, jobs: list[dict], default_guidance: float, batch_size: int)
             boxes += [job["box"]] * job["n"]
             seeds += seeds_i
             results[i] = {"seeds": seeds_i, "steps": steps, "guidance": guidance, "sampler": sampler}
-            results[i]["protect"] = protect  # only "none" today (schemas.ProtectName); cpsample goes here
+            results[i]["protect"] = protect
+        protect_kwargs = {"protect": protect}
+        if strength is not None:
+            protect_kwargs["protect_strength"] = strength
+        if threshold is not None:
+            protect_kwargs["protect_threshold"] = threshold
         try:
             images = gen.sample(
                 labels,
@@ -67,8 +73,9 @@ def sample_jobs(gen, jobs: list[dict], default_guidance: float, batch_size: int)
                 sampler=sampler,
                 seeds=seeds,
                 batch_size=batch_size,
+                **protect_kwargs,
             )
-        except ValueError as exc:  # a condition the model does not know
+        except ValueError as exc:  # a condition the model does not know, or no protection classifier
             for i in members:
                 results[i] = {"error": str(exc)}
             continue

@@ -21,6 +21,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 import busgen
+from busgen.core.types import PROTECT_NAMES
 from busgen.serve import responses
 from busgen.serve.access_log import configure_access_log
 from busgen.serve.auth import BearerAuth, check_exposure, token_digest
@@ -195,7 +196,7 @@ class Ingress:
             galleries=self.features.get("galleries", []),
             nearest=self.features.get("nearest", False),
             study=self.features.get("study", False),
-            protect=["none"],
+            protect=list(PROTECT_NAMES),
             protect_planned=list(PROTECT_PLANNED),
             limits=self.settings.limits,
         )

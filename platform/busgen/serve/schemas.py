@@ -6,19 +6,16 @@ Plain pydantic: FastAPI renders these as the OpenAPI spec, and the sampler choic
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from busgen.core.types import DEFAULT_SAMPLER, SamplerName
+from busgen.core.types import DEFAULT_SAMPLER, ProtectName, SamplerName
 from busgen.serve.config import LimitArgs
 from busgen.serve.errors import RequestError
 from busgen.serve.registry import ClassifierInfo, GeneratorInfo
 
-# Privacy protection while sampling. Only "none" exists today; CPSample ("cpsample") is
-# planned in busgen.model: widen this Literal there and pass job["protect"] to Generator.sample.
-ProtectName = Literal["none"]
-PROTECT_PLANNED = ("cpsample",)  # shown (disabled) by the playground until the model supports it
+# Privacy protection while sampling: "cpsample" needs the generator's protection classifier
+# (`busgen protect`); a generator without one answers 409.
+PROTECT_PLANNED: tuple[str, ...] = ()  # protections the playground shows as not yet available
 
 
 class GenerateRequest(BaseModel):
@@ -40,7 +37,9 @@ class GenerateRequest(BaseModel):
         max_length=4,
         description="lesion box [x0, y0, x1, y1] in [0, 1]; omitted = drawn from the prior",
     )
-    protect: ProtectName = Field("none", description="privacy protection while sampling (cpsample: planned)")
+    protect: ProtectName = Field("none", description="privacy protection while sampling (none | cpsample)")
+    protect_strength: float | None = Field(None, ge=0.0, description="CPSample alpha (default: the library's)")
+    protect_threshold: float | None = Field(None, ge=0.5, lt=1.0, description="CPSample confidence threshold")
     nearest: bool = Field(False, description="also return each image's nearest training image and its similarity")
 
     @field_validator("box")
@@ -132,4 +131,6 @@ def validate_generate(req: GenerateRequest, info: GeneratorInfo, limits: LimitAr
         "domain": req.domain,
         "box": req.box,
         "protect": req.protect,
+        "protect_strength": req.protect_strength,
+        "protect_threshold": req.protect_threshold,
     }
