@@ -206,3 +206,26 @@ def test_box_conditioning_places_dark_lesion_in_box(ray_local, tmp_path):
     assert in_a < out_a - 25 and in_b < out_b - 25, (in_a, out_a, in_b, out_b)
     # the same region is bright when the lesion is requested elsewhere
     assert in_a < _region_means(at_b, BOX_A)[0] - 25 and in_b < _region_means(at_a, BOX_B)[0] - 25
+
+
+def test_ema_is_diffusers_emamodel_with_the_warmup_formula_we_had():
+    """The k-th update uses decay min(cap, (1 + k) / (10 + k)), as the hand-written EMA did."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    ema = checkpoint.EMA(model, decay=0.5)
+    expected = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for k in range(1, 8):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        ema.update(model)
+        d = min(0.5, (1 + k) / (10 + k))
+        for name, value in model.state_dict().items():
+            expected[name] = d * expected[name] + (1 - d) * value
+    assert type(ema.ema).__name__ == "EMAModel" and ema.num_updates == 7
+    for name, value in ema.shadow.items():
+        torch.testing.assert_close(value, expected[name])
+    restored = checkpoint.EMA(model, decay=0.5)
+    restored.load_state_dict(ema.state_dict())
+    assert restored.num_updates == 7
+    assert checkpoint.weights_digest(restored.shadow) == checkpoint.weights_digest(ema.shadow)

@@ -101,54 +101,52 @@ def check_local_run(run_dir: Path, current: dict, run: str) -> None:
 
 
 class EMA:
-    """Exponential moving average of a model's floating-point state (params and buffers).
+    """Exponential moving average of a model's weights: diffusers' ``EMAModel`` with ``foreach`` updates.
 
-    The decay ramps up as (1 + step) / (10 + step) so early, random weights fade quickly.
-    One ``torch._foreach_lerp_`` updates every tensor at once (a few fused kernels on GPU
-    instead of one launch per tensor); the tensor lists are built once per source model.
+    The decay ramps up as (1 + k) / (10 + k) at the k-th update, capped at ``decay``, so
+    early, random weights fade quickly (``update_after_step=-1`` makes diffusers' step count
+    start there; ``tests/test_train.py`` checks the numbers against the formula). One fused
+    ``foreach`` update per step instead of a launch per tensor. Buffers (the UNet has no
+    float ones) are taken from the model as they are when the state is saved.
     """
 
     def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.num_updates = 0
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self._lists: tuple | None = None  # (model id, shadow floats, model floats, shadow others, model others)
+        from diffusers.training_utils import EMAModel
 
-    def _tensor_lists(self, model: torch.nn.Module) -> tuple:
-        if self._lists is None or self._lists[0] != id(model):
-            state = model.state_dict()  # detached aliases of the live parameters and buffers
-            floats = [k for k, v in state.items() if v.dtype.is_floating_point]
-            others = [k for k, v in state.items() if not v.dtype.is_floating_point]
-            self._lists = (
-                id(model),
-                [self.shadow[k] for k in floats],
-                [state[k] for k in floats],
-                [self.shadow[k] for k in others],
-                [state[k] for k in others],
-            )
-        return self._lists
+        self.decay = decay
+        self.model = model
+        self.names = [n for n, _ in model.named_parameters()]
+        self.ema = EMAModel(
+            model.parameters(), decay=decay, min_decay=0.0, update_after_step=-1, use_ema_warmup=False, foreach=True
+        )
+
+    @property
+    def num_updates(self) -> int:
+        return self.ema.optimization_step
+
+    @property
+    def shadow(self) -> dict[str, torch.Tensor]:
+        """The averaged model as a full state dict (parameters averaged, buffers as in the model)."""
+        state = {k: v.detach() for k, v in self.model.state_dict().items()}
+        state.update(zip(self.names, self.ema.shadow_params))
+        return state
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        self.num_updates += 1
-        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-        _, shadow_f, model_f, shadow_o, model_o = self._tensor_lists(model)
-        if shadow_f:
-            torch._foreach_lerp_(shadow_f, model_f, 1.0 - d)
-        for s, v in zip(shadow_o, model_o):
-            s.copy_(v)
+        self.ema.step(model.parameters())
 
     def state_dict(self) -> dict:
         return {
             "decay": self.decay,
             "num_updates": self.num_updates,
-            "shadow": {k: v.cpu() for k, v in self.shadow.items()},
+            "shadow": {k: v.detach().cpu().clone() for k, v in self.shadow.items()},
         }
 
+    @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:
-        self.num_updates = state["num_updates"]
-        for k, v in state["shadow"].items():
-            self.shadow[k].copy_(v)
+        self.ema.optimization_step = int(state["num_updates"])
+        for name, shadow in zip(self.names, self.ema.shadow_params):
+            shadow.copy_(state["shadow"][name])
 
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:
