@@ -88,6 +88,10 @@ def test_multipart_extraction():
     noisy = encode_png(np.random.default_rng(0).integers(0, 256, (40, 40), dtype=np.uint8))  # every byte value
     body = b'--B\r\nContent-Disposition: form-data; name="file"; filename="n.png"\r\n\r\n' + noisy + b"\r\n--B--\r\n"
     assert extract_upload(body, "multipart/form-data; boundary=B")[0] == noisy
+    nameless = b'--C\r\nContent-Disposition: form-data; name="file"\r\n\r\n' + noisy + b"\r\n--C--\r\n"
+    assert extract_upload(nameless, "multipart/form-data; boundary=C") == (noisy, "")
+    with pytest.raises(RequestError, match="malformed multipart"):
+        extract_upload(body, "multipart/form-data")  # no boundary
 
 
 # The served application
