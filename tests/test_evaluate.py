@@ -256,10 +256,21 @@ def test_share_filter_cli_removes_planted_copies(suite_run, tmp_path):
     assert not (tmp_path / "no").exists()
     result = CliRunner().invoke(
         app,
-        ["share-filter", str(planted), "--real", real_dir, "--out", str(tmp_path / "shared"), "--encoder-epochs", "2"],
+        [
+            "share-filter",
+            str(planted),
+            "--real",
+            real_dir,
+            "--out",
+            str(tmp_path / "shared"),
+            "--encoder-epochs",
+            "2",
+            "--no-check-real",
+        ],
     )
     assert result.exit_code == 0, result.output
     audit = json.loads((tmp_path / "shared" / "audit.json").read_text())
+    assert audit["real_check"] == "overridden (--no-check-real)"  # the untrained fixture model saw no real data
     assert {0, 1, 2} <= set(audit["removed_ids"]) and audit["rows_out"] == audit["rows_in"] - len(audit["removed_ids"])
     kept = read_table(tmp_path / "shared", ["index"]).column("index").to_pylist()
     assert not {0, 1, 2} & set(kept)

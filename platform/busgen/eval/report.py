@@ -254,8 +254,8 @@ def _loss_curve(rep: Report, model: str | None, out: Path) -> None:
         rep.text("![generator training loss](loss_curve.png)")
 
 
-def write_report(out: str | Path, result: EvalResult, tracking: str = "") -> Path:
-    """Render ``report.md`` (and its PNGs) into ``out`` from a result; ``tracking`` is the MLflow run's link."""
+def write_report(out: str | Path, result: EvalResult) -> Path:
+    """Render ``report.md`` (and its PNGs) into ``out`` from a result alone (its MLflow link included)."""
     out = Path(out)
     rep = Report(out, f"Evaluation report: {result.suite}")
     p, inputs = result.params, result.inputs
@@ -269,7 +269,7 @@ def write_report(out: str | Path, result: EvalResult, tracking: str = "") -> Pat
             ["synthetic set", inputs.synthetic_dir or "n/a"],
             ["task", f"{' vs '.join(p.classes)} (positive: {p.positive})"],
             ["seconds", result.seconds if result.seconds is not None else "n/a"],
-            ["MLflow run", tracking or "tracking off"],
+            ["MLflow run", result.tracking or "tracking off"],
         ],
     )
     _loss_curve(rep, inputs.model, out)

@@ -374,6 +374,7 @@ class EvalResult(Record):
     sampler_steps: SamplerStepsResult | None = None
     metrics: HeadlineMetrics = HeadlineMetrics()
     seconds: float | None = None
+    tracking: str = ""  # link to the suite's MLflow run ("" = tracking off)
 
     def trials_failed(self) -> int:
         """Failed Tune trials of every grid (utility and sampler steps)."""

@@ -153,8 +153,9 @@ def run_suite(cfg: SuiteConfig, run_id: str | None = None) -> EvalResult:
     # 3. outputs
     result.metrics = result.headline()
     result.seconds = round(time.time() - t0, 1)
+    result.tracking = run.link()
     result.write(out)
-    report.write_report(out, result, tracking=run.link())
+    report.write_report(out, result)
     track.log_suite(run, result, out)
     return result
 
