@@ -177,13 +177,13 @@ def test_playground_api_needs_the_token_and_serves_data(playground):
         assert get(playground, path, token=None).status_code == 401, path
     models = get(playground, "/v1/models").json()
     assert models["galleries"] == ["synthetic"] and models["nearest"] and models["study"]
-    assert set(models["classifiers"]) == {"default", "second"} and models["protect_planned"] == ["cpsample"]
+    assert set(models["classifiers"]) == {"default", "second"}
+    assert models["protect"] == ["none", "cpsample"] and models["protect_planned"] == []
     gen = get(playground, "/v1/generate", method="POST", json={"label": "benign", "n": 2, "nearest": True}).json()
     assert len(gen["nearest"]) == 2 and gen["nearest"][0]["source"].startswith("phantom/")
-    assert (
-        get(playground, "/v1/generate", method="POST", json={"label": "benign", "protect": "cpsample"}).status_code
-        == 422
-    )
+    unprotectable = get(playground, "/v1/generate", method="POST", json={"label": "benign", "protect": "cpsample"})
+    assert unprotectable.status_code == 422 and "busgen protect" in unprotectable.json()["detail"]
+    assert "/" not in unprotectable.json()["detail"].split("`")[0], "no server path reaches the client"
     assert get(playground, "/v1/gallery/nope").status_code == 404
     item = get(playground, "/v1/study/carol/item/0").json()
     assert item["items"] == 6 and "kind" not in item and "image" in item, "the truth stays on the server"
@@ -234,7 +234,7 @@ def test_playground_in_headless_chromium(playground):
         page.mouse.move(box["x"] + 150, box["y"] + 180, steps=5)
         page.mouse.up()
         expect(page.locator("#box-value")).not_to_have_text("drawn from the prior")
-        assert page.locator("#gen-protect option[value=cpsample]").is_disabled(), "planned, not offered yet"
+        assert page.locator("#gen-protect option[value=cpsample]").is_enabled(), "offered; the server checks the model"
         page.fill("#gen-n", "3")
         page.fill("#gen-steps", "2")
         page.fill("#gen-seed", "11")

@@ -76,8 +76,14 @@ def sample_jobs(gen, jobs: list[dict], default_guidance: float, batch_size: int)
                 **protect_kwargs,
             )
         except ValueError as exc:  # a condition the model does not know, or no protection classifier
+            message = str(exc)
+            if type(exc).__name__ == "ProtectError":  # its text names server paths: say what the client can do
+                message = (
+                    "protect=cpsample is not available for this generator (it has no valid protection classifier; "
+                    "the operator trains one with `busgen protect`): use protect=none or another model"
+                )
             for i in members:
-                results[i] = {"error": str(exc)}
+                results[i] = {"error": message}
             continue
         start = 0
         for i in members:
