@@ -54,6 +54,14 @@ def torch_one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A random-weight tiny generator folder (generation plumbing, not image quality); a module may override it."""
+    from helpers_models import export_untrained_tiny
+
+    return export_untrained_tiny(tmp_path_factory.mktemp("models") / "tiny")
+
+
 @pytest.fixture(scope="session")
 def busi_dir() -> Path:
     if not (SHARED_BUSI / "labels.csv").exists():

@@ -58,6 +58,14 @@ def write_parquet_dataset(
     return out
 
 
+def images_by_index(out: str | Path) -> dict[int, bytes]:
+    """A generated set's PNG bytes by row index: compares runs whatever their shard layout or row order."""
+    from busgen.data.dataset import read_table
+
+    table = read_table(out, [schema.INDEX, schema.IMAGE])
+    return dict(zip(table.column(schema.INDEX).to_pylist(), table.column(schema.IMAGE).to_pylist()))
+
+
 def write_phantom_dataset(
     out_dir: str | Path, n: int, size: int = 32, seed: int = 0, styles: Sequence[str] = ("a",)
 ) -> Path:

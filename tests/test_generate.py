@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pyarrow.dataset as pads
 import pytest
-from helpers_models import export_untrained_tiny
+from helpers_data import images_by_index
 
 from busgen.data import schema as S
 from busgen.data.dataset import decode_images, parquet_files, read_table
@@ -24,16 +24,6 @@ from busgen.generate.shards import (
 )
 
 FAST = dict(sampler="ddim", steps=2, batch_size=16)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return export_untrained_tiny(tmp_path_factory.mktemp("models") / "tiny")
-
-
-def images_by_index(out) -> dict[int, bytes]:
-    table = read_table(out, [S.INDEX, S.IMAGE])
-    return dict(zip(table.column(S.INDEX).to_pylist(), table.column(S.IMAGE).to_pylist()))
 
 
 def test_row_plan_gives_exact_counts_and_is_pure():

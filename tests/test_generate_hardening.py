@@ -10,24 +10,13 @@ import sys
 
 import numpy as np
 import pytest
-from helpers_models import export_untrained_tiny
+from helpers_data import images_by_index
 
 from busgen.data import schema as S
-from busgen.data.dataset import read_table
 from busgen.generate import store
 from busgen.generate.shards import LOCK_FILE, GenerateConfig, GenerateError, GenerateWarning, generate, validate
 
 FAST = dict(sampler="ddim", steps=2, batch_size=8)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return export_untrained_tiny(tmp_path_factory.mktemp("models") / "tiny")
-
-
-def images_by_index(out) -> dict[int, bytes]:
-    table = read_table(out, [S.INDEX, S.IMAGE])
-    return dict(zip(table.column(S.INDEX).to_pylist(), table.column(S.IMAGE).to_pylist()))
 
 
 def write_lock(out, pid: int, host: str) -> None:
