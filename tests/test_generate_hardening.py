@@ -149,3 +149,15 @@ def test_export_png_refuses_labels_that_are_not_folder_names(tmp_path):
     with pytest.raises(DatasetError, match="not safe folder names"):
         export_png(tmp_path / "set", tmp_path / "out" / "png")
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "out").exists()
+
+
+def test_check_output_names_a_damaged_shard_and_counts_whole_ones(ray_local, model_dir, tmp_path):
+    from busgen.generate.resume import check_output
+
+    out = tmp_path / "out"
+    generate(GenerateConfig(model=str(model_dir), out=str(out), n=16, shard_size=8, **FAST), progress=False)
+    assert check_output(out, 16, 8) == 16
+    shard = sorted(out.glob("shard-*.parquet"))[1]
+    shard.write_bytes(shard.read_bytes()[:50])  # truncated under its final name
+    with pytest.raises(GenerateError, match=shard.name):
+        check_output(out, 16, 8)

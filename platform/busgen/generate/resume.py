@@ -16,13 +16,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from busgen.core import remote
 from busgen.core.storage import is_uri
-from busgen.generate.shards import GenerateConfig, GenerateError, completed_shards, generate, shard_ranges, validate
-from busgen.generate.store import MANIFEST
+from busgen.generate.shards import GenerateConfig, GenerateError, generate, shard_ranges, validate
+from busgen.generate.store import MANIFEST, scan_shards
 
 
 class GenerateJobConfig(GenerateConfig):
@@ -88,15 +87,11 @@ def check_output(out: str | Path, n: int, shard_size: int) -> int:
     Reads only Parquet footers, so it is cheap even for millions of rows.
     """
     out = Path(out)
-    done = completed_shards(out)
+    done, damaged = scan_shards(out)  # footers are read once, here
+    if damaged:
+        fp, problem = damaged[0]
+        raise GenerateError(f"{fp}: {problem}")
     expected = set(shard_ranges(n, shard_size))
     if done != expected:
         raise GenerateError(f"{out}: shards {sorted(done ^ expected)[:5]} differ from the expected tiling of [0, {n})")
-    rows = 0
-    for start, end in sorted(done):
-        fp = out / f"shard-{start:09d}-{end:09d}.parquet"
-        got = pq.ParquetFile(fp).metadata.num_rows
-        if got != end - start:
-            raise GenerateError(f"{fp} holds {got} rows, expected {end - start}")
-        rows += got
-    return rows
+    return sum(end - start for start, end in done)
