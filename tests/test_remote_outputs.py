@@ -15,7 +15,7 @@ from fsspec import register_implementation
 from fsspec.implementations.memory import MemoryFileSystem
 from helpers_models import export_untrained_tiny
 
-from busgen.core import remote
+from busgen.core import storage
 from busgen.data import schema as S
 from busgen.data.dataset import read_table
 from busgen.data.phantom import write_phantom
@@ -50,7 +50,7 @@ register_implementation("busgentest", RecordingStore, clobber=True)
 
 
 def remote_table(uri: str, columns):
-    filesystem, path = remote.filesystem(uri)
+    filesystem, path = storage.filesystem(uri)
     files = [
         f.path for f in filesystem.get_file_info(pafs.FileSelector(path, recursive=True)) if f.path.endswith(".parquet")
     ]
@@ -69,7 +69,7 @@ def assert_only_temporary_keys_were_written(root: str, marker: str):
 
 def test_unknown_scheme_is_a_clear_error():
     with pytest.raises(ValueError, match="no filesystem for nosuch://"):
-        remote.filesystem("nosuch://bucket/x")
+        storage.filesystem("nosuch://bucket/x")
 
 
 def test_generate_to_a_uri_gives_the_rows_of_a_local_run(ray_local, tmp_path):
@@ -85,7 +85,7 @@ def test_generate_to_a_uri_gives_the_rows_of_a_local_run(ray_local, tmp_path):
     assert ours.equals(read_table(tmp_path / "local", cols).sort_by(S.INDEX))
     root = uri.split("://", 1)[1]
     assert_only_temporary_keys_were_written(root, "manifest.json")
-    filesystem, path = remote.filesystem(uri)
+    filesystem, path = storage.filesystem(uri)
     names = sorted(f.base_name for f in filesystem.get_file_info(pafs.FileSelector(path)))
     assert names[0] == "manifest.json" and len(names) == 4 and all(n.startswith("shard-") for n in names[1:])
     again = run_generate(job)  # a re-run resumes in the staging folder and re-publishes nothing new
@@ -102,3 +102,14 @@ def test_ingest_to_a_uri_gives_the_rows_of_a_local_run(ray_local, tmp_path):
     assert_only_temporary_keys_were_written(uri.split("://", 1)[1], "dataset.json")
     with pytest.raises(Exception, match="already exists and is not empty"):
         run_ingest(IngestRun(src=str(src), out=uri, size=32, stage_dir=str(tmp_path / "staging")))
+
+
+def test_results_files_reach_the_same_remote_schemes_as_outputs():
+    """Job results JSON and sweep tables go through the one URI resolver, fsspec schemes included."""
+    root = f"busgentest://results-{uuid.uuid4().hex[:8]}"
+    storage.write_json(f"{root}/run.json", {"status": "ok"})
+    parquet, _ = storage.write_tables(f"{root}/table", [{"a": 1}, {"a": 2}])
+    filesystem, path = storage.filesystem(parquet)
+    with filesystem.open_input_file(path) as fh:
+        assert pq.read_table(fh).column("a").to_pylist() == [1, 2]
+    assert f"results-{root.split('-')[-1]}/run.json" in " ".join(RecordingStore.writes)

@@ -27,36 +27,9 @@ import os
 import uuid
 from pathlib import Path
 
-from busgen.core.storage import is_uri
+from busgen.core.storage import filesystem, is_uri
 
 STAGING_ENV = "BUSGEN_STAGING"  # root of staging folders; default ~/busgen_runs/staging
-
-
-def filesystem(uri: str):
-    """(pyarrow filesystem, path inside it) for a URI: pyarrow's native filesystems first, then fsspec's.
-
-    Raises:
-        ValueError: the scheme is known to neither pyarrow nor fsspec.
-    """
-    from pyarrow import fs
-
-    try:
-        return fs.FileSystem.from_uri(uri)
-    except (ValueError, OSError) as native_error:  # pyarrow: "Unrecognized filesystem type in URI"
-        try:
-            import fsspec
-            from fsspec.core import url_to_fs
-        except ImportError:
-            raise ValueError(f"error: cannot open {uri} ({native_error}): install fsspec for this scheme") from None
-        scheme = uri.split("://", 1)[0]
-        try:
-            fsspec.get_filesystem_class(scheme)  # known or registered implementation (imports its package)
-        except (ValueError, ImportError):
-            raise ValueError(
-                f"error: no filesystem for {scheme}:// in {uri}: use s3://, gs://, hdfs:// or a scheme fsspec knows"
-            ) from None
-        ffs, path = url_to_fs(uri)
-        return fs.PyFileSystem(fs.FSSpecHandler(ffs)), path
 
 
 def staging_dir(uri: str, root: str | None = None) -> Path:

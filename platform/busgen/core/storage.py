@@ -24,12 +24,39 @@ def resolve_location(location: str) -> str:
     return location if is_uri(location) else str(Path(location).expanduser().resolve())
 
 
+def filesystem(uri: str):
+    """(pyarrow filesystem, path inside it) for a URI: pyarrow's native filesystems first, then fsspec's.
+
+    Raises:
+        ValueError: the scheme is known to neither pyarrow nor fsspec.
+    """
+    from pyarrow import fs
+
+    try:
+        return fs.FileSystem.from_uri(uri)
+    except (ValueError, OSError) as native_error:  # pyarrow: "Unrecognized filesystem type in URI"
+        try:
+            import fsspec
+            from fsspec.core import url_to_fs
+        except ImportError:
+            raise ValueError(f"error: cannot open {uri} ({native_error}): install fsspec for this scheme") from None
+        scheme = uri.split("://", 1)[0]
+        try:
+            fsspec.get_filesystem_class(scheme)  # known or registered implementation (imports its package)
+        except (ValueError, ImportError):
+            raise ValueError(
+                f"error: no filesystem for {scheme}:// in {uri}: use s3://, gs://, hdfs:// or a scheme fsspec knows"
+            ) from None
+        ffs, path = url_to_fs(uri)
+        return fs.PyFileSystem(fs.FSSpecHandler(ffs)), path
+
+
 def _filesystem(location: str):
     """(pyarrow filesystem, path inside it) for a local path or a URI such as ``s3://bucket/key``."""
     from pyarrow import fs
 
     if is_uri(location):
-        return fs.FileSystem.from_uri(location)
+        return filesystem(location)
     return fs.LocalFileSystem(), resolve_location(location)
 
 
