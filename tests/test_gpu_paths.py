@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from busgen.model import accel, boxprior, diffusion, generator, unet
+from busgen.model import accel, diffusion, generator, unet
 from busgen.train import checkpoint, step
 from busgen.train.pretrain import PretrainConfig
 
@@ -28,21 +28,9 @@ def cfg(**kw) -> PretrainConfig:
 
 
 def phantom_batch(n: int = 8, seed: int = 0) -> tuple:
-    from busgen.data.imageio import mask_to_box, to_model_range
-    from busgen.data.phantom import make_phantom_arrays
+    from busgen.train.smoke import phantom_training_batch
 
-    images, masks, labels = make_phantom_arrays(n, SIZE, seed=seed)
-    boxes = [mask_to_box(m) for m in masks]
-    return (
-        (
-            torch.from_numpy(to_model_range(images)[:, None]),
-            torch.tensor([CLASSES.index(lab) for lab in labels]),
-            torch.zeros(n, dtype=torch.long),
-            torch.from_numpy(unet.rasterize_boxes(boxes, SIZE)),
-        ),
-        boxes,
-        labels,
-    )
+    return phantom_training_batch(n, SIZE, seed)
 
 
 # ----------------------------------------------------------------------------- switches and guards
@@ -174,25 +162,14 @@ def test_bf16_autocast_and_channels_last_train_on_cpu(torch_one_thread, fields):
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory):
     """A tiny 16 px model trained for 120 steps with the project's own step (EMA weights exported)."""
+    from busgen.train.smoke import train_phantom_model
+
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    c = cfg(lr=2e-3, ema_decay=0.95, batch_size=16)
-    dev = torch.device("cpu")
-    model, ema, opt, sched = step.build_components(c, 3, 1, dev)
-    gen, _ = checkpoint.make_rngs(0, 0)
-    ns = diffusion.make_noise_scheduler(diffusion.DiffusionConfig())
-    data, boxes, labels = phantom_batch(64)
-    pick = torch.Generator().manual_seed(0)
-    for _ in range(120):
-        idx = torch.randint(0, 64, (16,), generator=pick)
-        step.train_step(model, model, ns, opt, sched, ema, tuple(t[idx] for t in data), c, gen, dev)
-    model.load_state_dict(ema.shadow)
-    out = generator.export_model(
-        tmp_path_factory.mktemp("trained") / "m", model, None, unet.model_config_for("tiny", SIZE), CLASSES,
-        ["phantom"], boxprior.fit(boxes, labels), "phantom", 120,
-    )  # fmt: skip
-    torch.set_num_threads(n)
-    return out
+    try:
+        return train_phantom_model(tmp_path_factory.mktemp("trained") / "m", size=SIZE, steps=120)
+    finally:
+        torch.set_num_threads(n)
 
 
 def test_bf16_channels_last_sampler_matches_fp32_within_two_grey_levels(trained_dir, torch_one_thread):
@@ -207,6 +184,22 @@ def test_bf16_channels_last_sampler_matches_fp32_within_two_grey_levels(trained_
     # per-image determinism survives bf16: image i depends on its seed, not on its batch mates
     alone = fast.sample(labels[:1], steps=25, seeds=[7])
     assert np.abs(alone[0].astype(np.float64) - out[0]).mean() < 2.0
+
+
+def test_bf16_sampler_moves_fid_by_at_most_two_percent(trained_dir, torch_one_thread):
+    """The distribution-level guard: same seeds, FID against held-out real images within +-2 %."""
+    from busgen.data.phantom import make_phantom_arrays
+    from busgen.eval.precision import FID_DRIFT_LIMIT, precision_drift
+
+    real, _, _ = make_phantom_arrays(96, SIZE, seed=11)  # images the model never saw (training used seed 0)
+    fast = generator.load(trained_dir, device="cpu", optimize=accel.AccelConfig(precision="bf16", channels_last="on"))
+    drift = precision_drift(
+        generator.load(trained_dir, device="cpu"), fast, real, list(CLASSES) * 16, steps=25, encoder_epochs=5
+    )
+    assert drift.n == 48 and drift.fid_reference > 0
+    assert drift.mean_abs_grey < 2.0
+    assert abs(drift.relative_change) <= FID_DRIFT_LIMIT, drift.line()
+    assert drift.within_limit
 
 
 def test_optimize_is_idempotent_and_refuses_a_second_different_setting(trained_dir):
