@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pytest
 import requests
 from conftest import REPO_ROOT
 from helpers_models import CLASSES, export_untrained_tiny
+from helpers_serve import serving
 
 from busgen.data import schema as S
 from busgen.data.imageio import encode_png
@@ -124,18 +124,10 @@ def test_study_plan_is_balanced_shuffled_and_repeatable_and_scores_readers(tmp_p
 # The served playground
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def playground(ray_local, tmp_path_factory):
-    from ray import serve
-    from test_serve import save_random_classifier, wait_ready
+    from test_serve import save_random_classifier
 
-    from busgen.serve.app import build_app
     from busgen.serve.config import ServeArgs
 
     root = tmp_path_factory.mktemp("playground")
@@ -153,15 +145,8 @@ def playground(ray_local, tmp_path_factory):
         generator={"num_cpus": 0.5, "max_batch_size": 8, "max_ongoing_requests": 8, "torch_threads": 1},
         classifier={"num_cpus": 0.25, "max_batch_size": 8, "max_ongoing_requests": 8, "torch_threads": 1},
     )
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        serve.run(build_app(args), name="busgen", route_prefix="/")
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url)
+    with serving(args) as url:
         yield {"url": url, "root": root}
-    finally:
-        serve.shutdown()
 
 
 def get(pg, path: str, token: str | None = TOKEN, **kwargs) -> requests.Response:

@@ -11,7 +11,6 @@ import base64
 import hashlib
 import io
 import json
-import socket
 import time
 import typing
 import zipfile
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 import requests
 from helpers_models import CLASSES, export_untrained_tiny
+from helpers_serve import serving
 
 from busgen.core.types import DEFAULT_SAMPLER, SAMPLERS
 from busgen.data.imageio import decode_image, encode_png
@@ -97,12 +97,6 @@ def test_multipart_extraction():
 # The served application
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def save_random_classifier(out_dir) -> str:
     """A randomly initialised small classifier: serving tests check plumbing, not accuracy."""
     import torch
@@ -115,22 +109,8 @@ def save_random_classifier(out_dir) -> str:
     return str(out_dir)
 
 
-def wait_ready(url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/readyz", timeout=30).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url}/readyz not ready after {timeout_s} s")
-
-
 @pytest.fixture(scope="module")
 def server(ray_local, tmp_path_factory):
-    from ray import serve
-
     root = tmp_path_factory.mktemp("serve")
     args = ServeArgs(
         generators={
@@ -152,15 +132,8 @@ def server(ray_local, tmp_path_factory):
         },
         classifier={"num_cpus": 0.5, "max_batch_size": 8, "max_ongoing_requests": 16, "torch_threads": 1},
     )
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        serve.run(build_app(args), name="busgen", route_prefix="/")
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url)
+    with serving(args) as url:
         yield {"url": url, "root": root}
-    finally:
-        serve.shutdown()
 
 
 def call(server, method: str, path: str, token: str | None = TOKEN, **kwargs) -> requests.Response:

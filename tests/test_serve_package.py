@@ -14,7 +14,6 @@ import inspect
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO_ROOT
+from helpers_serve import free_port
 
 import busgen.serve.app as serve_app
 from busgen.serve.config import ServeArgs
@@ -167,12 +167,6 @@ def test_installed_package_builds_the_app_without_the_repository(installed):
     assert out["app"] == "Application"
     assert out["static"] == ["app.js", "index.html", "style.css"], "the playground ships in the package data"
     assert not out["serving"], "the repository's serving/ folder must not be importable in this check"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
