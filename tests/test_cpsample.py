@@ -108,3 +108,47 @@ def test_serve_request_schema_accepts_cpsample_settings():
     assert (req.protect, req.protect_strength, req.protect_threshold) == ("cpsample", 10.0, 0.9)
     with pytest.raises(ValidationError):
         GenerateRequest(label="benign", protect="cpsample", protect_threshold=0.3)
+
+
+class _MeanLogit(torch.nn.Module):
+    """A stand-in classifier: logit = k * mean(x_t); counts its calls."""
+
+    def __init__(self, k: float):
+        super().__init__()
+        self.k, self.calls = k, 0
+
+    def forward(self, x, t):
+        self.calls += 1
+        return self.k * x.flatten(1).mean(1)
+
+
+def _batch():
+    x = torch.stack([torch.full((1, 8, 8), 0.5), torch.zeros(1, 8, 8)])  # image 0: confident; image 1: sigmoid(0)=0.5
+    return x, torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+def test_guidance_gates_each_image_by_its_own_confidence_and_has_a_relative_size():
+    abar = torch.linspace(0.999, 0.01, 1000)
+    x, eps = _batch()
+    out = {}
+    for k in (10.0, 1000.0):  # logit scales 100x apart: the normalised push is the same
+        term = protect.cpsample_term(_MeanLogit(k), abar, strength=0.2, threshold=0.8)
+        out[k] = term(x, torch.tensor(500), eps)
+    for shifted in out.values():
+        assert torch.equal(shifted[1], eps[1])  # the unsure image is left exactly as it was
+        rms = lambda v: float(v.pow(2).mean().sqrt())  # noqa: E731
+        assert rms(shifted[0] - eps[0]) == pytest.approx(0.2 * rms(eps[0]), rel=1e-4)
+        assert (shifted[0] - eps[0]).mean() > 0  # eps up = x0 prediction down: away from the confident label
+    torch.testing.assert_close(out[10.0], out[1000.0])
+
+
+def test_outside_the_window_the_classifier_is_not_run():
+    abar = torch.linspace(0.999, 0.01, 1000)
+    x, eps = _batch()
+    clf = _MeanLogit(10.0)
+    term = protect.cpsample_term(clf, abar, strength=0.2, threshold=0.8, window=(0.3, 0.7))
+    assert term(x, torch.tensor(900), eps) is eps and term(x, torch.tensor(100), eps) is eps
+    assert clf.calls == 0
+    assert not torch.equal(term(x, torch.tensor(500), eps), eps) and clf.calls == 1
+    with pytest.raises(ValueError, match="window"):
+        protect.ProtectSettings(protect="cpsample", window=(0.8, 0.2))

@@ -167,6 +167,13 @@ OPERATIONS: dict[str, Operation] = {
             location_fields=("model", "data_dir"),
         ),
         Operation(
+            "tradeoff",
+            "busgen.eval.tradeoff:TradeoffConfig",
+            "busgen.eval.tradeoff:run_tradeoff",
+            "Sweep CPSample's strength: FID, synthetic-only AUC, memorisation, DCR attack and img/s per alpha; plot.",
+            location_fields=("model", "data_dir", "out"),
+        ),
+        Operation(
             "serve",
             f"{_OPS}:ServeRun",
             f"{_OPS}:run_serve",

@@ -17,3 +17,4 @@ ProtectName = Literal["none", "cpsample"]  # privacy protection while sampling (
 PROTECT_NAMES: tuple[str, ...] = get_args(ProtectName)
 DEFAULT_PROTECT_STRENGTH = 2.0  # alpha; a placeholder until the BUSI trade-off sweep picks one (docs/privacy.md)
 DEFAULT_PROTECT_THRESHOLD = 0.8  # guide only where the protection classifier's confidence exceeds this
+DEFAULT_PROTECT_WINDOW = (0.0, 1.0)  # (lo, hi): CPSample acts at timesteps lo*T <= t <= hi*T

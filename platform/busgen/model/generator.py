@@ -29,6 +29,7 @@ from busgen.core.types import (
     DEFAULT_GUIDANCE,
     DEFAULT_PROTECT_STRENGTH,
     DEFAULT_PROTECT_THRESHOLD,
+    DEFAULT_PROTECT_WINDOW,
     DEFAULT_SAMPLER,
     ProtectName,
     SamplerName,
@@ -196,6 +197,7 @@ class Generator:
         protect: ProtectName = "none",
         protect_strength: float = DEFAULT_PROTECT_STRENGTH,
         protect_threshold: float = DEFAULT_PROTECT_THRESHOLD,
+        protect_window: tuple[float, float] = DEFAULT_PROTECT_WINDOW,
     ) -> np.ndarray:
         """Generate one image per label.
 
@@ -210,7 +212,9 @@ class Generator:
             batch_size: images per forward pass (memory only; results do not depend on it).
             protect: ``cpsample`` steers sampling away from the training images with the model
                 folder's protection classifier (``busgen protect`` trains it; see ``busgen.model.protect``).
-            protect_strength, protect_threshold: CPSample's alpha and confidence threshold.
+            protect_strength, protect_threshold: CPSample's alpha (a push relative to the noise
+                prediction's size) and confidence threshold.
+            protect_window: (lo, hi) fractions of the noise schedule where CPSample acts.
 
         Returns:
             np.ndarray uint8 (N, image_size, image_size).
@@ -220,7 +224,9 @@ class Generator:
             busgen.model.protect.ProtectError: protect=cpsample without a protection classifier.
         """
         term = self.protection_term(
-            protection.ProtectSettings(protect=protect, strength=protect_strength, threshold=protect_threshold)
+            protection.ProtectSettings(
+                protect=protect, strength=protect_strength, threshold=protect_threshold, window=protect_window
+            )
         )
         labels = [labels] if isinstance(labels, str) else list(labels)
         n = len(labels)
@@ -259,7 +265,12 @@ class Generator:
             self._protector = net.to(next(self.model.parameters()).device)
         alphas = diffusion.make_noise_scheduler(self.diffusion_cfg).alphas_cumprod
         return protection.cpsample_term(
-            self._protector, alphas, settings.strength, settings.threshold, self.diffusion_cfg.prediction_type
+            self._protector,
+            alphas,
+            settings.strength,
+            settings.threshold,
+            self.diffusion_cfg.prediction_type,
+            settings.window,
         )
 
 

@@ -30,12 +30,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from busgen.core.types import (
     DEFAULT_PROTECT_STRENGTH,
     DEFAULT_PROTECT_THRESHOLD,
+    DEFAULT_PROTECT_WINDOW,
     ProtectName,
 )
 
@@ -58,6 +59,14 @@ class ProtectSettings(BaseModel):
     protect: ProtectName = "none"
     strength: float = Field(DEFAULT_PROTECT_STRENGTH, ge=0)
     threshold: float = Field(DEFAULT_PROTECT_THRESHOLD, ge=0.5, lt=1.0)
+    window: tuple[float, float] = DEFAULT_PROTECT_WINDOW  # (lo, hi) fractions of the schedule where it acts
+
+    @field_validator("window")
+    @classmethod
+    def _window_in_order(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 <= v[0] <= v[1] <= 1.0:
+            raise ValueError(f"protect window must be 0 <= lo <= hi <= 1 (fractions of the noise schedule), got {v}")
+        return v
 
 
 class ProtectNetConfig(BaseModel):
@@ -115,34 +124,56 @@ class ProtectionClassifier(nn.Module):
         return self.head(h.mean((2, 3)))[:, 0]
 
 
+def in_window(t: int, window: tuple[float, float], num_train_timesteps: int) -> bool:
+    """Whether timestep ``t`` lies in the protection window ``(lo, hi)``, given as fractions of the noise schedule."""
+    lo, hi = window
+    return lo * num_train_timesteps <= t <= hi * num_train_timesteps
+
+
 def cpsample_term(
     classifier: ProtectionClassifier,
     alphas_cumprod: torch.Tensor,
     strength: float,
     threshold: float,
     prediction_type: str = "epsilon",
+    window: tuple[float, float] = DEFAULT_PROTECT_WINDOW,
 ) -> GuidanceTerm:
     """The extra-guidance hook for ``diffusion.sample``: ``(x_t, t, prediction) -> protected prediction``.
 
-    Per image: confidence ``c = sigmoid(|logit|)``; where ``c > threshold`` the epsilon
-    prediction moves by ``-strength * sqrt(1 - abar_t) * grad log sigmoid(-|logit|)`` (toward
-    the other label). For v-prediction models the same epsilon shift is ``dv = d_eps / sqrt(abar_t)``
-    (from eps = sqrt(abar) v + sqrt(1 - abar) x at fixed x).
+    Per image, at timesteps inside ``window`` (fractions of the schedule; outside it the
+    classifier is not even run): confidence ``c = sigmoid(|logit|)``; where ``c > threshold``
+    the epsilon prediction moves along ``grad log sigmoid(-|logit|)`` (toward the other label),
+    the gradient *normalised per image* and scaled to ``strength`` times the RMS of that image's
+    epsilon prediction. So ``strength`` is a relative step (0.1 = a push a tenth the size of the
+    noise prediction) whatever the classifier's logit scale, and the push can never swamp the
+    denoiser; images the classifier is unsure about are left exactly as they were. For
+    v-prediction models the same epsilon shift is ``dv = d_eps / sqrt(abar_t)`` (from
+    eps = sqrt(abar) v + sqrt(1 - abar) x at fixed x).
     """
     abar = alphas_cumprod.double()
+    n_train = len(abar)
 
     def term(x: torch.Tensor, t: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-        if strength == 0:
+        ti = min(max(int(t), 0), n_train - 1)
+        if strength == 0 or not in_window(ti, window, n_train):
             return pred
-        ti = int(t)
         with torch.inference_mode(False), torch.enable_grad():
             xg = x.detach().float().clone().requires_grad_(True)  # a normal tensor: inference tensors have no grad
             tt = torch.full((len(xg),), ti, dtype=torch.long, device=xg.device)
             logit = classifier(xg, tt)
+            gate = torch.sigmoid(logit.detach().abs()) > threshold
+            if not bool(gate.any()):  # nobody near a training image: skip the backward pass
+                return pred
             grad = torch.autograd.grad(F.logsigmoid(-logit.abs()).sum(), xg)[0]
-        gate = (torch.sigmoid(logit.detach().abs()) > threshold).to(grad.dtype)[:, None, None, None]
-        a = float(abar[min(max(ti, 0), len(abar) - 1)])
-        d_eps = -strength * math.sqrt(1.0 - a) * grad * gate
+        a = float(abar[ti])
+        eps = pred.float()
+        if prediction_type == "v_prediction":  # the epsilon this v means: eps = sqrt(abar) v + sqrt(1 - abar) x
+            eps = math.sqrt(a) * eps + math.sqrt(1 - a) * x.float()
+        size = math.sqrt(grad[0].numel())
+        g_rms = grad.flatten(1).norm(dim=1) / size
+        e_rms = eps.flatten(1).norm(dim=1) / size
+        scale = torch.where(gate, strength * e_rms / g_rms.clamp_min(1e-20), torch.zeros_like(g_rms))
+        d_eps = -scale[:, None, None, None] * grad
         if prediction_type == "v_prediction":
             d_eps = d_eps / math.sqrt(max(a, 1e-8))
         return pred + d_eps.to(pred.dtype)

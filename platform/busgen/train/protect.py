@@ -40,7 +40,9 @@ class ProtectConfig(BaseModel):
     width: int = Field(32, ge=8)  # classifier channels (first stage)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(2e-3, gt=0)
-    max_epochs: int = Field(300, ge=1)
+    max_epochs: int = Field(100, ge=1)
+    samples_per_epoch: int = Field(512, ge=1)  # noisy draws per epoch at least (small sets: many steps per epoch)
+    max_minutes: float | None = Field(None, gt=0)  # stop after this long (recorded: stopped="time")
     fit_accuracy: float = Field(0.98, gt=0.5, le=1.0)  # stop once it fits the labels this well ...
     fit_t: int = Field(200, ge=0)  # ... on training images noised to timesteps <= fit_t ...
     fit_confidence: float = Field(0.9, ge=0.5, lt=1.0)  # ... counting only predictions at least this confident
@@ -96,10 +98,12 @@ def fit_protector(
     scheduler = diffusion.make_noise_scheduler(diffusion_cfg)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed)
-    t0, acc, epoch, loss = time.time(), 0.0, 0, float("nan")
+    t0, acc, epoch, loss, stopped = time.time(), 0.0, 0, float("nan"), "max_epochs"
+    passes = -(-max(cfg.samples_per_epoch, len(x0)) // len(x0))
     for epoch in range(1, cfg.max_epochs + 1):
-        order = torch.randperm(len(x0), generator=gen)
-        for s in range(0, len(x0), cfg.batch_size):
+        # whole shuffled passes, so every image is seen equally often
+        order = torch.cat([torch.randperm(len(x0), generator=gen) for _ in range(passes)])
+        for s in range(0, len(order), cfg.batch_size):
             idx = order[s : s + cfg.batch_size]
             t = torch.randint(0, diffusion_cfg.num_train_timesteps, (len(idx),), generator=gen)
             logit = net(_noisy(scheduler, x0[idx], t, gen), t)
@@ -112,11 +116,18 @@ def fit_protector(
             acc = fit_accuracy(net, scheduler, x0, y, cfg.fit_t, cfg.seed, cfg.fit_confidence)
             log(f"[protect] epoch {epoch} loss {loss:.4f} fit accuracy {acc:.3f} ({time.time() - t0:.0f} s)")
             if acc >= cfg.fit_accuracy:
+                stopped = "fit"
                 break
+        if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes:
+            acc = fit_accuracy(net, scheduler, x0, y, cfg.fit_t, cfg.seed, cfg.fit_confidence)
+            stopped = "time" if acc < cfg.fit_accuracy else "fit"
+            log(f"[protect] time limit at epoch {epoch}: fit accuracy {acc:.3f}")
+            break
     stats = {
         "epochs": epoch,
         "fit_accuracy": acc,
         "fitted": acc >= cfg.fit_accuracy,
+        "stopped": stopped,
         "final_loss": loss,
         "n_images": len(x0),
         "seconds": round(time.time() - t0, 1),

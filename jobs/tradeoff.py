@@ -1,0 +1,16 @@
+"""CPSample's privacy-utility trade-off as a Ray job: ``busgen.eval.tradeoff`` (one row per strength alpha).
+
+    ray job submit --working-dir . --runtime-env-json '{"py_modules": ["platform/busgen"]}' -- \\
+        python jobs/tradeoff.py --config evals/suites/privacy_tradeoff.yaml \\
+        model=/mnt/shared/models/busi data_dir=/mnt/shared/datasets/busi out=/mnt/shared/results/tradeoff
+
+The generator needs a protection classifier (``busgen protect``). ``busgen config show tradeoff``
+lists every setting.
+"""
+
+import sys
+
+from busgen.jobrun import run_job
+
+if __name__ == "__main__":
+    sys.exit(run_job("tradeoff"))
