@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from busgen.eval.results import ArmRoc, SamplerStepsRow, UtilityResult
+from busgen.eval.results import ArmRoc, PairedDelta, SamplerStepsRow, ScalingRow, UtilityResult
 
 
 def _plt():
@@ -78,4 +78,53 @@ def fid_vs_steps(rows: list[SamplerStepsRow]):
     ax.set_ylabel("FID (classifier features)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    return fig
+
+
+def scaling_curve(rows: list[ScalingRow], test_set: str):
+    """AUC vs N unique training images per series (95% t-interval over seeds), real-only line and band.
+
+    The real series is drawn against its number of *real* images on the same axis, so
+    "N synthetic ~ M real" reads off where the curves cross the same AUC.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    real_full = max((r for r in rows if r.series == "real"), key=lambda r: r.n, default=None)
+    if real_full is not None:
+        ax.axhline(real_full.auc_mean, color="k", lw=1, label=f"real only ({real_full.n} real)")
+        if np.isfinite(real_full.ci_low):
+            ax.axhspan(real_full.ci_low, real_full.ci_high, color="k", alpha=0.08)
+    for series in sorted({r.series for r in rows}):
+        pts = sorted((r for r in rows if r.series == series), key=lambda r: r.n)
+        x = np.array([r.n for r in pts])
+        y = np.array([r.auc_mean for r in pts])
+        err = np.nan_to_num(np.array([[r.auc_mean - r.ci_low, r.ci_high - r.auc_mean] for r in pts]).T)
+        style = "s--" if series == "real" else "o-"
+        label = f"{series} (N real)" if series == "real" else f"{series} (N synthetic)"
+        ax.errorbar(x, y, yerr=np.clip(err, 0, None), fmt=style, capsize=3, ms=4, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("unique training images N")
+    ax.set_ylabel(f"AUC ({test_set})")
+    ax.set_title("Downstream AUC vs training-set size (mean over seeds, 95% t-interval)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def recipe_deltas(deltas: dict[str, PairedDelta], order: list[str], test_set: str, targets: tuple[float, float]):
+    """Paired AUC difference vs real only per arm with its CI, and the two target lines."""
+    plt = _plt()
+    arms = [a for a in order if a in deltas]
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(arms) + 1.2))
+    y = np.arange(len(arms))[::-1]
+    d = [deltas[a] for a in arms]
+    err = np.nan_to_num(np.array([[x.value - x.ci_low, x.ci_high - x.value] for x in d]).T)
+    ax.errorbar([x.value for x in d], y, xerr=np.clip(err, 0, None), fmt="o", capsize=3, ms=4)
+    ax.axvline(0, color="k", lw=0.8)
+    for t, c in zip(targets, ("tab:orange", "tab:green")):
+        ax.axvline(t, color=c, lw=0.8, ls="--")
+    ax.set_yticks(y, arms, fontsize=7)
+    ax.set_xlabel(f"Δ AUC vs real only ({test_set}), 95% CI")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
     return fig

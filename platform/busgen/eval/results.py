@@ -1,7 +1,7 @@
 """The typed result of an evaluation suite: what `busgen.eval.runner.run_suite` returns and ``results.json`` holds.
 
 ``EvalResult`` is built by the runner, written with ``write`` (``results.json`` plus the
-``results`` and ``sampler_steps`` tables as Parquet and CSV) and read back with
+``results``, ``scaling`` and ``sampler_steps`` tables as Parquet and CSV) and read back with
 ``EvalResult.read``, so a report can be re-rendered, or two runs compared, without
 re-running anything. Every part is optional: a part that did not run is ``None``.
 
@@ -11,198 +11,30 @@ Python's ``json`` does, so a result reads back unchanged.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
-from typing import Literal
-
-import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from busgen.core.storage import write_tables
-from busgen.eval.suites import REAL_TEST, SYN_ONLY, SuiteConfig, arm_name
+from busgen.eval.suites import REAL_TEST, SYN_ONLY, SuiteConfig
+from busgen.eval.utility_results import (  # noqa: F401  (re-exported: the utility records live there)
+    CI,
+    CI_METRICS,
+    POINT_METRICS,
+    ArmRoc,
+    ArmSummary,
+    ClassificationReport,
+    ClassifierMetrics,
+    PairedDelta,
+    RecipeInfo,
+    Record,
+    Roc,
+    ScalingRow,
+    Status,
+    UtilityResult,
+    UtilityRow,
+    UtilityTrial,
+)
 
 RESULTS_FILE = "results.json"
-CI_METRICS = ("auc", "sensitivity", "specificity")  # classifier metrics reported with bootstrap CIs
-POINT_METRICS = ("accuracy", "balanced_accuracy", "ece", "threshold", "n")
-Status = Literal["ok", "error"]
-
-
-class Record(BaseModel):
-    """Base of every result model: unknown keys are errors, NaN survives a JSON round trip."""
-
-    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
-
-
-# ----------------------------------------------------------------------------- utility
-
-
-class CI(Record):
-    """A point estimate with its 95% bootstrap interval."""
-
-    value: float
-    ci_low: float
-    ci_high: float
-
-    def text(self, signed: bool = False) -> str:
-        f = "{:+.3f}" if signed else "{:.3f}"
-        return f"{f.format(self.value)} [{f.format(self.ci_low)}, {f.format(self.ci_high)}]"
-
-
-class PairedDelta(CI):
-    """AUC(arm) - AUC(real only) on the same test cases, mean over ``n_runs`` seed pairs."""
-
-    n_runs: int
-
-
-class Roc(Record):
-    fpr: list[float]
-    tpr: list[float]
-    thresholds: list[float] = []
-
-
-class ArmRoc(Roc):
-    auc: float
-
-
-class ClassificationReport(Record):
-    """`busgen.eval.metrics.classification_report` of one classifier on one test set."""
-
-    n: int
-    class_names: list[str]
-    positive: str
-    threshold: float
-    auc: CI
-    sensitivity: CI
-    specificity: CI
-    accuracy: float
-    balanced_accuracy: float
-    ece: float
-    roc: Roc
-    per_class_auc: dict[str, float | None]
-    class_counts: dict[str, int]
-
-
-class ClassifierMetrics(Record):
-    """One classifier on one test set: the ``results`` table's metric columns."""
-
-    auc: float
-    auc_ci_low: float
-    auc_ci_high: float
-    sensitivity: float
-    sensitivity_ci_low: float
-    sensitivity_ci_high: float
-    specificity: float
-    specificity_ci_low: float
-    specificity_ci_high: float
-    accuracy: float
-    balanced_accuracy: float
-    ece: float
-    threshold: float
-    n: int
-
-    @classmethod
-    def from_report(cls, rep: ClassificationReport) -> ClassifierMetrics:
-        """The table columns of a report: value and CI bounds for CI metrics, points for the rest."""
-        cols = rep.model_dump(include=set(POINT_METRICS))
-        for m in CI_METRICS:
-            ci = getattr(rep, m)
-            cols.update({m: ci.value, f"{m}_ci_low": ci.ci_low, f"{m}_ci_high": ci.ci_high})
-        return cls(**cols)
-
-    def ci(self, metric: Literal["auc", "sensitivity", "specificity"]) -> CI:
-        v = getattr(self, metric)
-        return CI(value=v, ci_low=getattr(self, f"{metric}_ci_low"), ci_high=getattr(self, f"{metric}_ci_high"))
-
-
-class UtilityRow(Record):
-    """One row of ``results.parquet``: a utility trial on one test set (no metrics when the trial failed)."""
-
-    arm: str
-    ratio: float
-    synthetic_only: bool
-    seed: int
-    status: Status
-    test_set: str
-    val_auc: float | None = None
-    epochs_run: int | None = None
-    metrics: ClassifierMetrics | None = None
-
-    def flat(self) -> dict:
-        """The table row: keys, then the metric columns."""
-        return {**self.model_dump(exclude={"metrics"}), **(self.metrics.model_dump() if self.metrics else {})}
-
-
-class UtilityTrial(Record):
-    """One Tune trial of the utility grid: a classifier of one arm and seed, tested on every test set."""
-
-    ratio: float
-    synthetic_only: bool
-    seed: int
-    status: Status
-    error: str = ""
-    val_auc: float | None = None
-    epochs_run: int | None = None
-    seconds: float | None = None
-    artifacts: str | None = None  # <artifacts_dir>/<arm>-seed<seed>/ (classifier/, reports.json)
-    test_sets: dict[str, ClassifierMetrics] = {}
-
-    @property
-    def arm(self) -> str:
-        return arm_name(self.ratio, self.synthetic_only)
-
-    def rows(self) -> list[UtilityRow]:
-        keys = dict(arm=self.arm, ratio=self.ratio, synthetic_only=self.synthetic_only, seed=self.seed)
-        keys.update(status=self.status, val_auc=self.val_auc, epochs_run=self.epochs_run)
-        if not self.test_sets:
-            return [UtilityRow(**keys, test_set=REAL_TEST)]
-        return [UtilityRow(**keys, test_set=name, metrics=m) for name, m in sorted(self.test_sets.items())]
-
-
-class ArmSummary(Record):
-    auc_mean: float
-    auc_std: float
-    n_seeds: int
-
-
-class UtilityResult(Record):
-    """The utility grid: trials, each arm's first-seed ROC per test set, and paired AUC differences."""
-
-    trials: list[UtilityTrial]
-    roc: dict[str, dict[str, ArmRoc]] = {}  # arm -> test set -> ROC (first seed)
-    deltas: dict[str, dict[str, PairedDelta]] = {}  # test set -> arm -> vs real only
-
-    def rows(self) -> list[UtilityRow]:
-        return [row for t in self.trials for row in t.rows()]
-
-    def failed(self) -> list[UtilityTrial]:
-        return [t for t in self.trials if t.status != "ok"]
-
-    def test_sets(self) -> list[str]:
-        """The real test split first, then the external test sets."""
-        names = {r.test_set for r in self.rows()}
-        return [REAL_TEST] * (REAL_TEST in names) + sorted(names - {REAL_TEST})
-
-    def arm_order(self) -> list[str]:
-        """Arms by ratio, synthetic-only last: the x axis of the utility plot."""
-        keyed = {t.arm: (t.synthetic_only, t.ratio) for t in self.trials}
-        return sorted(keyed, key=keyed.get)
-
-    def arm_summary(self, test_set: str) -> dict[str, ArmSummary]:
-        """Arm -> mean and std of AUC over seeds on one test set (successful trials only)."""
-        by_arm = defaultdict(list)
-        for r in self.rows():
-            if r.test_set == test_set and r.status == "ok" and r.metrics is not None:
-                by_arm[r.arm].append(r.metrics.auc)
-        return {
-            a: ArmSummary(auc_mean=float(np.mean(v)), auc_std=float(np.std(v)), n_seeds=len(v))
-            for a, v in by_arm.items()
-        }
-
-    def best_mix(self, test_set: str = REAL_TEST) -> str | None:
-        """The real + synthetic arm with the largest paired AUC gain over real only (None without mixed arms)."""
-        deltas = self.deltas.get(test_set, {})
-        mixed = [a for a in deltas if a != SYN_ONLY]
-        return max(mixed, key=lambda a: deltas[a].value) if mixed else None
 
 
 # ----------------------------------------------------------------------------- fidelity
@@ -359,6 +191,10 @@ class HeadlineMetrics(Record):
         return self.model_dump(exclude_none=True)
 
 
+def _delta_cols(d: PairedDelta | None) -> dict:
+    return {"delta": d.value, "delta_ci_low": d.ci_low, "delta_ci_high": d.ci_high} if d else {}
+
+
 class EvalResult(Record):
     """Everything one suite run produced; ``results.json`` is its JSON form."""
 
@@ -387,7 +223,8 @@ class EvalResult(Record):
             summary = u.arm_summary(REAL_TEST)
             if "real" in summary:
                 h["auc_real_only"] = summary["real"].auc_mean
-            mixed = {a: s for a, s in summary.items() if a != "real"}
+            candidates = set(u.recipe_arms()) | {SYN_ONLY}  # full-data arms, not scaling points
+            mixed = {a: s for a, s in summary.items() if a in candidates}
             if mixed:
                 best = max(mixed, key=lambda a: mixed[a].auc_mean)
                 h.update(best_arm=best, auc_best_arm=mixed[best].auc_mean)
@@ -422,6 +259,13 @@ class EvalResult(Record):
         out.mkdir(parents=True, exist_ok=True)
         if self.utility and self.utility.trials:
             write_tables(str(out / "results"), [r.flat() for r in self.utility.rows()])
+        if self.utility and self.utility.scaling:
+            rows = [
+                {"test_set": name, **r.model_dump(exclude={"delta"}), **_delta_cols(r.delta)}
+                for name, pts in self.utility.scaling.items()
+                for r in pts
+            ]
+            write_tables(str(out / "scaling"), rows)
         if self.sampler_steps and self.sampler_steps.rows:
             write_tables(str(out / "sampler_steps"), [r.model_dump() for r in self.sampler_steps.rows])
         path = out / RESULTS_FILE

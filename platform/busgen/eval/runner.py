@@ -141,7 +141,7 @@ def run_suite(cfg: SuiteConfig, run_id: str | None = None) -> EvalResult:
     )
     # 2. parts
     if cfg.utility.enabled:
-        result.utility = timed("utility", run_utility, cfg, real_dir, syn_dir, work)
+        result.utility = timed("utility", run_utility, cfg, real_dir, syn_dir, work, model_dir)
     needs_encoder = bool((syn_dir and cfg.fidelity.enabled) or (model_dir and cfg.sampler_steps.enabled))
     enc = timed("encoder", parts.encoder_dir, cfg, real_dir, result.utility, work) if needs_encoder else None
     if syn_dir and cfg.fidelity.enabled:

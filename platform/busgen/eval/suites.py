@@ -10,7 +10,7 @@ library field is available in suites the day it exists.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
@@ -30,6 +30,25 @@ def arm_name(ratio: float | None, synthetic_only: bool) -> str:
 
 
 SYN_ONLY = arm_name(None, synthetic_only=True)  # the synthetic-only arm's name in rows and deltas
+FINETUNE = "syn->real ft"  # recipe (b): pretrain on synthetic, fine-tune on real
+BALANCE = "real+minority syn"  # recipe (e): synthetic images of the minority classes only, up to balance
+
+
+def filter_arm(tau: float, ratio: float) -> str:
+    """Recipe (c): real + confidence-filtered synthetic at ``ratio``."""
+    return f"real+filtered syn x{ratio:g} (tau={tau:g})"
+
+
+def guidance_arm(guidance: float, ratio: float, synthetic_only: bool) -> str:
+    """Recipe (d): a synthetic set sampled at one guidance scale, alone or mixed at ``ratio``."""
+    return f"syn only g{guidance:g}" if synthetic_only else f"real+syn g{guidance:g} x{ratio:g}"
+
+
+def scaling_arm(series: str, n_synthetic: int | None = None, real_fraction: float = 1.0) -> str:
+    """A point of the scaling curve: ``syn only N=1000``, ``real+syn x1 N=1000``, ``real 25%``."""
+    if n_synthetic is not None:
+        return f"{series} N={n_synthetic}"
+    return f"{series} {real_fraction:.0%}"
 
 
 class _Section(BaseModel):
@@ -66,13 +85,77 @@ GenerateSection = _library_section(
 )
 
 
+class FilterRecipe(_Section):
+    """Recipe (c): keep synthetic images a real-trained classifier assigns to their conditioned class.
+
+    The filter classifier is the suite's classifier trained on the real train split
+    (seed = the first seed), run once on the driver before the grid; kept fractions per
+    class are recorded in the result.
+    """
+
+    tau: float = Field(0.8, gt=0, lt=1)  # keep rows with p(conditioned class) >= tau
+    ratio: float = Field(1.0, gt=0)  # synthetic:real draws per epoch of the filtered mix
+
+
+class GuidanceRecipe(_Section):
+    """Recipe (d): synthetic sets sampled at several guidance scales, each trained with (mix at ``ratio``).
+
+    Sets come from ``synthetic_dirs`` (guidance -> set) or are generated from the suite's
+    ``model`` under ``<out>/work/guidance_g<g>`` with the ``generate`` section's sampler and
+    ``n`` / ``steps`` here.
+    """
+
+    guidances: list[float] = [1.0, 1.5, 1.8, 3.0]
+    synthetic_dirs: dict[float, str] = {}  # given sets; missing guidances are generated from `model`
+    n: int = Field(400, ge=2)  # images per guidance when generated (classes uniform)
+    steps: int = Field(20, ge=1)
+    ratio: float = Field(1.0, gt=0)
+    synthetic_only: bool = False  # train on each set alone instead of mixed with real
+
+
+class RecipeSettings(_Section):
+    """Training recipes beyond plain mixing (``ratios``), each an arm of the utility grid."""
+
+    finetune: bool = False  # (b) pretrain on synthetic only, then fine-tune on real train
+    finetune_lr_factor: float = Field(0.3, gt=0)  # phase-2 learning rate = classifier lr x this
+    filter: FilterRecipe | None = None  # (c)
+    guidance: GuidanceRecipe | None = None  # (d)
+    balance: bool = False  # (e) synthetic images only for the minority class(es), up to balance
+
+
+class ScalingSettings(_Section):
+    """Downstream AUC vs number of images: synthetic-only and one mix at N synthetic, real at fractions.
+
+    N = unique synthetic images (nested subsets of one fixed permutation, the same for
+    every seed); sizes above the set's size are skipped with a note. Every arm draws the
+    classifier's ``samples_per_epoch`` per epoch (set it for equal compute across N).
+    """
+
+    n_synthetic: list[int] = []  # e.g. [1000, 4000, 16000, 64000]
+    ratio: float | None = 1.0  # the mix series (real + syn x ratio) at each N; None = synthetic only alone
+    real_fractions: list[float] = []  # e.g. [0.25, 0.5]; 1.0 is the real-only arm itself
+
+    @model_validator(mode="after")
+    def _check(self):
+        if any(not 0 < f <= 1 for f in self.real_fractions):
+            raise ValueError(f"real_fractions must lie in (0, 1], got {self.real_fractions}")
+        if any(n < 2 for n in self.n_synthetic):
+            raise ValueError(f"n_synthetic sizes must be >= 2, got {self.n_synthetic}")
+        return self
+
+
 class UtilitySettings(_Section):
-    """Downstream diagnosis arms: real + synthetic at each ratio, synthetic only, x seeds."""
+    """Downstream diagnosis arms: real + synthetic at each ratio, synthetic only, recipes, scaling, x seeds."""
 
     enabled: bool = True
     ratios: list[float] = [0, 0.5, 1, 2, 4]  # synthetic:real draws per epoch; 0 = real only (the baseline)
     synthetic_only: bool = True  # add the arm trained on synthetic images alone
-    seeds: list[int] = [0, 1, 2]  # classifier seeds per arm (spread of training noise)
+    seeds: list[int] = [0, 1, 2, 3, 4]  # classifier seeds per arm (spread of training noise)
+    recipes: RecipeSettings = RecipeSettings()
+    scaling: ScalingSettings = ScalingSettings()
+    # paired-delta CI: "cases" resamples test cases (test-set noise only); "cases+seeds" also resamples
+    # the seed pairs, so the CI holds training noise too (the honest one with few seeds)
+    delta_ci: Literal["cases", "cases+seeds"] = "cases+seeds"
     external_test: dict[str, str] = {}  # name -> dataset dir: train on this suite's data, test there
     external_split: str | None = "test"  # split of the external datasets; None = every row
     n_boot: int = 1000  # bootstrap resamples per 95% CI
@@ -145,8 +228,17 @@ class SuiteConfig(_Section):
             raise ValueError(f"positive={self.positive!r} is not one of classes={self.classes}")
         if len(self.classes) < 2:
             raise ValueError("the task needs at least two classes")
-        if not (self.model or self.synthetic_dir) and (self.utility.synthetic_only or any(self.utility.ratios)):
+        u = self.utility
+        needs_syn = u.synthetic_only or any(u.ratios) or u.recipes.finetune or u.recipes.balance
+        needs_syn = needs_syn or u.recipes.filter is not None or bool(u.scaling.n_synthetic)
+        if not (self.model or self.synthetic_dir) and needs_syn:
             raise ValueError("synthetic arms need `model` or `synthetic_dir`")
+        g = u.recipes.guidance
+        if g is not None and not self.model and set(g.guidances) - set(g.synthetic_dirs):
+            raise ValueError(
+                f"recipes.guidance: no set for guidances {sorted(set(g.guidances) - set(g.synthetic_dirs))}; "
+                "give recipes.guidance.synthetic_dirs for them or a `model` to sample them from"
+            )
         if self.sampler_steps.enabled and not self.model:
             raise ValueError("sampler_steps needs `model`")
         return self
@@ -162,6 +254,15 @@ class SuiteConfig(_Section):
                     "ratios": sorted(set(u.ratios))[:2],
                     "n_boot": 50,
                     "classifier": u.classifier.model_copy(update={"epochs": 1, "width": 8}),
+                    "recipes": u.recipes.model_copy(
+                        update={
+                            "guidance": u.recipes.guidance
+                            and u.recipes.guidance.model_copy(update={"n": 8, "steps": 2})
+                        }
+                    ),
+                    "scaling": u.scaling.model_copy(
+                        update={"n_synthetic": [min(u.scaling.n_synthetic)] if u.scaling.n_synthetic else []}
+                    ),
                 }
             ),
             "privacy": self.privacy.model_copy(update={"n_membership": 16, "encoder_epochs": 1, "timesteps": [100]}),

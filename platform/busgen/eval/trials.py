@@ -20,8 +20,10 @@ filesystem on a cluster), and return flat scalars.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -30,8 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from busgen.core.types import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SamplerName
 from busgen.eval import metrics
 from busgen.eval.arrays import labelled
-from busgen.eval.results import ClassificationReport, ClassifierMetrics, Record
-from busgen.eval.suites import REAL_TEST, arm_name
+from busgen.eval.results import ClassificationReport, ClassifierMetrics, Record, UtilityTrial
+from busgen.eval.suites import REAL_TEST
 from busgen.model import classifier
 from busgen.model.classifier import ClassifierConfig
 
@@ -50,6 +52,13 @@ class UtilityTrialConfig(BaseModel):
     ratio: float = Field(0.0, ge=0)  # synthetic draws per real draw in each epoch; 0 = real only
     synthetic_only: bool = False  # train on synthetic images alone (ratio ignored)
     seed: int = 0
+    recipe: Literal["mix", "finetune", "balance"] = "mix"  # see busgen.eval.recipes
+    label: str | None = None  # the arm's name in rows and reports; None = derived from recipe / ratio
+    series: str = ""  # scaling-curve series this trial is a point of ("" = none)
+    n_synthetic: int | None = Field(None, ge=1)  # use this many synthetic images (nested subsets); None = all
+    real_fraction: float = Field(1.0, gt=0, le=1)  # share of the real train split used (stratified, nested)
+    subset_seed: int = 0  # permutation behind n_synthetic / real_fraction subsets (fixed across seeds)
+    finetune_lr_factor: float = Field(0.3, gt=0)  # recipe finetune: phase-2 lr = classifier lr x this
     classes: list[str]  # task labels, in output-column order
     positive: str  # class whose one-vs-rest AUC / sens / spec are reported
     classifier: ClassifierConfig = ClassifierConfig()  # seed and positive are the trial's
@@ -61,20 +70,16 @@ class UtilityTrialConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self):
-        if (self.synthetic_only or self.ratio > 0) and not self.synthetic_dir:
-            raise ValueError(f"the arm {arm_name(self.ratio, self.synthetic_only)!r} needs synthetic_dir")
+        needs_syn = self.synthetic_only or self.ratio > 0 or self.recipe != "mix"
+        if needs_syn and not self.synthetic_dir:
+            raise ValueError(f"the arm {self.arm!r} needs synthetic_dir")
         return self
 
     @property
     def arm(self) -> str:
-        return arm_name(self.ratio, self.synthetic_only)
-
-    def training_mix(self) -> list[tuple[str, str | None, float]]:
-        """The (dataset, split, ratio) sets of this arm; the first set defines the epoch length."""
-        if self.synthetic_only:
-            return [(self.synthetic_dir, None, 1.0)]
-        real = (self.real_dir, "train", 1.0)
-        return [real] if self.ratio == 0 else [real, (self.synthetic_dir, None, float(self.ratio))]
+        return UtilityTrial(
+            **self.model_dump(include={"ratio", "synthetic_only", "seed", "recipe", "label"}), status="ok"
+        ).arm
 
     def evaluation_sets(self) -> dict[str, tuple[str, str | None]]:
         """Name -> (dataset, split): the real test split, then the external datasets."""
@@ -84,7 +89,7 @@ class UtilityTrialConfig(BaseModel):
         }
 
     def out_dir(self) -> Path:
-        return Path(self.artifacts_dir) / f"{self.arm.replace(' ', '_').replace('+', '_')}-seed{self.seed}"
+        return Path(self.artifacts_dir) / f"{re.sub(r'[^A-Za-z0-9.]+', '_', self.arm).strip('_')}-seed{self.seed}"
 
 
 class CaseScores(Record):
@@ -108,24 +113,18 @@ class TrialArtifacts(Record):
 
 
 def train_arm(cfg: UtilityTrialConfig):
-    """Train this arm's classifier; returns (model, ClassifierConfig, history)."""
-    from busgen.eval import classify
+    """Train this arm's classifier (its recipe's phases, `busgen.eval.recipes`).
 
-    parts = [(labelled(d, split, cfg.classes), r) for d, split, r in cfg.training_mix()]
-    weights, per_epoch = classify.mix_weights([y for (_, y), _ in parts], [r for _, r in parts])
-    ccfg = cfg.classifier.model_copy(update={"seed": cfg.seed, "positive": cfg.positive})
-    ccfg = ccfg.model_copy(update={"samples_per_epoch": ccfg.samples_per_epoch or per_epoch})
+    Returns:
+        (model, ClassifierConfig, history, {"n_real_train", "n_syn_train"}: unique images used).
+    """
+    from busgen.eval import recipes
+
+    phases = recipes.plan_phases(cfg)
     x_val, y_val = labelled(cfg.real_dir, "val", cfg.classes)
-    model, history = classify.train_classifier(
-        np.concatenate([x for (x, _), _ in parts]),
-        np.concatenate([y for (_, y), _ in parts]),
-        x_val,
-        y_val,
-        ccfg,
-        cfg.classes,
-        sample_weights=weights,
-    )
-    return model, ccfg, history
+    model, ccfg, history = recipes.train_phases(cfg, phases, x_val, y_val)
+    sizes = {"n_real_train": max(p.n_real for p in phases), "n_syn_train": max(p.n_synthetic for p in phases)}
+    return model, ccfg, history, sizes
 
 
 def operating_point(model, cfg: UtilityTrialConfig) -> float:
@@ -139,13 +138,14 @@ def operating_point(model, cfg: UtilityTrialConfig) -> float:
 def utility_trial(config: dict) -> dict:
     """Train one arm, test it on every test set, save its artifacts; returns flat metrics.
 
-    Keys: ``val_auc``, ``epochs_run``, ``seconds``, ``artifacts`` and ``<test set>/<metric>``
+    Keys: ``val_auc``, ``epochs_run``, ``seconds``, ``artifacts``, ``n_real_train``, ``n_syn_train``
+    and ``<test set>/<metric>``
     (the columns of `busgen.eval.results.ClassifierMetrics`).
     """
     cfg = UtilityTrialConfig(**config)
     torch.set_num_threads(cfg.torch_threads)
     t0 = time.time()
-    model, ccfg, history = train_arm(cfg)
+    model, ccfg, history, sizes = train_arm(cfg)
     threshold = operating_point(model, cfg)
     reports, scores = {}, {}
     pos = cfg.classes.index(cfg.positive)
@@ -164,6 +164,7 @@ def utility_trial(config: dict) -> dict:
     artifacts = TrialArtifacts(config=cfg, reports=reports, scores=scores, history=history)
     (out_dir / ARTIFACTS_FILE).write_text(artifacts.model_dump_json())
     result = {"val_auc": best_val, "epochs_run": len(history), "seconds": time.time() - t0, "artifacts": str(out_dir)}
+    result.update(sizes)
     for name, rep in reports.items():
         result.update({f"{name}/{k}": v for k, v in ClassifierMetrics.from_report(rep).model_dump().items()})
     return result

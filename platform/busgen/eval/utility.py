@@ -1,4 +1,10 @@
-"""The utility part of a suite: a Tune grid of utility trials, their ROC curves and seed-paired AUC differences."""
+"""The utility part of a suite: a Tune grid of utility trials, their ROC curves and seed-paired AUC differences.
+
+Recipes (fine-tune, confidence filter, guidance sweep, minority balance) and scaling
+points are arms of the same grid (`busgen.eval.recipe_prep`); what each arm trains on
+is `busgen.eval.recipes`. The yardstick's own noise and the scaling curve are
+summarised here from the trials (``yardstick_noise``, ``scaling_rows``).
+"""
 
 from __future__ import annotations
 
@@ -7,20 +13,37 @@ from pathlib import Path
 import numpy as np
 
 from busgen.core.storage import resolve_location
-from busgen.eval import metrics, sweep
-from busgen.eval.results import ArmRoc, ClassifierMetrics, PairedDelta, UtilityResult, UtilityTrial
+from busgen.eval import metrics, recipe_prep, sweep
 from busgen.eval.suites import SuiteConfig
 from busgen.eval.trials import TrialArtifacts
+from busgen.eval.utility_results import (
+    ArmRoc,
+    ClassifierMetrics,
+    PairedDelta,
+    RecipeInfo,
+    ScalingRow,
+    UtilityResult,
+    UtilityTrial,
+)
 
-TRIAL_KEYS = ("val_auc", "epochs_run", "seconds", "artifacts")  # scalars of a utility trial besides test-set metrics
+# scalars of a utility trial besides test-set metrics
+TRIAL_KEYS = ("val_auc", "epochs_run", "seconds", "artifacts", "n_real_train", "n_syn_train")
+POINT_KEYS = ("recipe", "label", "series", "n_synthetic", "real_fraction")  # recipe keys a grid point may set
 
 
-def utility_grid(cfg: SuiteConfig) -> list[dict]:
-    """One point per (arm, seed): every ratio, then synthetic only."""
-    u = cfg.utility
-    arms = [{"ratio": float(r), "synthetic_only": False} for r in u.ratios]
-    arms += [{"ratio": 0.0, "synthetic_only": True}] if u.synthetic_only else []
-    return [{**arm, "seed": s} for arm in arms for s in u.seeds]
+def utility_grid(
+    cfg: SuiteConfig,
+    syn_dir: str | None = None,
+    filtered_dir: str | None = None,
+    guidance: dict[float, str] | None = None,
+    info: RecipeInfo | None = None,
+) -> list[dict]:
+    """One point per (arm, seed): every ratio, synthetic only, then recipes and scaling points.
+
+    Without the prepared sets (``filtered_dir``, ``guidance``) those recipes have no arm;
+    without ``syn_dir`` the synthetic scaling sizes are unknown and skipped.
+    """
+    return recipe_prep.grid_points(cfg, syn_dir, filtered_dir, guidance or {}, info or RecipeInfo())
 
 
 def trial_base(cfg: SuiteConfig, real_dir: str, artifacts_dir: Path, syn_dir: str | None = None) -> dict:
@@ -48,36 +71,109 @@ def trial_from_row(row: dict) -> UtilityTrial:
             name, metric = key.split("/", 1)
             by_set.setdefault(name, {})[metric] = value
     return UtilityTrial(
-        **{k: row[k] for k in ("ratio", "synthetic_only", "seed", "status", "error")},
-        **{k: row[k] for k in TRIAL_KEYS if k in row},
+        **{k: row.get(k, d) for k, d in (("ratio", 0.0), ("synthetic_only", False))},
+        **{k: row[k] for k in ("seed", "status", "error")},
+        **{k: row[k] for k in TRIAL_KEYS + POINT_KEYS if k in row and row[k] is not None},
         test_sets={name: ClassifierMetrics(**m) for name, m in by_set.items()},
     )
 
 
-def run_utility(cfg: SuiteConfig, real_dir: str, syn_dir: str | None, work: Path) -> UtilityResult:
+def prepare_recipes(
+    cfg: SuiteConfig, real_dir: str, syn_dir: str | None, work: Path, model_dir: str | None
+) -> tuple[str | None, dict[float, str], RecipeInfo]:
+    """The filtered synthetic set and the guidance sets the recipes need: (filtered dir, guidance sets, info)."""
+    rec, info, filtered = cfg.utility.recipes, RecipeInfo(), None
+    if rec.filter is not None and syn_dir:
+        filtered, info = recipe_prep.filter_synthetic(cfg, real_dir, syn_dir, work / f"filtered_tau{rec.filter.tau:g}")
+    guidance = recipe_prep.guidance_sets(cfg, model_dir, work) if rec.guidance is not None else {}
+    info.guidance_dirs = {f"{g:g}": p for g, p in guidance.items()}
+    info.guidance_sizes = {f"{g:g}": recipe_prep._set_size(p, cfg.classes) for g, p in guidance.items()}
+    return filtered, guidance, info
+
+
+def run_utility(
+    cfg: SuiteConfig, real_dir: str, syn_dir: str | None, work: Path, model_dir: str | None = None
+) -> UtilityResult:
     """Tune grid of utility trials -> trials, the ROC of each arm's first seed, paired deltas vs real only."""
+    filtered, guidance, info = prepare_recipes(cfg, real_dir, syn_dir, work, model_dir)
     rows = sweep.run_trials(
         "utility",
         trial_base(cfg, real_dir, work / "utility", syn_dir),
-        utility_grid(cfg),
+        utility_grid(cfg, syn_dir, filtered, guidance, info),
         str(work / "tune"),
         f"{cfg.name}-utility",
         cfg.resources_per_trial,
         cfg.max_concurrent_trials,
     )
     trials = [trial_from_row(r) for r in rows]
-    return UtilityResult(
-        trials=trials,
-        roc=first_seed_rocs(trials, min(cfg.utility.seeds)),
-        deltas=paired_deltas(trials, cfg.utility.n_boot),
+    deltas = paired_deltas(trials, cfg.utility.n_boot, cfg.utility.delta_ci == "cases+seeds")
+    result = UtilityResult(
+        trials=trials, roc=first_seed_rocs(trials, min(cfg.utility.seeds)), deltas=deltas, recipes=info
     )
+    result.scaling = {name: scaling_rows(result, name) for name in result.test_sets()}
+    result.scaling = {k: v for k, v in result.scaling.items() if v}
+    return result
 
 
-def paired_deltas(trials: list[UtilityTrial], n_boot: int) -> dict[str, dict[str, PairedDelta]]:
-    """Test set -> arm -> AUC(arm) - AUC(real only), seed-paired, with a paired bootstrap CI over test cases.
+def scaling_rows(util: UtilityResult, test_set: str) -> list[ScalingRow]:
+    """The scaling curve on one test set: per series and N, seed mean and sd, 95% t-interval, paired delta.
+
+    N counts unique synthetic training images for the synthetic series and unique real
+    ones for the ``real`` series (the real-only arm is its 100% point).
+    """
+    from scipy.stats import t as student_t
+
+    groups: dict[tuple[str, str, int], list[float]] = {}
+    for tr in util.trials:
+        m = tr.test_sets.get(test_set)
+        if not tr.series or tr.status != "ok" or m is None:
+            continue
+        kind = "real" if tr.series == "real" else "synthetic"
+        n = tr.n_real_train if kind == "real" else tr.n_syn_train
+        groups.setdefault((tr.series, tr.arm, kind, int(n or 0)), []).append(m.auc)
+    rows = []
+    for (series, arm, kind, n), aucs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][3])):
+        mean, sd = float(np.mean(aucs)), float(np.std(aucs, ddof=1)) if len(aucs) > 1 else 0.0
+        half = float(student_t.ppf(0.975, len(aucs) - 1) * sd / np.sqrt(len(aucs))) if len(aucs) > 1 else float("nan")
+        rows.append(
+            ScalingRow(
+                series=series, arm=arm, kind=kind, n=n, n_seeds=len(aucs), auc_mean=mean, auc_std=sd,
+                ci_low=mean - half, ci_high=mean + half, delta=util.deltas.get(test_set, {}).get(arm),
+            )
+        )  # fmt: skip
+    return rows
+
+
+def yardstick_noise(util: UtilityResult, test_set: str) -> dict[str, float] | None:
+    """The yardstick's own noise: real-only AUC sd over seeds and the smallest delta it can resolve.
+
+    ``resolvable_delta`` = 1.96 x sd x sqrt(2 / n_seeds): the 95% half-width of a
+    difference of two arms' seed means when each carries the real-only seed-to-seed sd
+    (training noise only; the paired test-case bootstrap covers the test set's noise).
+    ``median_paired_half_width`` is the median half-width of the reported paired-delta CIs,
+    the resolution actually achieved (training and, with ``delta_ci=cases+seeds``, test noise).
+    """
+    s = util.arm_summary(test_set).get("real")
+    if s is None or s.n_seeds < 2:
+        return None
+    widths = [(d.ci_high - d.ci_low) / 2 for d in util.deltas.get(test_set, {}).values() if np.isfinite(d.ci_high)]
+    return {
+        "real_auc_mean": s.auc_mean,
+        "real_auc_sd": s.auc_std,
+        "n_seeds": s.n_seeds,
+        "resolvable_delta": float(1.96 * s.auc_std * np.sqrt(2 / s.n_seeds)),
+        "median_paired_half_width": float(np.median(widths)) if widths else float("nan"),
+    }
+
+
+def paired_deltas(
+    trials: list[UtilityTrial], n_boot: int, resample_seeds: bool = False
+) -> dict[str, dict[str, PairedDelta]]:
+    """Test set -> arm -> AUC(arm) - AUC(real only), seed-paired, with a paired bootstrap CI.
 
     Arms share their test cases, so the difference has a far tighter CI than either AUC;
     the synthetic-vs-real targets are judged on it. Seeds present in both arms are paired.
+    ``resample_seeds`` also resamples the seed pairs in each draw (CI includes training noise).
     """
     scores: dict[str, dict[str, dict[int, object]]] = {}  # test set -> arm -> seed -> CaseScores
     for t in trials:
@@ -104,6 +200,7 @@ def paired_deltas(trials: list[UtilityTrial], n_boot: int) -> dict[str, dict[str
                 [base[s].score for s in seeds],
                 [by_seed[s].score for s in seeds],
                 n_boot=n_boot,
+                resample_runs=resample_seeds and len(seeds) > 1,
             )
             out.setdefault(name, {})[arm] = PairedDelta(**delta)
     return out
