@@ -16,7 +16,7 @@ import torch
 from busgen.model import generator, protect
 from busgen.model.smoke import export_untrained
 
-ON = {"protect": "cpsample", "protect_strength": 50.0, "protect_threshold": 0.5}
+ON = {"protect": "cpsample", "protect_strength": 1.0, "protect_threshold": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_serve_batches_pass_protection_through_and_group_by_it(gen):
     base = {"label": "benign", "n": 2, "seed": 3, "steps": 3, "guidance": None, "sampler": "ddim", "domain": None}
     jobs = [
         {**base, "box": None, "protect": "none"},
-        {**base, "box": None, "protect": "cpsample", "protect_strength": 50.0, "protect_threshold": 0.5},
+        {**base, "box": None, "protect": "cpsample", "protect_strength": 1.0, "protect_threshold": 0.5},
     ]
     off, on = sample_jobs(gen, jobs, default_guidance=1.0, batch_size=4)
     assert (off["protect"], on["protect"]) == ("none", "cpsample")

@@ -184,7 +184,7 @@ def run_tradeoff(cfg: TradeoffConfig, log=print) -> dict:
     real["held_feats"] = encode(encoder, real["held"][0])
     domain = real["members"][3][0] if real["members"][3] and real["members"][3][0] in gen.domain_names else None
     labels = sample_plan(list(real["members"][1]), classes, cfg.n, cfg.seed)
-    rows = []
+    rows, out = [], Path(cfg.out)
     for alpha in cfg.strengths:
         kw = {"protect": "cpsample", "protect_strength": alpha} if alpha > 0 else {"protect": "none"}
         t0 = time.perf_counter()
@@ -204,6 +204,8 @@ def run_tradeoff(cfg: TradeoffConfig, log=print) -> dict:
         ips = len(labels) / (time.perf_counter() - t0)
         row = {"strength": alpha, "img_per_s": ips, **measure(syn, labels, real, encoder, cfg, classes)}
         rows.append(row)
+        out.mkdir(parents=True, exist_ok=True)  # rows so far: a run cut short still leaves what it measured
+        (out / "rows.partial.json").write_text(json.dumps(rows, indent=2, default=float))
         log(
             f"[tradeoff] alpha {alpha:g}: FID {row['fid']:.3f} AUC {row['auc']:.3f} mem {row['memorization_rate']:.3f} "
             f"MIA {mia_auc(row):.3f} {ips:.2f} img/s ({time.time() - t_start:.0f} s)"
@@ -216,10 +218,11 @@ def run_tradeoff(cfg: TradeoffConfig, log=print) -> dict:
         "default": choose_default(rows, cfg),
         "seconds": round(time.time() - t_start, 1),
     }
-    write_report(results, Path(cfg.out))
+    write_report(results, out)
     d = results["default"]
     results["summary"] = (
         f"{len(rows)} strengths on {cfg.model}: default alpha {d['strength']:g} ({d['rule']}) -> {cfg.out}"
     )
-    (Path(cfg.out) / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    (out / "rows.partial.json").unlink(missing_ok=True)
     return results
