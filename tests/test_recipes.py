@@ -150,7 +150,7 @@ def test_grid_has_one_point_per_recipe_arm_and_seed(sets):
         filter=FilterRecipe(tau=0.8),
         guidance=GuidanceRecipe(guidances=[1.0, 3.0], synthetic_dirs={1.0: syn, 3.0: syn}),
     )
-    cfg.utility.scaling = ScalingSettings(n_synthetic=[10, 40, 100], real_fractions=[0.5])
+    cfg.utility.scaling = ScalingSettings(n_synthetic=[10, 40, 100], real_fractions=[0.5], seeds=[0])
     info = recipe_prep.RecipeInfo()
     points = recipe_prep.grid_points(cfg, syn, "filtered", {1.0: syn, 3.0: syn}, info)
     arms = list(dict.fromkeys(UtilityTrialConfig(**{**_base(real, syn), **p}).arm for p in points))
@@ -167,7 +167,8 @@ def test_grid_has_one_point_per_recipe_arm_and_seed(sets):
         "real+syn x1 N=10",  # N=40 is the whole set: the full arms are those points already
         "real 50%",
     ]
-    assert len(points) == 2 * len(arms) and info.notes == ["scaling N=100 skipped: the synthetic set holds 40 images"]
+    assert len(points) == 2 * 8 + 3  # two seeds per full-data arm, scaling.seeds=[0] for the 3 scaling points
+    assert info.notes == ["scaling N=100 skipped: the synthetic set holds 40 images"]
 
 
 def _base(real, syn):

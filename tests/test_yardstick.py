@@ -156,3 +156,15 @@ def test_every_recipe_arm_and_scaling_point_runs_and_is_reported(recipes_run):
         assert needle in text, needle
     assert (out / "scaling.png").is_file() and (out / "recipe_deltas.png").is_file()
     assert len(pq.read_table(out / "scaling.parquet")) == len(util.scaling["real_test"])
+
+
+def test_an_interrupted_grid_is_rebuilt_from_its_trial_artifacts(recipes_run):
+    from busgen.eval.utility import rebuild_utility
+
+    result, out = recipes_run
+    again = rebuild_utility(result.params, out / "work")
+    assert sorted(again.arm_order()) == sorted(result.utility.arm_order())
+    assert again.recipes == result.utility.recipes
+    for arm, d in result.utility.deltas["real_test"].items():
+        assert again.deltas["real_test"][arm].value == pytest.approx(d.value)
+    assert {t.arm: t.n_syn_train for t in again.trials} == {t.arm: t.n_syn_train for t in result.utility.trials}

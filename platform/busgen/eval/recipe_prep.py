@@ -149,4 +149,6 @@ def grid_points(
             arms.append(
                 {"ratio": 0.0, "series": "real", "real_fraction": frac, "label": scaling_arm("real", None, frac)}
             )
-    return [{**arm, "seed": s} for arm in arms for s in u.seeds]
+    subset_seeds = sc.seeds if sc.seeds is not None else u.seeds
+    is_subset = lambda arm: "n_synthetic" in arm or "real_fraction" in arm  # noqa: E731
+    return [{**arm, "seed": s} for arm in arms for s in (subset_seeds if is_subset(arm) else u.seeds)]

@@ -134,6 +134,7 @@ class ScalingSettings(_Section):
     n_synthetic: list[int] = []  # e.g. [1000, 4000, 16000, 64000]
     ratio: float | None = 1.0  # the mix series (real + syn x ratio) at each N; None = synthetic only alone
     real_fractions: list[float] = []  # e.g. [0.25, 0.5]; 1.0 is the real-only arm itself
+    seeds: list[int] | None = None  # seeds of the scaling points; None = utility.seeds
 
     @model_validator(mode="after")
     def _check(self):

@@ -106,6 +106,7 @@ class TrialArtifacts(Record):
     reports: dict[str, ClassificationReport]
     scores: dict[str, CaseScores]
     history: list[dict[str, float]]
+    sizes: dict[str, int] = {}  # n_real_train / n_syn_train (absent in artifacts written before recipes)
 
     @classmethod
     def read(cls, trial_dir: str | Path) -> TrialArtifacts:
@@ -161,7 +162,7 @@ def utility_trial(config: dict) -> dict:
     best_val = max((h["val_auc"] for h in history if np.isfinite(h["val_auc"])), default=float("nan"))
     out_dir = cfg.out_dir()
     classifier.save_classifier(out_dir / "classifier", model, ccfg, cfg.classes, {"best_val_auc": best_val})
-    artifacts = TrialArtifacts(config=cfg, reports=reports, scores=scores, history=history)
+    artifacts = TrialArtifacts(config=cfg, reports=reports, scores=scores, history=history, sizes=sizes)
     (out_dir / ARTIFACTS_FILE).write_text(artifacts.model_dump_json())
     result = {"val_auc": best_val, "epochs_run": len(history), "seconds": time.time() - t0, "artifacts": str(out_dir)}
     result.update(sizes)

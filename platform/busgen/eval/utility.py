@@ -28,6 +28,7 @@ from busgen.eval.utility_results import (
 
 # scalars of a utility trial besides test-set metrics
 TRIAL_KEYS = ("val_auc", "epochs_run", "seconds", "artifacts", "n_real_train", "n_syn_train")
+RECIPES_FILE = "recipes.json"  # <work>/recipes.json: what prepare_recipes made
 POINT_KEYS = ("recipe", "label", "series", "n_synthetic", "real_fraction")  # recipe keys a grid point may set
 
 
@@ -88,6 +89,7 @@ def prepare_recipes(
     guidance = recipe_prep.guidance_sets(cfg, model_dir, work) if rec.guidance is not None else {}
     info.guidance_dirs = {f"{g:g}": p for g, p in guidance.items()}
     info.guidance_sizes = {f"{g:g}": recipe_prep._set_size(p, cfg.classes) for g, p in guidance.items()}
+    (work / RECIPES_FILE).write_text(info.model_dump_json(indent=2))  # for `rebuild_utility`
     return filtered, guidance, info
 
 
@@ -105,14 +107,46 @@ def run_utility(
         cfg.resources_per_trial,
         cfg.max_concurrent_trials,
     )
-    trials = [trial_from_row(r) for r in rows]
+    return summarise(cfg, [trial_from_row(r) for r in rows], info)
+
+
+def summarise(cfg: SuiteConfig, trials: list[UtilityTrial], info: RecipeInfo | None) -> UtilityResult:
+    """Trials -> the utility result: first-seed ROCs, paired deltas, scaling rows."""
     deltas = paired_deltas(trials, cfg.utility.n_boot, cfg.utility.delta_ci == "cases+seeds")
-    result = UtilityResult(
-        trials=trials, roc=first_seed_rocs(trials, min(cfg.utility.seeds)), deltas=deltas, recipes=info
-    )
+    seed = min((t.seed for t in trials), default=0)
+    result = UtilityResult(trials=trials, roc=first_seed_rocs(trials, seed), deltas=deltas, recipes=info)
     result.scaling = {name: scaling_rows(result, name) for name in result.test_sets()}
     result.scaling = {k: v for k, v in result.scaling.items() if v}
     return result
+
+
+def trials_from_artifacts(artifacts_dir: str | Path) -> list[UtilityTrial]:
+    """The finished trials of a utility grid, read back from their ``reports.json`` (status ok)."""
+    trials = []
+    for fp in sorted(Path(artifacts_dir).glob("*/reports.json")):
+        art = TrialArtifacts.read(fp.parent)
+        c = art.config
+        keys = c.model_dump(include={"ratio", "synthetic_only", "seed", "recipe", "label", "series"})
+        keys.update(c.model_dump(include={"n_synthetic", "real_fraction"}), **art.sizes)
+        vals = [h["val_auc"] for h in art.history if np.isfinite(h["val_auc"])]
+        trials.append(
+            UtilityTrial(
+                **keys, status="ok", artifacts=str(fp.parent), epochs_run=len(art.history),
+                val_auc=max(vals, default=float("nan")),
+                test_sets={k: ClassifierMetrics.from_report(r) for k, r in art.reports.items()},
+            )
+        )  # fmt: skip
+    return trials
+
+
+def rebuild_utility(cfg: SuiteConfig, work: Path) -> UtilityResult:
+    """The utility result of an interrupted suite from what finished: trial artifacts under ``<work>/utility``.
+
+    Trials still missing are simply absent (the report's seed counts show it).
+    """
+    info_fp = work / RECIPES_FILE
+    info = RecipeInfo.model_validate_json(info_fp.read_text()) if info_fp.is_file() else None
+    return summarise(cfg, trials_from_artifacts(work / "utility"), info)
 
 
 def scaling_rows(util: UtilityResult, test_set: str) -> list[ScalingRow]:
