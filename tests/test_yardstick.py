@@ -168,3 +168,11 @@ def test_an_interrupted_grid_is_rebuilt_from_its_trial_artifacts(recipes_run):
     for arm, d in result.utility.deltas["real_test"].items():
         assert again.deltas["real_test"][arm].value == pytest.approx(d.value)
     assert {t.arm: t.n_syn_train for t in again.trials} == {t.arm: t.n_syn_train for t in result.utility.trials}
+
+
+def test_a_suite_run_in_parts_is_reported_from_its_work_folders(recipes_run, tmp_path):
+    result, out = recipes_run
+    cfg = result.params.model_copy(update={"out": str(tmp_path)})  # a second out folder that ran nothing yet
+    joined = evaluate.report_from_work(cfg, more_work=[str(out / "work")])
+    assert sorted(joined.utility.arm_order()) == sorted(result.utility.arm_order())
+    assert "Recipes and yardstick" in (tmp_path / "report.md").read_text() and (tmp_path / "results.csv").is_file()

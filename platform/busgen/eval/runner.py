@@ -160,6 +160,39 @@ def run_suite(cfg: SuiteConfig, run_id: str | None = None) -> EvalResult:
     return result
 
 
+def report_from_work(
+    cfg: SuiteConfig, more_work: list[str] = (), run_id: str | None = None, seconds: float | None = None
+) -> EvalResult:
+    """Re-assemble the utility part of ``cfg.out`` from the trial artifacts under ``<out>/work`` and report it.
+
+    For a grid that was interrupted, or run in parts into the same ``out`` folder (arms
+    whose inputs arrived later, e.g. the guidance sets of a generator still training):
+    every finished trial counts, whichever run made it (`busgen.eval.utility.rebuild_utility`);
+    ``more_work`` adds the ``work`` folders of runs made into other ``out`` folders. Other
+    parts are not re-run.
+    """
+    from busgen.eval.utility import rebuild_utility
+
+    out = Path(cfg.out).resolve()
+    result = EvalResult(
+        suite=cfg.name,
+        run_id=run_id or f"local-{uuid.uuid4().hex[:12]}",
+        timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        params=cfg,
+        inputs=Inputs(
+            real_dir=str(Path(cfg.real_dir).resolve()),
+            model=str(Path(cfg.model).resolve()) if cfg.model else None,
+            synthetic_dir=str(Path(cfg.synthetic_dir).resolve()) if cfg.synthetic_dir else None,
+        ),
+        utility=rebuild_utility(cfg, out / "work", *(Path(w) for w in more_work)),
+        seconds=seconds,
+    )
+    result.metrics = result.headline()
+    result.write(out)
+    report.write_report(out, result)
+    return result
+
+
 def training_data_of(syn_dir: str | Path) -> tuple[str, str]:
     """(model folder, data fingerprint) of the generator that wrote a synthetic set (adapters: their base model).
 

@@ -89,7 +89,6 @@ def prepare_recipes(
     guidance = recipe_prep.guidance_sets(cfg, model_dir, work) if rec.guidance is not None else {}
     info.guidance_dirs = {f"{g:g}": p for g, p in guidance.items()}
     info.guidance_sizes = {f"{g:g}": recipe_prep._set_size(p, cfg.classes) for g, p in guidance.items()}
-    (work / RECIPES_FILE).write_text(info.model_dump_json(indent=2))  # for `rebuild_utility`
     return filtered, guidance, info
 
 
@@ -98,10 +97,13 @@ def run_utility(
 ) -> UtilityResult:
     """Tune grid of utility trials -> trials, the ROC of each arm's first seed, paired deltas vs real only."""
     filtered, guidance, info = prepare_recipes(cfg, real_dir, syn_dir, work, model_dir)
+    grid = utility_grid(cfg, syn_dir, filtered, guidance, info)  # notes skipped scaling sizes in info
+    work.mkdir(parents=True, exist_ok=True)
+    (work / RECIPES_FILE).write_text(info.model_dump_json(indent=2))  # for `rebuild_utility`
     rows = sweep.run_trials(
         "utility",
         trial_base(cfg, real_dir, work / "utility", syn_dir),
-        utility_grid(cfg, syn_dir, filtered, guidance, info),
+        grid,
         str(work / "tune"),
         f"{cfg.name}-utility",
         cfg.resources_per_trial,
@@ -139,14 +141,32 @@ def trials_from_artifacts(artifacts_dir: str | Path) -> list[UtilityTrial]:
     return trials
 
 
-def rebuild_utility(cfg: SuiteConfig, work: Path) -> UtilityResult:
+def rebuild_utility(cfg: SuiteConfig, work: Path, *more: Path) -> UtilityResult:
     """The utility result of an interrupted suite from what finished: trial artifacts under ``<work>/utility``.
 
-    Trials still missing are simply absent (the report's seed counts show it).
+    ``more`` work folders (suites run in parts, e.g. arms whose inputs arrived later) add
+    their trials and recipe info. Trials still missing are simply absent (the report's
+    seed counts show it).
     """
-    info_fp = work / RECIPES_FILE
-    info = RecipeInfo.model_validate_json(info_fp.read_text()) if info_fp.is_file() else None
-    return summarise(cfg, trials_from_artifacts(work / "utility"), info)
+    trials, info = [], None
+    for w in (work, *more):
+        trials += trials_from_artifacts(w / "utility")
+        if (w / RECIPES_FILE).is_file():
+            got = RecipeInfo.model_validate_json((w / RECIPES_FILE).read_text())
+            info = got if info is None else _merge_info(info, got)
+    return summarise(cfg, trials, info)
+
+
+def _merge_info(a: RecipeInfo, b: RecipeInfo) -> RecipeInfo:
+    """Recipe info of two partial runs: filter fields from whichever ran the filter, guidance and notes joined."""
+    filt = a if a.filter_tau is not None else b
+    return filt.model_copy(
+        update={
+            "guidance_dirs": {**a.guidance_dirs, **b.guidance_dirs},
+            "guidance_sizes": {**a.guidance_sizes, **b.guidance_sizes},
+            "notes": list(dict.fromkeys(a.notes + b.notes)),
+        }
+    )
 
 
 def scaling_rows(util: UtilityResult, test_set: str) -> list[ScalingRow]:
