@@ -154,6 +154,13 @@ OPERATIONS: dict[str, Operation] = {
             location_fields=("base", "target_dir", "reference_dir", "out", "storage_path"),
         ),
         Operation(
+            "multisite",
+            "busgen.eval.multisite.config:MultisiteConfig",
+            f"{_OPS}:run_multisite",
+            "Multi-site protocol: target-only, foundation + few-shot (LoRA/full) and joint generators, cross-site AUC.",
+            location_fields=("out", "work_dir", "joint_dir"),
+        ),
+        Operation(
             "demo",
             f"{_OPS}:DemoRun",
             f"{_OPS}:run_demo",

@@ -287,6 +287,13 @@ def run_few_shot(cfg) -> dict:
     }
 
 
+def run_multisite(cfg) -> dict:
+    from busgen.eval.multisite.runner import run_multisite as run
+
+    result = run(cfg)
+    return result | {"summary": f"{result['rows']} rows in {result['seconds']} s\nreport: {result['report']}"}
+
+
 class DemoRun(BaseModel):
     """Run the whole pipeline on CPU (data, ingest, pretrain, generate, evaluate) and write a report."""
 

@@ -1,0 +1,122 @@
+"""Multi-domain pretraining conditions on the domain: a domain classifier trained on *real* images of two
+simulated devices tells the generator's samples under each domain condition apart.
+
+Phantom devices a and b differ strongly (gain, speckle grain, attenuation). The fast test trains a
+16 px tiny generator in-process for a short while (the Ray Train loop's own step function, no Ray);
+the slow test runs the real `busgen.train.pretrain` on a combined two-domain dataset at 32 px.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from busgen.data import schema
+from busgen.data.imageio import encode_png, mask_to_box
+from busgen.data.phantom import make_phantom_arrays
+from busgen.eval.fewshot import fit_domain_classifier, texture_features
+from busgen.model import boxprior, diffusion, generator, unet
+from busgen.train import batches, step
+from busgen.train.pretrain import PretrainConfig
+
+CLASSES = ["benign", "malignant"]
+DOMAINS = ["dev_a", "dev_b"]
+
+
+def _phantoms(n: int, size: int, seed: int, style: str):
+    images, masks, labels = make_phantom_arrays(n, size, seed=seed, style=style, classes=tuple(CLASSES))
+    return images, [mask_to_box(m) if m.any() else None for m in masks], list(labels)
+
+
+def _share_called_b(gen, real_a, real_b, n: int = 24) -> tuple[float, float]:
+    """Share of samples the real-trained domain classifier calls device b, under condition a and under b."""
+    clf = fit_domain_classifier(real_b, real_a)
+    labels = [CLASSES[i % 2] for i in range(n)]
+    shares = []
+    for d in DOMAINS:
+        samples = gen.sample(labels, domains=d, steps=10, seed=1)
+        shares.append(float(clf.predict(texture_features(samples)).mean()))
+    return shares[0], shares[1]
+
+
+def test_a_briefly_trained_two_domain_generator_samples_each_domain(tmp_path, torch_one_thread):
+    size, steps, bs = 16, 80, 32
+    data = {d: _phantoms(96, size, seed=i, style=d[-1]) for i, d in enumerate(DOMAINS)}
+    rows = [(img, box, lbl, d) for d in DOMAINS for img, box, lbl in zip(*data[d])]
+    cfg = PretrainConfig(
+        data_dir="-", image_size=size, batch_size=bs, lr=2e-3, warmup_steps=10, max_steps=steps, ema_decay=0.9
+    )
+    model, ema, opt, sched = step.build_components(cfg, len(CLASSES), len(DOMAINS), torch.device("cpu"))
+    noise = diffusion.make_noise_scheduler(diffusion.DiffusionConfig())
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    vocab = ({c: i for i, c in enumerate(CLASSES)}, {d: i for i, d in enumerate(DOMAINS)})
+    for _ in range(steps):
+        pick = [rows[i] for i in rng.choice(len(rows), bs, replace=False)]
+        raw = {
+            schema.IMAGE: [encode_png(p) for p, _, _, _ in pick],
+            schema.BOX: [b for _, b, _, _ in pick],
+            schema.LABEL: [lbl for _, _, lbl, _ in pick],
+            schema.DOMAIN: [d for _, _, _, d in pick],
+        }
+        batch = batches.prepare_batch(raw, cfg, vocab, size, rng)
+        step.train_step(model, model, noise, opt, sched, ema, batch, cfg, gen, torch.device("cpu"))
+    model.load_state_dict(ema.shadow)
+    prior = boxprior.fit([r[1] for r in rows], [r[2] for r in rows])
+    out = generator.export_model(
+        tmp_path / "g", model, None, unet.model_config_for("tiny", size), CLASSES, DOMAINS, prior, "phantom", steps
+    )
+    share_a, share_b = _share_called_b(generator.load(out, device="cpu"), data["dev_a"][0], data["dev_b"][0])
+    # weaker than the slow test (a few seconds of training): the b condition must move samples towards b
+    assert share_b - share_a >= 0.5, (share_a, share_b)
+
+
+@pytest.mark.slow
+def test_pretrained_joint_generator_samples_each_domain(tmp_path, ray_local, torch_one_thread):
+    from busgen.train.pretrain import pretrain
+    from tests.helpers_data import write_parquet_dataset
+
+    size = 32
+    real = {}
+    for i, d in enumerate(DOMAINS):
+        images, masks, labels = make_phantom_arrays(200, size, seed=i, style=d[-1], classes=tuple(CLASSES))
+        real[d] = images
+        write_parquet_dataset(tmp_path / "joint" / d, images, masks, labels, d)
+    out = tmp_path / "gen"
+    pretrain(
+        PretrainConfig(
+            data_dir=str(tmp_path / "joint"),
+            image_size=size,
+            batch_size=32,
+            max_steps=400,
+            lr=1e-3,
+            warmup_steps=20,
+            ema_decay=0.99,
+            checkpoint_every=400,
+            storage_path=str(tmp_path / "runs"),
+            run_name="joint-domains",
+            out=str(out),
+        )
+    )
+    gen = generator.load(out, device="cpu")
+    assert gen.domain_names == DOMAINS
+    share_a, share_b = _share_called_b(gen, real["dev_a"], real["dev_b"])
+    assert share_a <= 0.2 and share_b >= 0.8, (share_a, share_b)
+
+
+def test_an_unknown_domain_lists_the_known_ones(tmp_path):
+    from busgen.model.smoke import export_untrained
+
+    gen = generator.load(export_untrained(tmp_path / "g", size=16, domains=DOMAINS), device="cpu")
+    with pytest.raises(ValueError, match=r"unknown domain 'dev_c'.*dev_a.*dev_b"):
+        gen.sample(["benign"], domains="dev_c", steps=1)
+
+
+def test_generating_under_an_unknown_domain_lists_the_known_ones(tmp_path):
+    from busgen.generate.shards import GenerateConfig, GenerateError, validate
+    from busgen.model.smoke import export_untrained
+
+    model = export_untrained(tmp_path / "g", size=16, domains=DOMAINS)
+    cfg = GenerateConfig(model=str(model), out=str(tmp_path / "syn"), n=4, domain_ratio={"dev_a": 1.0, "dev_c": 1.0})
+    with pytest.raises(GenerateError, match=r"unknown domain \['dev_c'\].*dev_a.*dev_b"):
+        validate(cfg)
