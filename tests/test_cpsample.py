@@ -152,3 +152,10 @@ def test_outside_the_window_the_classifier_is_not_run():
     assert not torch.equal(term(x, torch.tensor(500), eps), eps) and clf.calls == 1
     with pytest.raises(ValueError, match="window"):
         protect.ProtectSettings(protect="cpsample", window=(0.8, 0.2))
+
+
+def test_the_window_ends_where_the_classifier_was_trained():
+    trained = {"train": {"train_t_max": 400}}  # protect.json of a classifier trained on t < 400
+    assert protect.trained_window((0.0, 1.0), trained, 1000) == (0.0, 0.4)
+    assert protect.trained_window((0.1, 0.3), trained, 1000) == (0.1, 0.3)
+    assert protect.trained_window((0.0, 1.0), {"train": {"train_t_max": None}}, 1000) == (0.0, 1.0)

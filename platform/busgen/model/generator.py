@@ -131,6 +131,7 @@ class Generator:
         self.meta = meta or {}
         self.model_dir = Path(model_dir) if model_dir is not None else None  # where protect/ is looked up
         self._protector: protection.ProtectionClassifier | None = None
+        self._protect_meta: dict = {}
         self.accel: accel.Resolved | None = None  # set by ``optimize``
 
     def optimize(self, cfg: accel.AccelConfig | None = None) -> Generator:
@@ -261,8 +262,9 @@ class Generator:
         if self._protector is None:
             if self.model_dir is None:
                 raise protection.ProtectError("protect=cpsample needs a generator loaded from its model folder")
-            net, _ = protection.load_protector(self.model_dir, self.model_id)
+            net, meta = protection.load_protector(self.model_dir, self.model_id)
             self._protector = net.to(next(self.model.parameters()).device)
+            self._protect_meta = meta
         alphas = diffusion.make_noise_scheduler(self.diffusion_cfg).alphas_cumprod
         return protection.cpsample_term(
             self._protector,
@@ -270,7 +272,7 @@ class Generator:
             settings.strength,
             settings.threshold,
             self.diffusion_cfg.prediction_type,
-            settings.window,
+            protection.trained_window(settings.window, self._protect_meta, len(alphas)),
         )
 
 

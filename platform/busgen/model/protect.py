@@ -130,6 +130,18 @@ def in_window(t: int, window: tuple[float, float], num_train_timesteps: int) -> 
     return lo * num_train_timesteps <= t <= hi * num_train_timesteps
 
 
+def trained_window(window: tuple[float, float], meta: dict, num_train_timesteps: int) -> tuple[float, float]:
+    """``window`` cut to the timesteps the classifier was trained on (``train.train_t_max`` in protect.json).
+
+    Outside them it never saw an image, and a confident answer there would be noise, not recognition.
+    """
+    t_max = (meta.get("train") or {}).get("train_t_max")
+    if not t_max:
+        return window
+    hi = min(window[1], t_max / num_train_timesteps)
+    return (min(window[0], hi), hi)
+
+
 def cpsample_term(
     classifier: ProtectionClassifier,
     alphas_cumprod: torch.Tensor,

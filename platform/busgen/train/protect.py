@@ -45,6 +45,8 @@ class ProtectConfig(BaseModel):
     max_minutes: float | None = Field(None, gt=0)  # stop after this long (recorded: stopped="time")
     fit_accuracy: float = Field(0.98, gt=0.5, le=1.0)  # stop once it fits the labels this well ...
     fit_t: int = Field(200, ge=0)  # ... on training images noised to timesteps <= fit_t ...
+    train_t_max: int | None = Field(None, ge=1)  # draw training timesteps below this (None = the whole schedule);
+    # large sets fit faster when the hopeless near-pure-noise steps are left out: sample with window hi <= t_max / T
     fit_confidence: float = Field(0.9, ge=0.5, lt=1.0)  # ... counting only predictions at least this confident
     seed: int = 0  # labels, noise and initialisation
     check_data: bool = True  # refuse data whose fingerprint differs from the generator's training data
@@ -100,12 +102,13 @@ def fit_protector(
     gen = torch.Generator().manual_seed(cfg.seed)
     t0, acc, epoch, loss, stopped = time.time(), 0.0, 0, float("nan"), "max_epochs"
     passes = -(-max(cfg.samples_per_epoch, len(x0)) // len(x0))
+    t_hi = min(cfg.train_t_max or diffusion_cfg.num_train_timesteps, diffusion_cfg.num_train_timesteps)
     for epoch in range(1, cfg.max_epochs + 1):
         # whole shuffled passes, so every image is seen equally often
         order = torch.cat([torch.randperm(len(x0), generator=gen) for _ in range(passes)])
         for s in range(0, len(order), cfg.batch_size):
             idx = order[s : s + cfg.batch_size]
-            t = torch.randint(0, diffusion_cfg.num_train_timesteps, (len(idx),), generator=gen)
+            t = torch.randint(0, t_hi, (len(idx),), generator=gen)
             logit = net(_noisy(scheduler, x0[idx], t, gen), t)
             step_loss = F.binary_cross_entropy_with_logits(logit, y[idx])
             opt.zero_grad(set_to_none=True)
