@@ -93,3 +93,10 @@ def test_sweep_writes_rows_report_and_plot(tmp_path, torch_one_thread):
     assert "| 0.5 * |" in (out / "tradeoff.md").read_text()
     assert (out / "tradeoff.png").stat().st_size > 1000
     assert np.isfinite(res["rows"][0]["fid"])
+
+
+def test_real_images_are_compared_at_the_generators_size():
+    from busgen.train.protect import to_size
+
+    images = np.zeros((2, 64, 64), np.uint8)
+    assert to_size(images, 32).shape == (2, 32, 32) and to_size(images, 64) is images

@@ -167,6 +167,7 @@ def run_tradeoff(cfg: TradeoffConfig, log=print) -> dict:
     from busgen.eval.privacy.encoder import CopyEncoderConfig, encode, train_copy_encoder
     from busgen.eval.tradeoff_report import write_report
     from busgen.model import generator, protect
+    from busgen.train.protect import to_size
 
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
@@ -175,9 +176,9 @@ def run_tradeoff(cfg: TradeoffConfig, log=print) -> dict:
     protect_meta = protect.read_protect_meta(cfg.model)  # fails early, with the remedy, when there is no classifier
     classes = list(gen.class_names)
     real = read_real(cfg, classes)
-    size = real["members"][0].shape[-1]
-    if size != gen.image_size:
-        raise ValueError(f"error: {cfg.data_dir} holds {size} px images but {cfg.model} samples {gen.image_size} px")
+    size = gen.image_size  # the generator saw its training images at its own size: compare there
+    for key in ("members", "held", "val", "test"):
+        real[key] = (to_size(real[key][0], size), *real[key][1:])
     encoder = train_copy_encoder(
         real["members"][0], epochs=cfg.encoder_epochs, seed=cfg.seed, cfg=CopyEncoderConfig(image_size=size)
     )

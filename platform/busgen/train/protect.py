@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from busgen.data.dataset import read_arrays
+from busgen.data.imageio import resize_square
 from busgen.model import diffusion, generator
 from busgen.model import protect as protection
 
@@ -51,6 +52,13 @@ class ProtectConfig(BaseModel):
     seed: int = 0  # labels, noise and initialisation
     check_data: bool = True  # refuse data whose fingerprint differs from the generator's training data
     torch_threads: int = 0  # 0 = torch's default
+
+
+def to_size(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, H, W) images resized to ``size`` the way pretraining resizes its batches (``train.batches``)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return np.stack([resize_square(img, size, mode="stretch") for img in images])
 
 
 def random_labels(n: int, seed: int) -> np.ndarray:
@@ -172,9 +180,9 @@ def train_protect(cfg: ProtectConfig, log=print) -> dict:
         torch.set_num_threads(cfg.torch_threads)
     meta = generator.read_meta(cfg.model)
     images, data_dir, split, check = training_images(cfg, meta)
-    size = int(meta["image_size"])
-    if images.shape[-1] != size:
-        raise ValueError(f"error: {data_dir} holds {images.shape[-1]} px images but the generator samples {size} px")
+    size, data_size = int(meta["image_size"]), int(images.shape[-1])
+    if data_size != size:  # the generator trained on them resized to its size (train.batches): so does the classifier
+        images = to_size(images, size)
     net, stats = fit_protector(images, cfg, diffusion.DiffusionConfig(**meta["diffusion"]), log)
     provenance = {
         "generator_model_id": generator.weights_fingerprint(cfg.model),
@@ -183,6 +191,7 @@ def train_protect(cfg: ProtectConfig, log=print) -> dict:
         "data_fingerprint": meta.get("data_fingerprint"),
         "data_check": check,
         "label_seed": cfg.seed,
+        "data_image_size": data_size,
         "train": cfg.model_dump(mode="json"),
         **stats,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
