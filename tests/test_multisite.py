@@ -87,7 +87,7 @@ def test_each_target_is_adapted_from_the_other_site_and_tested_in_site_and_cross
     assert record["pending"] == [f"{target}-joint-k5 (generator 'joint' missing)"]
     out = cfg.work.parent / f"report_{target}"
     report = (out / "report.md").read_text()
-    assert f"| {target} ({source}) | {method} | 5 |" in report and "Not run yet" in report
+    assert f"| {target} ({source}) | {method} | 5 |" in report and "Not run" in report
     for name in ("auc_vs_k.png", "samples_a.png", "samples_b.png", "results.csv"):
         assert (out / name).stat().st_size > 0
 

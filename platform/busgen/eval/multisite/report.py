@@ -201,7 +201,7 @@ def target_check(cfg: MultisiteConfig, rows: list[dict]) -> list[str]:
             f"- {r['target']} device augmentation {r['variant']} ({r['arm']}): Δ cross-site AUC on "
             f"{r['source']} {_ci(r, 'cross')}: **{'raised' if ok else 'not raised'}** over real T only{vs_same}"
         )
-    return lines or ["- (no row at the target K: add it to `shots`)"]
+    return lines or ["- (no finished variant at the target K)"]
 
 
 def write(cfg: MultisiteConfig, domains, counts, results, timings: dict, seconds: float, pending=()) -> dict:
@@ -229,7 +229,7 @@ def write(cfg: MultisiteConfig, domains, counts, results, timings: dict, seconds
         "",
         *table(rows),
         "",
-        *(["Not run yet (a later run of the same suite adds them): " + "; ".join(pending), ""] if pending else []),
+        *(["Not run (a later run of the same suite adds them):", "", *[f"- {p}" for p in pending], ""] * bool(pending)),
         "## Targets",
         "",
         *target_check(cfg, rows),

@@ -113,9 +113,15 @@ class Stages:
 
         out = self.work / "kreal" / f"{target}-k{shots}"
         marker = out / KREAL_JSON
-        if marker.is_file():
-            return str(out), set(json.loads(marker.read_text())["support_sha256"])
         src = self.cfg.sites[target]
+        if marker.is_file():
+            record = json.loads(marker.read_text())
+            if Path(record["dataset"]).resolve() != Path(src).resolve() or record["seed"] != self.cfg.support_seed:
+                raise MultisiteError(
+                    f"{out} was made from {record['dataset']} with seed {record['seed']}, not from {src} with "
+                    f"seed {self.cfg.support_seed}: use another work_dir, or delete it to start over"
+                )
+            return str(out), set(record["support_sha256"])
         if shots == ALL:
             train = data.read_table(src, split="train", classes=self.cfg.classes)
         else:
