@@ -47,6 +47,7 @@ def sets(tmp_path_factory):
 
 
 def _trial(real, syn, **kw) -> UtilityTrialConfig:
+    kw.setdefault("classifier", {"image_size": SIZE})  # the data's size: no resizing, images compare exactly
     return UtilityTrialConfig(
         real_dir=real, synthetic_dir=syn, classes=CLASSES, positive="malignant", artifacts_dir="x", **kw
     )
@@ -77,7 +78,9 @@ def test_finetune_trains_phase_two_from_phase_one_weights(sets, monkeypatch):
         return model, hist
 
     monkeypatch.setattr(classify, "train_classifier", spy)
-    cfg = _trial(real, syn, recipe="finetune", classifier={"width": 4, "blocks": (1, 1, 1, 1), "epochs": 1})
+    cfg = _trial(
+        real, syn, recipe="finetune", classifier={"width": 4, "blocks": (1, 1, 1, 1), "epochs": 1, "image_size": SIZE}
+    )
     recipes.train_phases(cfg, recipes.plan_phases(cfg), *labelled(real, "val", CLASSES))
     (x1, init1, lr1, model1), (x2, init2, lr2, _) = seen
     assert init1 is None and init2 is model1  # phase 2 continues phase 1's network
@@ -173,3 +176,12 @@ def test_grid_has_one_point_per_recipe_arm_and_seed(sets):
 
 def _base(real, syn):
     return {"real_dir": real, "synthetic_dir": syn, "classes": CLASSES, "positive": "malignant", "artifacts_dir": "x"}
+
+
+def test_sets_of_another_size_are_mixed_at_the_classifier_size(sets, tmp_path):
+    real, _ = sets
+    large, masks, _ = make_phantom_arrays(12, 2 * SIZE, seed=9)  # a generator trained at twice the size
+    syn = write_parquet_dataset(tmp_path / "syn32", large, masks, CLASSES * 6, "a", "train")
+    (phase,) = recipes.plan_phases(_trial(str(real), str(syn), ratio=1.0))
+    assert phase.x.shape[1:] == (SIZE, SIZE) and phase.n_synthetic == 12 and phase.x.dtype == np.uint8
+    assert recipes.at_size(large, 2 * SIZE) is large  # same size: untouched

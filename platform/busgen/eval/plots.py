@@ -121,8 +121,9 @@ def recipe_deltas(deltas: dict[str, PairedDelta], order: list[str], test_set: st
     err = np.nan_to_num(np.array([[x.value - x.ci_low, x.ci_high - x.value] for x in d]).T)
     ax.errorbar([x.value for x in d], y, xerr=np.clip(err, 0, None), fmt="o", capsize=3, ms=4)
     ax.axvline(0, color="k", lw=0.8)
-    for t, c in zip(targets, ("tab:orange", "tab:green")):
-        ax.axvline(t, color=c, lw=0.8, ls="--")
+    for t, c, what in zip(targets, ("tab:orange", "tab:green"), ("synthetic-only target", "best-recipe target")):
+        ax.axvline(t, color=c, lw=0.8, ls="--", label=f"{what} ({t:+.2f})")
+    ax.legend(fontsize=7, loc="lower left")
     ax.set_yticks(y, arms, fontsize=7)
     ax.set_xlabel(f"Δ AUC vs real only ({test_set}), 95% CI")
     ax.grid(alpha=0.3, axis="x")
