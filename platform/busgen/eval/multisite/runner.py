@@ -1,7 +1,7 @@
 """Orchestration of the multi-site protocol: prepare generators, adapters and synthetic sets, evaluate each variant.
 
 Every stage writes into ``cfg.work`` and is skipped when its output exists (a generator or
-adapter folder with ``busgen.json``, a synthetic set with ``manifest.json``, a K-real dataset
+adapter folder with ``busgen.json``, a synthetic set whose shards tile it, a K-real dataset
 with ``kreal.json``, a suite folder with ``results.json``), so an interrupted run resumes
 where it stopped. Classifier training, fidelity and privacy are `busgen.eval.runner.run_suite`
 per variant, with the *K-real* dataset as its real data: T's K support rows per class as the
@@ -196,11 +196,11 @@ class Stages:
 
     def synthetic(self, name: str, model: str, sites: tuple[str, ...]) -> str:
         """A synthetic set of the suite's classes (uniform) under the given sites' domain conditions."""
+        from busgen.generate.config import GenerateError
+        from busgen.generate.resume import check_output
         from busgen.generate.shards import GenerateConfig, generate
 
         out = self.work / "synthetic" / name
-        if (out / "manifest.json").is_file():
-            return str(out)
         gcfg = GenerateConfig(
             **self.cfg.generate.model_dump(),
             model=model,
@@ -208,7 +208,12 @@ class Stages:
             class_ratio={c: 1.0 for c in self.cfg.classes},
             domain_ratio={self.domains[s]: 1.0 for s in sites},
         )
-        self.timed(f"generate:{name}", generate, gcfg, False)
+        try:  # manifest.json is written first: only shards tiling [0, n) mean a finished set
+            check_output(out, gcfg.n, gcfg.shard_size)
+            return str(out)
+        except (GenerateError, FileNotFoundError):
+            pass
+        self.timed(f"generate:{name}", generate, gcfg, False)  # resumes from the shards already written
         return str(out)
 
     # -- evaluation
