@@ -22,6 +22,7 @@ from busgen.eval.suites import REAL_TEST, SYN_ONLY
 RESULTS_JSON = "results.json"
 PLOT = "auc_vs_k.png"
 REAL_ONLY = "real only"
+COLORS = {REAL_ONLY: "k", "target-only": "tab:green", "lora": "tab:blue", "full": "tab:orange", "joint": "tab:purple"}
 
 
 def headline_arm(cfg: MultisiteConfig, result: EvalResult) -> str | None:
@@ -128,7 +129,7 @@ def auc_vs_k(cfg: MultisiteConfig, rows: list[dict], out: Path) -> Path:
             ]
             if pts:
                 x, y = zip(*sorted(pts))
-                ax.plot(x, y, "o-" if variant != REAL_ONLY else "ks--", label=variant)
+                ax.plot(x, y, "s--" if variant == REAL_ONLY else "o-", color=COLORS[variant], label=variant)
         ax.set_xticks(range(len(ks)), ks)
         ax.set_xlabel("K labelled target images per class")
         ax.set_ylabel(f"AUC on {t} test")
@@ -201,7 +202,11 @@ def target_check(cfg: MultisiteConfig, rows: list[dict]) -> list[str]:
             f"- {r['target']} device augmentation {r['variant']} ({r['arm']}): Δ cross-site AUC on "
             f"{r['source']} {_ci(r, 'cross')}: **{'raised' if ok else 'not raised'}** over real T only{vs_same}"
         )
-    return lines or ["- (no finished variant at the target K)"]
+    if not any(r["variant"] in ("lora", "full") and r["shots"] == k for r in rows):
+        lines.append(f"- K={k} few-shot target: no finished LoRA / full fine-tune variant at K={k}")
+    if not aug:
+        lines.append("- device-type augmentation: no finished variant (needs the joint generator)")
+    return lines
 
 
 def write(cfg: MultisiteConfig, domains, counts, results, timings: dict, seconds: float, pending=()) -> dict:
