@@ -15,6 +15,6 @@ ResizeMode = Literal["pad", "crop", "stretch"]  # keep aspect + zero-pad | keep 
 
 ProtectName = Literal["none", "cpsample"]  # privacy protection while sampling (CPSample: Kazdan et al. 2024)
 PROTECT_NAMES: tuple[str, ...] = get_args(ProtectName)
-DEFAULT_PROTECT_STRENGTH = 0.85  # alpha, relative push (docs/privacy.md: memorising fixture and BUSI sweep)
+DEFAULT_PROTECT_STRENGTH = 0.5  # alpha (relative push): the BUSI CPU sweep's pick; memorising models need more (docs)
 DEFAULT_PROTECT_THRESHOLD = 0.8  # guide only where the protection classifier's confidence exceeds this
 DEFAULT_PROTECT_WINDOW = (0.0, 1.0)  # (lo, hi): CPSample acts at timesteps lo*T <= t <= hi*T
