@@ -8,16 +8,12 @@ the slow test runs the real `busgen.train.pretrain` on a combined two-domain dat
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import torch
 
-from busgen.data import schema
-from busgen.data.imageio import encode_png, mask_to_box
+from busgen.data.imageio import mask_to_box
 from busgen.data.phantom import make_phantom_arrays
 from busgen.eval.fewshot import fit_domain_classifier, texture_features
-from busgen.model import boxprior, diffusion, generator, unet
-from busgen.train import batches, step
+from busgen.model import generator
 from busgen.train.pretrain import PretrainConfig
 
 CLASSES = ["benign", "malignant"]
@@ -41,32 +37,15 @@ def _share_called_b(gen, real_a, real_b, n: int = 24) -> tuple[float, float]:
 
 
 def test_a_briefly_trained_two_domain_generator_samples_each_domain(tmp_path, torch_one_thread):
-    size, steps, bs = 16, 80, 32
-    data = {d: _phantoms(96, size, seed=i, style=d[-1]) for i, d in enumerate(DOMAINS)}
-    rows = [(img, box, lbl, d) for d in DOMAINS for img, box, lbl in zip(*data[d])]
-    cfg = PretrainConfig(
-        data_dir="-", image_size=size, batch_size=bs, lr=2e-3, warmup_steps=10, max_steps=steps, ema_decay=0.9
-    )
-    model, ema, opt, sched = step.build_components(cfg, len(CLASSES), len(DOMAINS), torch.device("cpu"))
-    noise = diffusion.make_noise_scheduler(diffusion.DiffusionConfig())
-    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
-    vocab = ({c: i for i, c in enumerate(CLASSES)}, {d: i for i, d in enumerate(DOMAINS)})
-    for _ in range(steps):
-        pick = [rows[i] for i in rng.choice(len(rows), bs, replace=False)]
-        raw = {
-            schema.IMAGE: [encode_png(p) for p, _, _, _ in pick],
-            schema.BOX: [b for _, b, _, _ in pick],
-            schema.LABEL: [lbl for _, _, lbl, _ in pick],
-            schema.DOMAIN: [d for _, _, _, d in pick],
-        }
-        batch = batches.prepare_batch(raw, cfg, vocab, size, rng)
-        step.train_step(model, model, noise, opt, sched, ema, batch, cfg, gen, torch.device("cpu"))
-    model.load_state_dict(ema.shadow)
-    prior = boxprior.fit([r[1] for r in rows], [r[2] for r in rows])
-    out = generator.export_model(
-        tmp_path / "g", model, None, unet.model_config_for("tiny", size), CLASSES, DOMAINS, prior, "phantom", steps
-    )
-    share_a, share_b = _share_called_b(generator.load(out, device="cpu"), data["dev_a"][0], data["dev_b"][0])
+    from busgen.train.smoke import train_phantom_model
+
+    size, n = 16, 96
+    out = train_phantom_model(
+        tmp_path / "g", size=size, steps=80, n_images=n, domain_styles={d: d[-1] for d in DOMAINS},
+        classes=CLASSES, batch_size=32, warmup_steps=10, ema_decay=0.9,
+    )  # fmt: skip
+    real = {d: _phantoms(n, size, seed=i, style=d[-1])[0] for i, d in enumerate(DOMAINS)}  # the training images
+    share_a, share_b = _share_called_b(generator.load(out, device="cpu"), real["dev_a"], real["dev_b"])
     # weaker than the slow test (a few seconds of training): the b condition must move samples towards b
     assert share_b - share_a >= 0.5, (share_a, share_b)
 
