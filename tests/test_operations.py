@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from busgen.cli import app
 from busgen.core.cli_args import config_from_words, defaults_yaml, parse_command
 from busgen.core.config import ConfigError
-from busgen.operations import OPERATIONS, operation
+from busgen.operations import OPERATIONS, dispatch, operation
 
 
 @pytest.mark.parametrize("name", sorted(OPERATIONS))
@@ -96,6 +96,26 @@ def test_cli_user_errors_are_one_error_line_with_status_2(tmp_path):
     broken.write_text("model: [unclosed\n")
     bad_yaml = runner.invoke(app, ["generate", "--config", str(broken)])
     assert bad_yaml.exit_code == 2 and "is not valid YAML at line" in bad_yaml.output and str(broken) in bad_yaml.output
+
+
+def test_evaluate_runs_a_suite_file_that_names_the_multisite_protocol(tmp_path):
+    evaluate = OPERATIONS["evaluate"]
+    for suite in ("multisite_cpu", "multisite_gpu"):
+        op = dispatch(evaluate, ["--config", str(REPO_ROOT / "evals" / "suites" / f"{suite}.yaml")])
+        assert op.name == "multisite"
+        cfg, _ = config_from_words(op.config_class, ["--config", suite, "out=x"])
+        assert cfg.protocol == "multisite" and cfg.out == "x"
+    assert dispatch(evaluate, ["--config", "utility_ci"]) is evaluate  # an ordinary suite stays with evaluate
+    assert dispatch(evaluate, []) is evaluate
+    # through the CLI: the multisite protocol itself reports the missing site folder, not the utility suite's fields
+    spec = tmp_path / "ms.yaml"
+    spec.write_text(f"protocol: multisite\nsites: {{a: {tmp_path}/a, b: {tmp_path}/b}}\n")
+    result = CliRunner().invoke(app, ["evaluate", "--config", str(spec)])
+    assert result.exit_code == 2 and result.output.startswith("error: ") and "real_dir" not in result.output
+    spec.write_text("protocol: sweep\nname: x\n")
+    wrong = CliRunner().invoke(app, ["evaluate", "--config", str(spec)])
+    assert wrong.exit_code == 2
+    assert "protocol 'sweep' is not run by `busgen evaluate`; known: evaluate, multisite" in wrong.output
 
 
 def test_version_and_help_are_instant_and_import_neither_torch_nor_ray():

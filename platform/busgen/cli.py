@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 
 from busgen import __version__
-from busgen.operations import OPERATIONS, Operation, operation
+from busgen.operations import OPERATIONS, Operation, dispatch, operation
 
 app = typer.Typer(
     add_completion=False,
@@ -56,6 +56,7 @@ def run_operation(op: Operation, words: List[str]) -> dict:
         print_help(op)
         raise typer.Exit(0)
     try:
+        op = dispatch(op, words)
         cfg, _ = config_from_words(op.config_class, words, op.positional)
         if "progress" in type(cfg).model_fields and "progress" not in cfg.model_fields_set:
             cfg = cfg.model_copy(update={"progress": sys.stderr.isatty()})

@@ -21,7 +21,7 @@ from typing import Sequence
 from busgen.core.config import ConfigError
 from busgen.core.raylocal import job_run_id
 from busgen.core.storage import write_json
-from busgen.operations import operation
+from busgen.operations import dispatch, operation
 
 SUMMARY_PREFIX = "BUSGEN_JOB"
 EXIT_OK, EXIT_FAILED, EXIT_BAD_CONFIG = 0, 1, 2
@@ -71,6 +71,8 @@ def run_job(name: str, argv: Sequence[str] | None = None) -> int:
     }
     t0 = time.time()
     try:
+        op = dispatch(op, words)  # a suite file's `protocol:` key (e.g. multisite) picks the operation
+        record["operation"] = op.name
         cfg, args = config_from_words(op.config_class, words, op.positional)
         record["config_file"], record["overrides"] = args.config, args.overrides
         record["params"] = cfg.model_dump(mode="json")

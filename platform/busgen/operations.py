@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 from pydantic import BaseModel
 
@@ -35,6 +36,7 @@ class Operation:
     summary: str  # one line for --help
     positional: tuple[str, ...] = ()  # CLI positional arguments, in order, as config fields
     location_fields: tuple[str, ...] = ()  # path fields made absolute before running (Ray workers' cwd differs)
+    protocols: tuple[str, ...] = ()  # operations a config file may hand this one to (its `protocol:` key)
 
     @property
     def config_class(self) -> type[BaseModel]:
@@ -131,6 +133,7 @@ OPERATIONS: dict[str, Operation] = {
             f"{_OPS}:run_evaluate",
             "Run an evaluation suite (utility, fidelity, privacy, FID vs steps) on Ray Tune and write a report.",
             location_fields=("real_dir", "model", "synthetic_dir", "source", "out"),
+            protocols=("multisite",),  # `protocol: multisite` suite files (evals/suites/multisite*.yaml)
         ),
         Operation(
             "share-filter",
@@ -188,6 +191,48 @@ OPERATIONS: dict[str, Operation] = {
         ),
     )
 }
+
+
+def config_file_of(words: Sequence[str]) -> str | None:
+    """The ``--config FILE`` (or ``--config=FILE``) among command-line ``words``, resolved like the parser does."""
+    from busgen.core.cli_args import resolve_config_path
+
+    for i, word in enumerate(words):
+        if word == "--config" and i + 1 < len(words):
+            return resolve_config_path(words[i + 1])
+        if word.startswith("--config="):
+            return resolve_config_path(word.split("=", 1)[1])
+    return None
+
+
+def dispatch(op: Operation, words: Sequence[str]) -> Operation:
+    """The operation that runs ``words``: ``op``, or the one its config file names with a top-level ``protocol:``.
+
+    One command runs every suite file (``busgen evaluate --config evals/suites/multisite_cpu.yaml``)
+    although a protocol such as the multi-site one has its own config class: the file says
+    which, so the user does not have to. Only the protocols ``op`` lists are accepted.
+
+    Raises:
+        ConfigError: the file names a protocol ``op`` does not run.
+    """
+    from busgen.core.config import ConfigError
+
+    path = config_file_of(words) if op.protocols else None
+    if path is None or not Path(path).is_file():
+        return op  # no file, or a missing one: the config loader reports it
+    import yaml
+
+    try:
+        spec = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError:
+        return op  # the config loader reports the syntax error with its position
+    protocol = spec.get("protocol") if isinstance(spec, dict) else None
+    if protocol is None or protocol == op.name:
+        return op
+    if protocol not in op.protocols:
+        known = ", ".join((op.name, *op.protocols))
+        raise ConfigError(f"{path}: protocol {protocol!r} is not run by `busgen {op.name}`; known: {known}")
+    return operation(protocol)
 
 
 def operation(name: str) -> Operation:

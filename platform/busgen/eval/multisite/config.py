@@ -49,6 +49,7 @@ SampleSection = _library_section(
 class MultisiteConfig(_Section):
     """One multi-site protocol run: for every target site T and source site S (the other one)."""
 
+    protocol: Literal["multisite"] = "multisite"  # lets `busgen evaluate --config FILE` run this protocol
     name: str = "multisite"
     notes: str = ""  # shown under the report's title: what this run cut or changed, and why
     sites: dict[str, str]  # site name -> ingested dataset dir (train/val/test splits, one domain each)
