@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from busgen.data.imageio import resize_batch
 from busgen.data.phantom import make_phantom_arrays
 from busgen.eval import recipe_prep, recipes
 from busgen.eval.arrays import labelled
@@ -184,4 +185,4 @@ def test_sets_of_another_size_are_mixed_at_the_classifier_size(sets, tmp_path):
     syn = write_parquet_dataset(tmp_path / "syn32", large, masks, CLASSES * 6, "a", "train")
     (phase,) = recipes.plan_phases(_trial(str(real), str(syn), ratio=1.0))
     assert phase.x.shape[1:] == (SIZE, SIZE) and phase.n_synthetic == 12 and phase.x.dtype == np.uint8
-    assert recipes.at_size(large, 2 * SIZE) is large  # same size: untouched
+    assert resize_batch(large, 2 * SIZE) is large  # same size: untouched

@@ -139,6 +139,22 @@ def resize_square(arr: np.ndarray, size: int, mode: ResizeMode = "pad", nearest:
     return resized[top : top + size, left : left + size]
 
 
+def resize_batch(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, H, W) resized to (N, size, size), bilinear and antialiased; the same array when it already fits.
+
+    Sets made at another side meet here: a 32 px generator's images mixed into 64 px real
+    data for a classifier, or real images scored by a generator trained at another size.
+    """
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    import torch  # lazily: ingest and serving decode images without torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().unsqueeze(1)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
+
+
 def mask_to_box(mask: np.ndarray | None) -> list[float] | None:
     """Bounding box [x0, y0, x1, y1] of the non-zero pixels, normalised to [0, 1].
 

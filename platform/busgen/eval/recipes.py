@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from busgen.data.imageio import resize_batch
 from busgen.eval import classify
 from busgen.eval.arrays import labelled
 
@@ -69,26 +70,10 @@ def subset_indices(y: np.ndarray, n: int | None = None, fraction: float = 1.0, s
     return np.sort(np.concatenate(keep))
 
 
-def at_size(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (N, H, W) resized to (N, size, size) when it differs (bilinear, antialiased, as `to_tensor` does).
-
-    A generator trained at 32 px mixed into 64 px real data: sets of different sizes are
-    brought to the classifier's input size before they are concatenated.
-    """
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    import torch
-    import torch.nn.functional as F
-
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().unsqueeze(1)
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return x.squeeze(1).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
 def _real(cfg) -> tuple[np.ndarray, np.ndarray]:
     x, y = labelled(cfg.real_dir, "train", cfg.classes)
     keep = subset_indices(y, fraction=cfg.real_fraction, seed=cfg.subset_seed)
-    return at_size(x[keep], cfg.classifier.image_size), y[keep]
+    return resize_batch(x[keep], cfg.classifier.image_size), y[keep]
 
 
 def _synthetic(cfg) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +81,7 @@ def _synthetic(cfg) -> tuple[np.ndarray, np.ndarray]:
     if cfg.n_synthetic is not None:
         keep = subset_indices(y, n=cfg.n_synthetic, seed=cfg.subset_seed)
         x, y = x[keep], y[keep]
-    return at_size(x, cfg.classifier.image_size), y
+    return resize_batch(x, cfg.classifier.image_size), y
 
 
 def _mix_phase(name: str, parts: list[tuple[str, np.ndarray, np.ndarray, float]], lr_factor: float = 1.0) -> Phase:

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from busgen.data.imageio import resize_batch
 from busgen.eval.privacy import audit
 from busgen.model import diffusion, unet
 
@@ -104,15 +104,6 @@ def make_denoise_fn(gen, cond: Conditions, offset: int, seed: int = 0) -> audit.
     return denoise_fn
 
 
-def _fit_size(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (N, H, W) resized to the generator's side (bilinear), unchanged when it already fits."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().unsqueeze(1)
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return x[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
-
-
 @torch.no_grad()
 def denoising_errors(
     gen,
@@ -139,7 +130,7 @@ def denoising_errors(
     if len(images) != len(labels):
         raise ValueError(f"got {len(images)} images for {len(labels)} labels")
     gen.model.eval()
-    images = _fit_size(np.asarray(images, dtype=np.uint8), gen.image_size)
+    images = resize_batch(np.asarray(images, dtype=np.uint8), gen.image_size)
     cond = resolve_conditions(gen, labels, domains, boxes)
     scores = np.zeros(len(images), dtype=np.float64)
     for start in range(0, len(images), batch_size):
