@@ -22,8 +22,7 @@ import jsonschema
 import pytest
 import yaml
 
-from busgen.core.cli_args import config_from_words
-from busgen.jobrun import pop_option
+from busgen.core.cli_args import config_from_words, pop_option
 from busgen.operations import operation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

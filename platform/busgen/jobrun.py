@@ -18,6 +18,7 @@ import time
 import traceback
 from typing import Sequence
 
+from busgen.core.cli_args import pop_option
 from busgen.core.config import ConfigError
 from busgen.core.raylocal import job_run_id
 from busgen.core.storage import write_json
@@ -35,16 +36,6 @@ def summary_line(job: str, status: str, seconds: float, metrics: dict) -> str:
         if isinstance(v, (int, float, str)) and k != "summary" and "\n" not in str(v)
     )
     return f"{SUMMARY_PREFIX} {job} status={status} seconds={seconds:.1f} {scalars}".rstrip()
-
-
-def pop_option(words: list[str], flag: str) -> tuple[list[str], str | None]:
-    """``words`` without ``flag VALUE`` (or ``flag=VALUE``), and that value (None when absent)."""
-    for i, word in enumerate(words):
-        if word == flag and i + 1 < len(words):
-            return words[:i] + words[i + 2 :], words[i + 1]
-        if word.startswith(flag + "="):
-            return words[:i] + words[i + 1 :], word.split("=", 1)[1]
-    return words, None
 
 
 def run_job(name: str, argv: Sequence[str] | None = None) -> int:

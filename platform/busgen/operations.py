@@ -195,14 +195,10 @@ OPERATIONS: dict[str, Operation] = {
 
 def config_file_of(words: Sequence[str]) -> str | None:
     """The ``--config FILE`` (or ``--config=FILE``) among command-line ``words``, resolved like the parser does."""
-    from busgen.core.cli_args import resolve_config_path
+    from busgen.core.cli_args import pop_option, resolve_config_path
 
-    for i, word in enumerate(words):
-        if word == "--config" and i + 1 < len(words):
-            return resolve_config_path(words[i + 1])
-        if word.startswith("--config="):
-            return resolve_config_path(word.split("=", 1)[1])
-    return None
+    _, path = pop_option(words, "--config")
+    return None if path is None else resolve_config_path(path)
 
 
 def dispatch(op: Operation, words: Sequence[str]) -> Operation:

@@ -154,6 +154,17 @@ def parse_command(cls: type[BaseModel], words: Sequence[str], positional: Sequen
 SUITES_DIR = Path("evals") / "suites"  # where `--config NAME` finds NAME.yaml when NAME is not a file
 
 
+def pop_option(words: Sequence[str], flag: str) -> tuple[list[str], str | None]:
+    """``words`` without ``flag VALUE`` (or ``flag=VALUE``), and that value (None when absent)."""
+    words = list(words)
+    for i, word in enumerate(words):
+        if word == flag and i + 1 < len(words):
+            return words[:i] + words[i + 2 :], words[i + 1]
+        if word.startswith(flag + "="):
+            return words[:i] + words[i + 1 :], word.split("=", 1)[1]
+    return words, None
+
+
 def resolve_config_path(config: str) -> str:
     """A config file path; a bare name such as ``utility_ci`` also finds ``evals/suites/utility_ci.yaml``."""
     named = SUITES_DIR / f"{config}.yaml"
