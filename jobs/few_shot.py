@@ -1,4 +1,4 @@
-"""Few-shot sweep as a Ray job: adapt with K in {5, 10, 20, 50} and score each K (``busgen.eval.fewshot``).
+"""Few-shot sweep as a Ray job: adapt with K in {5, 10, 20, 50} and score each K (``busgen.studies.fewshot``).
 
     ray job submit --working-dir . --runtime-env-json '{"py_modules": ["platform/busgen"]}' -- \\
         python jobs/few_shot.py --config evals/suites/few_shot.yaml \\

@@ -1,4 +1,4 @@
-"""CPSample's privacy-utility trade-off as a Ray job: ``busgen.eval.tradeoff`` (one row per strength alpha).
+"""CPSample's privacy-utility trade-off as a Ray job: ``busgen.studies.tradeoff.run`` (one row per strength alpha).
 
     ray job submit --working-dir . --runtime-env-json '{"py_modules": ["platform/busgen"]}' -- \\
         python jobs/tradeoff.py --config evals/suites/privacy_tradeoff.yaml \\

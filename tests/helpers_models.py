@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from busgen.model.smoke import export_untrained
+from busgen.testing.models import export_untrained
 
 CLASSES = ("benign", "malignant", "normal")
 
 
 def export_untrained_tiny(out_dir: str | Path, seed: int = 0, size: int = 32, domains=("phantom",)) -> Path:
-    """Export a randomly initialised ``tiny`` model (see ``busgen.model.smoke.export_untrained``)."""
+    """Export a randomly initialised ``tiny`` model (see ``busgen.testing.models.export_untrained``)."""
     return export_untrained(out_dir, seed=seed, size=size, domains=domains)

@@ -2,10 +2,16 @@
 
 Stages depend one way, down the pipeline::
 
-    core <- data <- model <- {train, generate, serve} <- eval <- faces (cli, demo, operations, runs, jobrun)
+    core <- data <- model <- {train, generate, serve, measure} <- {eval, testing} <- studies <- commands <- faces
 
-A module may import its own stage and the stages below it; ``train``, ``generate`` and
-``serve`` are siblings and never import each other; the library never imports the
+``measure`` holds pure measurements (arrays in, numbers out), ``eval`` the suites built on
+them, ``studies`` the research protocols built on suites, ``commands`` one module per
+command family (config, run function, registry entry) and ``testing`` the fixtures that
+benchmarks and tests import; the faces at the top are ``busgen.cli`` and ``busgen.jobrun``.
+
+A module may import its own stage and the stages below it; stages on one layer (``train``,
+``generate``, ``serve`` and ``measure``; ``eval`` and ``testing``) are siblings and never
+import each other; the library never imports the
 repository's faces (``jobs/``, ``serving/``, ``evals/``); and no two modules import each
 other, directly or around a longer circle, not even lazily inside a function.
 """
@@ -19,8 +25,20 @@ import pytest
 from conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "platform" / "busgen"
-LAYERS = {"core": 0, "data": 1, "model": 2, "train": 3, "generate": 3, "serve": 3, "eval": 4}
-FACE_LAYER = 5  # busgen/*.py at the top: cli, demo, operations, runs, jobrun
+LAYERS = {
+    "core": 0,
+    "data": 1,
+    "model": 2,
+    "train": 3,
+    "generate": 3,
+    "serve": 3,
+    "measure": 3,
+    "eval": 4,
+    "testing": 4,
+    "studies": 5,
+    "commands": 6,
+}
+FACE_LAYER = 7  # busgen/*.py at the top: cli, jobrun
 REPO_FACES = ("jobs", "serving", "evals")
 MAX_LINES = 450
 

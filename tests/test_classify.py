@@ -8,7 +8,7 @@ import torch
 
 from busgen.data.imageio import encode_png
 from busgen.data.phantom import CLASSES, make_phantom_arrays
-from busgen.eval import classify, metrics
+from busgen.measure import classify, metrics
 from busgen.model import classifier
 
 SIZE = 32

@@ -340,10 +340,10 @@ def fits_some_worker(demand: dict[str, float], config: dict) -> bool:
     ],
 )
 def test_job_resource_demands_fit_a_cluster_node_type(job, suite, overrides):
+    from busgen.commands.registry import COMMANDS
     from busgen.core.config import load_config
-    from busgen.operations import OPERATIONS
 
-    op = OPERATIONS[job]
+    op = COMMANDS[job]
     cfg = load_config(op.config_class, REPO_ROOT / "evals" / "suites" / suite, overrides)
     demand = cfg.resource_demand()
     assert fits_some_worker(demand, load_cluster_yaml()), f"no node type in cluster.yaml offers {demand}"

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from busgen.model import generator, protect
-from busgen.model.smoke import export_untrained
+from busgen.testing.models import export_untrained
 
 ON = {"protect": "cpsample", "protect_strength": 1.0, "protect_threshold": 0.5}
 

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from busgen.data.phantom import make_phantom_arrays
-from busgen.eval.fidelity import frechet_distance
-from busgen.eval.privacy import audit, encoder
+from busgen.measure.fidelity import frechet_distance
+from busgen.measure.privacy import audit, encoder
 from busgen.model import boxprior, diffusion, generator, protect
 from busgen.train.protect import ProtectConfig, fit_protector
 

@@ -2,22 +2,32 @@
 links every MLflow run of the demo's store."""
 
 import re
+import time
 
-from busgen import demo
+from busgen.commands import demo
 from busgen.core import tracking
+from busgen.core.timings import Timings
 
 
 def test_each_stage_prints_its_end_with_elapsed_and_total(capsys):
-    timings = {}
-    t = demo._stage("ingest")
-    demo._done(timings, "ingest", t - 2.0)
-    t = demo._stage("pretrain (Ray Train)")
-    demo._done(timings, "pretrain", t - 3.0)
+    clock = Timings(tag="demo")
+    with clock.stage("ingest"):
+        time.sleep(0.2)
+    with clock.stage("pretrain", "pretrain (Ray Train)"):
+        time.sleep(0.3)
     out = capsys.readouterr().out
-    assert "=== ingest ===" in out and "=== pretrain (Ray Train) ===" in out
-    done = re.findall(r"=== (\w+) done in ([\d.]+)s \(demo total ([\d.]+)s\) ===", out)
+    assert "[demo] ingest ..." in out and "[demo] pretrain (Ray Train) ..." in out
+    done = re.findall(r"\[demo\] (\w+) done in ([\d.]+) s \(demo total ([\d.]+) s\)", out)
     assert [d[0] for d in done] == ["ingest", "pretrain"]
-    assert float(done[1][2]) >= float(done[0][2]) + 3.0
+    assert float(done[1][2]) >= float(done[0][2]) + 0.3 - 0.05
+
+
+def test_a_persisted_record_keeps_the_stages_of_an_earlier_run(tmp_path):
+    first = Timings(path=tmp_path / "timings.json")
+    first.timed("pretrain", time.sleep, 0.1)
+    again = Timings(path=tmp_path / "timings.json")
+    again.timed("generate", lambda: None)
+    assert set(again.seconds) == {"pretrain", "generate"} and again.seconds["pretrain"] >= 0.1
 
 
 def test_report_rows_link_each_top_level_run_of_the_store(tmp_path):

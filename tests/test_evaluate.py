@@ -24,7 +24,7 @@ from busgen.eval import report as evalreport
 from busgen.eval import runner as evaluate
 from busgen.eval.results import EvalResult, UtilityTrial
 from busgen.eval.suites import SuiteConfig
-from busgen.eval.utility import paired_deltas
+from busgen.eval.utility.grid import paired_deltas
 from tests.helpers_data import write_parquet_dataset
 from tests.helpers_models import export_untrained_tiny
 
@@ -204,7 +204,7 @@ def _trial(tmp_path, ratio: float, seed: int, positive: list[int], score: list[f
 
 
 def test_paired_deltas_pair_seeds_and_skip_arms_tested_on_other_cases(tmp_path):
-    from busgen.eval import metrics
+    from busgen.measure import metrics
 
     y = [0, 0, 1, 1, 0, 1]
     real = [[0.1, 0.6, 0.4, 0.9, 0.2, 0.7], [0.3, 0.2, 0.8, 0.6, 0.5, 0.4]]

@@ -8,7 +8,7 @@ from helpers_data import write_parquet_dataset
 from helpers_models import export_untrained_tiny
 
 from busgen.data.phantom import make_phantom_arrays
-from busgen.eval.fewshot import FewShotConfig, fit_domain_classifier, run_few_shot, texture_features
+from busgen.studies.fewshot import FewShotConfig, fit_domain_classifier, run_few_shot, texture_features
 
 
 def test_domain_classifier_tells_the_two_phantom_devices_apart():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from busgen.data.phantom import CLASSES, make_phantom_arrays
-from busgen.eval import classify, fidelity
+from busgen.measure import classify, fidelity
 from busgen.model import classifier
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

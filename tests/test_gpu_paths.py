@@ -28,7 +28,7 @@ def cfg(**kw) -> PretrainConfig:
 
 
 def phantom_batch(n: int = 8, seed: int = 0) -> tuple:
-    from busgen.train.smoke import phantom_training_batch
+    from busgen.testing.training import phantom_training_batch
 
     return phantom_training_batch(n, SIZE, seed)
 
@@ -162,7 +162,7 @@ def test_bf16_autocast_and_channels_last_train_on_cpu(torch_one_thread, fields):
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory):
     """A tiny 16 px model trained for 120 steps with the project's own step (EMA weights exported)."""
-    from busgen.train.smoke import train_phantom_model
+    from busgen.testing.training import train_phantom_model
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -189,7 +189,7 @@ def test_bf16_channels_last_sampler_matches_fp32_within_two_grey_levels(trained_
 def test_bf16_sampler_moves_fid_by_at_most_two_percent(trained_dir, torch_one_thread):
     """The distribution-level guard: same seeds, FID against held-out real images within +-2 %."""
     from busgen.data.phantom import make_phantom_arrays
-    from busgen.eval.precision import FID_DRIFT_LIMIT, precision_drift
+    from busgen.studies.precision import FID_DRIFT_LIMIT, precision_drift
 
     real, _, _ = make_phantom_arrays(96, SIZE, seed=11)  # images the model never saw (training used seed 0)
     fast = generator.load(trained_dir, device="cpu", optimize=accel.AccelConfig(precision="bf16", channels_last="on"))

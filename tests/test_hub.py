@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from helpers_models import export_untrained_tiny
 
+from busgen.commands.registry import COMMANDS
 from busgen.model import card, generator, hub
-from busgen.operations import OPERATIONS
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_evaluation_numbers_go_into_the_card_when_known(model_dir, tmp_path):
 
 
 def _export(model_dir, out):
-    op = OPERATIONS["export-hub"]
+    op = COMMANDS["export-hub"]
     return op.run(op.config_class(model=str(model_dir), out=str(out)))
 
 

@@ -22,8 +22,8 @@ import jsonschema
 import pytest
 import yaml
 
+from busgen.commands.registry import command as operation
 from busgen.core.cli_args import config_from_words, pop_option
-from busgen.operations import operation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 K8S = REPO_ROOT / "deploy" / "k8s"

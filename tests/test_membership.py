@@ -16,7 +16,7 @@ import torch
 
 from busgen.data.imageio import mask_to_box, to_model_range
 from busgen.data.phantom import make_phantom_arrays
-from busgen.eval.privacy import membership
+from busgen.measure.privacy import membership
 from busgen.model import boxprior, diffusion, generator, unet
 
 SIZE = 16

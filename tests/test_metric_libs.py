@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from busgen.eval import fidelity, metrics
+from busgen.measure import fidelity, metrics
 
 # ----------------------------------------------------------------------------- the former implementations
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from busgen.eval import metrics
+from busgen.measure import metrics
 
 
 def _binary_task(n: int, seed: int = 0, signal: float = 1.5):

@@ -16,10 +16,10 @@ import pytest
 from busgen.core.config import ConfigError, load_config
 from busgen.data.dataset import read_table
 from busgen.data.phantom import make_phantom_arrays
-from busgen.eval.multisite.config import MultisiteConfig
-from busgen.eval.multisite.plan import plan
-from busgen.eval.multisite.runner import MultisiteError, check_shots, run_multisite
-from busgen.model.smoke import export_untrained
+from busgen.studies.multisite.config import MultisiteConfig
+from busgen.studies.multisite.plan import plan
+from busgen.studies.multisite.runner import MultisiteError, check_shots, run_multisite
+from busgen.testing.models import export_untrained
 from busgen.train.adapt import support_hashes
 from tests.helpers_data import write_parquet_dataset
 

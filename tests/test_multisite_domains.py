@@ -12,8 +12,8 @@ import pytest
 
 from busgen.data.imageio import mask_to_box
 from busgen.data.phantom import make_phantom_arrays
-from busgen.eval.fewshot import fit_domain_classifier, texture_features
 from busgen.model import generator
+from busgen.studies.fewshot import fit_domain_classifier, texture_features
 from busgen.train.pretrain import PretrainConfig
 
 CLASSES = ["benign", "malignant"]
@@ -37,7 +37,7 @@ def _share_called_b(gen, real_a, real_b, n: int = 24) -> tuple[float, float]:
 
 
 def test_a_briefly_trained_two_domain_generator_samples_each_domain(tmp_path, torch_one_thread):
-    from busgen.train.smoke import train_phantom_model
+    from busgen.testing.training import train_phantom_model
 
     size, n = 16, 96
     out = train_phantom_model(
@@ -84,7 +84,7 @@ def test_pretrained_joint_generator_samples_each_domain(tmp_path, ray_local, tor
 
 
 def test_an_unknown_domain_lists_the_known_ones(tmp_path):
-    from busgen.model.smoke import export_untrained
+    from busgen.testing.models import export_untrained
 
     gen = generator.load(export_untrained(tmp_path / "g", size=16, domains=DOMAINS), device="cpu")
     with pytest.raises(ValueError, match=r"unknown domain 'dev_c'.*dev_a.*dev_b"):
@@ -93,7 +93,7 @@ def test_an_unknown_domain_lists_the_known_ones(tmp_path):
 
 def test_generating_under_an_unknown_domain_lists_the_known_ones(tmp_path):
     from busgen.generate.shards import GenerateConfig, GenerateError, validate
-    from busgen.model.smoke import export_untrained
+    from busgen.testing.models import export_untrained
 
     model = export_untrained(tmp_path / "g", size=16, domains=DOMAINS)
     cfg = GenerateConfig(model=str(model), out=str(tmp_path / "syn"), n=4, domain_ratio={"dev_a": 1.0, "dev_c": 1.0})

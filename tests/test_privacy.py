@@ -13,8 +13,8 @@ import torch
 from busgen.data.dataset import DatasetError
 from busgen.data.imageio import encode_png
 from busgen.data.phantom import make_phantom_arrays
-from busgen.eval.privacy import audit as privacy
-from busgen.eval.privacy import encoder as encoders
+from busgen.measure.privacy import audit as privacy
+from busgen.measure.privacy import encoder as encoders
 
 SIZE = 32
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from busgen.data.phantom import make_phantom_arrays
-from busgen.eval.privacy.dcr import closest_record_distance, dcr_membership
+from busgen.measure.privacy.dcr import closest_record_distance, dcr_membership
 
 
 def test_copied_members_are_found_and_fresh_samples_give_chance():

@@ -1,6 +1,6 @@
 """Utility recipes train on what they claim: fine-tune, confidence filter, minority balance, scaling subsets.
 
-Data plans are checked image by image (`busgen.eval.recipes.plan_phases` returns the
+Data plans are checked image by image (`busgen.eval.utility.recipes.plan_phases` returns the
 arrays a trial trains on); the filter is checked against a stub classifier whose scores
 are known, so "keeps only images above tau" is asserted exactly.
 """
@@ -14,10 +14,11 @@ from torch import nn
 
 from busgen.data.imageio import resize_batch
 from busgen.data.phantom import make_phantom_arrays
-from busgen.eval import recipe_prep, recipes
-from busgen.eval.arrays import labelled
 from busgen.eval.suites import FilterRecipe, GuidanceRecipe, RecipeSettings, ScalingSettings, SuiteConfig
 from busgen.eval.trials import UtilityTrialConfig
+from busgen.eval.utility import prep as recipe_prep
+from busgen.eval.utility import recipes
+from busgen.measure.arrays import labelled
 from tests.helpers_data import write_parquet_dataset
 
 SIZE = 16
@@ -66,7 +67,7 @@ def test_finetune_first_phase_sees_no_real_image_and_second_only_real(sets):
 
 
 def test_finetune_trains_phase_two_from_phase_one_weights(sets, monkeypatch):
-    from busgen.eval import classify
+    from busgen.measure import classify
 
     real, syn = sets
     seen = []
@@ -125,7 +126,7 @@ class _MeanBrightness(nn.Module):
 
 
 def test_filter_keeps_exactly_the_images_at_or_above_tau(sets, tmp_path, monkeypatch):
-    from busgen.eval import classify
+    from busgen.measure import classify
     from busgen.model import classifier
 
     real, syn = sets

@@ -15,12 +15,13 @@ from fsspec import register_implementation
 from fsspec.implementations.memory import MemoryFileSystem
 from helpers_models import export_untrained_tiny
 
+from busgen.commands.data import IngestRun, run_ingest
+from busgen.commands.generate import run_generate
 from busgen.core import storage
 from busgen.data import schema as S
 from busgen.data.dataset import read_table
 from busgen.data.phantom import write_phantom
 from busgen.generate.resume import GenerateJobConfig
-from busgen.runs import IngestRun, run_generate, run_ingest
 
 
 class RecordingStore(MemoryFileSystem):

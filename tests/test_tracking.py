@@ -108,10 +108,10 @@ def test_pretrain_logs_config_metrics_model_folder_and_loss_curve(ray_local, tmp
 
 
 def test_generate_logs_its_manifest(ray_local, tmp_path):
-    from busgen.operations import OPERATIONS
+    from busgen.commands.registry import COMMANDS
 
     model = export_untrained_tiny(tmp_path / "model")
-    op = OPERATIONS["generate"]
+    op = COMMANDS["generate"]
     out = tmp_path / "syn"
     result = op.run(op.config_class(model=str(model), out=str(out), n=4, steps=2, shard_size=4, batch_size=4))
     assert result["tracking"].startswith((out / "mlruns").as_uri())

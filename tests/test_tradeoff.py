@@ -10,9 +10,9 @@ import torch
 from helpers_data import write_parquet_dataset
 
 from busgen.data.phantom import make_phantom_arrays
-from busgen.eval import tradeoff
 from busgen.model import generator, protect
-from busgen.model.smoke import export_untrained
+from busgen.studies.tradeoff import run as tradeoff
+from busgen.testing.models import export_untrained
 
 
 def _row(alpha, auc, fid, mem, mia):

@@ -14,11 +14,11 @@ import torch
 
 from busgen.core.config import load_config
 from busgen.data.phantom import make_phantom_arrays
-from busgen.eval import classify, metrics
 from busgen.eval import runner as evaluate
 from busgen.eval.suites import SuiteConfig
-from busgen.eval.utility import scaling_rows, yardstick_noise
-from busgen.eval.utility_results import ClassifierMetrics, PairedDelta, UtilityResult, UtilityTrial
+from busgen.eval.utility.grid import scaling_rows, yardstick_noise
+from busgen.eval.utility.results import ClassifierMetrics, PairedDelta, UtilityResult, UtilityTrial
+from busgen.measure import classify, metrics
 from busgen.model import classifier
 from tests.helpers_data import write_parquet_dataset
 from tests.helpers_models import export_untrained_tiny
@@ -159,7 +159,7 @@ def test_every_recipe_arm_and_scaling_point_runs_and_is_reported(recipes_run):
 
 
 def test_an_interrupted_grid_is_rebuilt_from_its_trial_artifacts(recipes_run):
-    from busgen.eval.utility import rebuild_utility
+    from busgen.eval.utility.grid import rebuild_utility
 
     result, out = recipes_run
     again = rebuild_utility(result.params, out / "work")

@@ -2,7 +2,7 @@
 
 The GPU issue's distribution guard: FID may change by at most 2 %. Runs without Ray (the
 GPU machines have none). With no arguments it trains a tiny phantom model for a few seconds
-(``busgen.train.smoke``) and compares against held-out phantom images; on real data:
+(``busgen.testing.training``) and compares against held-out phantom images; on real data:
 
     python evals/benchmarks/bf16_fid.py --model runs/gen/busi_tiny --real runs/data/busi64 --n 400
     python evals/benchmarks/bf16_fid.py --model models/busi_base --real data/busi128 --n 2000 --device cuda
@@ -29,7 +29,7 @@ from _gpu_common import assert_no_ray, pick_device, write_json  # noqa: E402
 def real_reference(args) -> tuple[np.ndarray, list[str] | None]:
     """Held-out real images, and the classes to sample (None = the model's)."""
     if args.real:
-        from busgen.eval.arrays import read_splits
+        from busgen.measure.arrays import read_splits
 
         images, labels = read_splits(args.real, ["val", "test"], None)[:2]
         return images, sorted(set(labels))
@@ -40,8 +40,8 @@ def real_reference(args) -> tuple[np.ndarray, list[str] | None]:
 
 
 def main() -> None:
-    from busgen.eval.precision import FID_DRIFT_LIMIT, precision_drift
     from busgen.model import accel, generator
+    from busgen.studies.precision import FID_DRIFT_LIMIT, precision_drift
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="exported model dir (default: a 16 px phantom model trained here)")
@@ -56,7 +56,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model
         if model_dir is None:
-            from busgen.train.smoke import train_phantom_model
+            from busgen.testing.training import train_phantom_model
 
             model_dir = train_phantom_model(Path(tmp) / "smoke", size=16, steps=120)
         real, classes = real_reference(args)

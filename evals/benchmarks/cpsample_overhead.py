@@ -47,7 +47,7 @@ def main() -> None:
     window = tuple(args.window) if args.window else DEFAULT_PROTECT_WINDOW
 
     from busgen.model import generator, protect
-    from busgen.model.smoke import export_untrained
+    from busgen.testing.models import export_untrained
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_untrained(Path(tmp) / "m", size=args.size)

@@ -118,7 +118,7 @@ def main() -> None:
         emit_result(child(args))
         return
     from busgen.core.raylocal import init_ray
-    from busgen.model.smoke import export_untrained
+    from busgen.testing.models import export_untrained
 
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model) if args.model else export_untrained(Path(tmp) / "model")

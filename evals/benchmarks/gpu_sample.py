@@ -65,7 +65,7 @@ def variants(cuda: bool, compile_on: bool, graphs_on: bool) -> list[tuple[str, d
 
 def main() -> None:
     from busgen.model import accel, diffusion, generator
-    from busgen.model.smoke import export_untrained
+    from busgen.testing.models import export_untrained
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")

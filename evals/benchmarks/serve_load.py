@@ -3,7 +3,7 @@
 Deploys, side by side on one local Serve instance bound to 127.0.0.1, the BUSGen app
 (``busgen.serve.app.build_app``: a small random classifier and an untrained tiny
 generator; weights do not change the cost) and the no-op app of the same deployment
-shape (``busgen.serve.noop``). A bounded asyncio client (aiohttp, which Ray Serve
+shape (``busgen.testing.noop``). A bounded asyncio client (aiohttp, which Ray Serve
 already depends on) drives them at several concurrency levels; every cell is bounded
 by a request count and a deadline. Both ratios are measured in this one run:
 
@@ -59,7 +59,7 @@ def export_models(root: Path) -> tuple[str, str, str]:
     import torch
 
     from busgen.model import classifier
-    from busgen.model.smoke import export_untrained
+    from busgen.testing.models import export_untrained
 
     torch.manual_seed(0)
     gen_dir = export_untrained(root / "gen", seed=0, size=SIZE)
@@ -157,7 +157,7 @@ def deploy(args) -> str:
     from ray import serve
 
     from busgen.serve.app import build_app
-    from busgen.serve.noop import build_noop_app
+    from busgen.testing.noop import build_noop_app
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -1,4 +1,4 @@
-"""The ``busgen`` command line: one command per registered operation (``busgen.operations``).
+"""The ``busgen`` command line: one command per registered command (`busgen.commands.registry`).
 
 Every command takes ``--config FILE``, ``--field value`` options and ``key=value``
 overrides (``busgen config show COMMAND`` prints the defaults as YAML). Heavy imports
@@ -13,7 +13,8 @@ from typing import List, Optional
 import typer
 
 from busgen import __version__
-from busgen.operations import OPERATIONS, Operation, dispatch, operation
+from busgen.commands.command import Command
+from busgen.commands.registry import COMMANDS, command
 
 app = typer.Typer(
     add_completion=False,
@@ -38,7 +39,7 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def print_help(op: Operation) -> None:
+def print_help(op: Command) -> None:
     from busgen.core.cli_args import describe_fields
 
     usage = " ".join(p.upper() for p in op.positional)
@@ -48,15 +49,14 @@ def print_help(op: Operation) -> None:
         typer.echo(f"  {flag:<22} {kind:<20} {default:<14} {comment}".rstrip())
 
 
-def run_operation(op: Operation, words: List[str]) -> dict:
-    """Parse ``words`` into the operation's config, run it, print its summary; user errors exit 2."""
+def run_command(op: Command, words: List[str]) -> dict:
+    """Parse ``words`` into the command's config, run it, print its summary; user errors exit 2."""
     from busgen.core.cli_args import config_from_words
 
     if "--help" in words or "-h" in words:
         print_help(op)
         raise typer.Exit(0)
     try:
-        op = dispatch(op, words)
         cfg, _ = config_from_words(op.config_class, words, op.positional)
         if "progress" in type(cfg).model_fields and "progress" not in cfg.model_fields_set:
             cfg = cfg.model_copy(update={"progress": sys.stderr.isatty()})
@@ -69,26 +69,26 @@ def run_operation(op: Operation, words: List[str]) -> dict:
     return result
 
 
-def _register(op: Operation) -> None:
+def _register(op: Command) -> None:
     def command(ctx: typer.Context) -> None:
-        run_operation(op, list(ctx.args))
+        run_command(op, list(ctx.args))
 
     command.__doc__ = op.summary
     settings = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
     app.command(op.name, context_settings=settings, add_help_option=False)(command)
 
 
-for _op in OPERATIONS.values():
+for _op in COMMANDS.values():
     _register(_op)
 
 
 @config_app.command("show")
-def config_show(command: str = typer.Argument(..., help="a command name, e.g. generate")) -> None:
+def config_show(name: str = typer.Argument(..., help="a command name, e.g. generate")) -> None:
     """Print a command's config defaults as YAML (save, edit, pass with --config)."""
     from busgen.core.cli_args import defaults_yaml
 
     try:
-        typer.echo(defaults_yaml(operation(command).config_class), nl=False)
+        typer.echo(defaults_yaml(command(name).config_class), nl=False)
     except USER_ERRORS as exc:
         fail(str(exc))
 

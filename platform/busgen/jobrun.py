@@ -1,4 +1,4 @@
-"""What every ``jobs/*.py`` entrypoint does: run one registered operation as a Ray job.
+"""What every ``jobs/*.py`` entrypoint does: run one registered command as a Ray job.
 
 Every job is started the same way, locally or through ``ray job submit``::
 
@@ -18,11 +18,11 @@ import time
 import traceback
 from typing import Sequence
 
+from busgen.commands.registry import command
 from busgen.core.cli_args import pop_option
 from busgen.core.config import ConfigError
 from busgen.core.raylocal import job_run_id
 from busgen.core.storage import write_json
-from busgen.operations import dispatch, operation
 
 SUMMARY_PREFIX = "BUSGEN_JOB"
 EXIT_OK, EXIT_FAILED, EXIT_BAD_CONFIG = 0, 1, 2
@@ -39,7 +39,7 @@ def summary_line(job: str, status: str, seconds: float, metrics: dict) -> str:
 
 
 def run_job(name: str, argv: Sequence[str] | None = None) -> int:
-    """Parse, run the operation ``name``, print the summary line, write results; returns the exit status.
+    """Parse, run the command ``name``, print the summary line, write results; returns the exit status.
 
     Exceptions are caught here (and printed with their traceback) so that every failure
     still yields a summary line, a results file with ``status=failed`` and a non-zero exit.
@@ -50,7 +50,7 @@ def run_job(name: str, argv: Sequence[str] | None = None) -> int:
 
     from busgen.core.cli_args import config_from_words
 
-    op = operation(name)
+    op = command(name)
     words, results_fp = pop_option(list(sys.argv[1:] if argv is None else argv), "--results-fp")
     record = {
         "job": name,
@@ -62,8 +62,6 @@ def run_job(name: str, argv: Sequence[str] | None = None) -> int:
     }
     t0 = time.time()
     try:
-        op = dispatch(op, words)  # a suite file's `protocol:` key (e.g. multisite) picks the operation
-        record["operation"] = op.name
         cfg, args = config_from_words(op.config_class, words, op.positional)
         record["config_file"], record["overrides"] = args.config, args.overrides
         record["params"] = cfg.model_dump(mode="json")

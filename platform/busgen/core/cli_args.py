@@ -14,8 +14,6 @@ Precedence: class defaults < ``--config`` file < options < ``key=value`` overrid
 
 from __future__ import annotations
 
-import inspect
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -179,21 +177,9 @@ def config_from_words(cls: type[T], words: Sequence[str], positional: Sequence[s
     return load_config(cls, args.config, args.overrides, args.values), args
 
 
-def field_comments(cls: type[BaseModel]) -> dict[str, str]:
-    """The ``# comment`` written beside each field in the class source (our configs document fields that way)."""
-    comments: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not (isinstance(klass, type) and issubclass(klass, BaseModel)) or klass is BaseModel:
-            continue
-        try:
-            lines = inspect.getsource(klass).splitlines()
-        except (OSError, TypeError):
-            continue
-        for line in lines:
-            match = re.match(r"\s+(\w+)\s*:[^#]*#\s*(.+)$", line)
-            if match and match.group(1) in cls.model_fields:
-                comments[match.group(1)] = match.group(2).strip()
-    return comments
+def field_help(cls: type[BaseModel]) -> dict[str, str]:
+    """Each field's ``Field(description=...)``: the help text of its option and its YAML key."""
+    return {name: info.description or "" for name, info in cls.model_fields.items()}
 
 
 def type_name(annotation: Any) -> str:
@@ -206,8 +192,8 @@ def type_name(annotation: Any) -> str:
 
 
 def describe_fields(cls: type[BaseModel]) -> list[tuple[str, str, str, str]]:
-    """(option, type, default, comment) per field, for help texts; required fields show ``required``."""
-    comments = field_comments(cls)
+    """(option, type, default, description) per field, for help texts; required fields show ``required``."""
+    comments = field_help(cls)
     rows = []
     for name, info in cls.model_fields.items():
         default = "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
@@ -217,7 +203,7 @@ def describe_fields(cls: type[BaseModel]) -> list[tuple[str, str, str, str]]:
 
 def defaults_yaml(cls: type[BaseModel]) -> str:
     """The config's defaults as a YAML file a user can copy and edit: one commented line per field."""
-    comments = field_comments(cls)
+    comments = field_help(cls)
     lines = [f"# {cls.__name__} defaults; fill in the fields marked required"]
     for name, info in cls.model_fields.items():
         value = None if info.is_required() else to_jsonable_python(info.get_default(call_default_factory=True))

@@ -48,6 +48,9 @@ def check_keys(cls: type[BaseModel], data: dict, prefix: str = "") -> None:
     fields = cls.model_fields
     for key, value in data.items():
         if key not in fields:
+            hint = getattr(cls, "wrong_file_hint", None)  # a config may recognise another command's file
+            if hint is not None and (message := hint(data)):
+                raise ConfigError(message)
             raise ConfigError(f"unknown config key {prefix + key!r} for {cls.__name__}; valid keys: {sorted(fields)}")
         sub = fields[key].annotation
         if isinstance(sub, type) and issubclass(sub, BaseModel) and isinstance(value, dict):

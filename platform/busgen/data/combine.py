@@ -27,15 +27,20 @@ from busgen.data.dataset import DatasetError, dataset_info, read_table
 
 
 class CombineConfig(BaseModel):
-    """Inputs, output and the rules for joining them."""
+    """Combine ingested datasets of several sites into one multi-domain dataset, keeping each split.
+
+    Inputs, output and the rules for joining them.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    inputs: list[str] = Field(min_length=2)  # ingested dataset folders, one per site/scanner
-    out: str  # output dataset folder
-    domains: list[str] | None = None  # one domain name per input (default: the domains their ingest wrote)
-    union_classes: bool = False  # allow inputs with different class sets (the union is kept)
-    overwrite: bool = False  # replace an existing output dataset
+    inputs: list[str] = Field(min_length=2, description="ingested dataset folders, one per site/scanner")
+    out: str = Field(description="output dataset folder")
+    domains: list[str] | None = Field(
+        None, description="one domain name per input (default: the domains their ingest wrote)"
+    )
+    union_classes: bool = Field(False, description="allow inputs with different class sets (the union is kept)")
+    overwrite: bool = Field(False, description="replace an existing output dataset")
 
 
 class CombineError(ValueError):

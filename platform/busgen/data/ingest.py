@@ -51,17 +51,29 @@ class IngestConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    size: int = Field(128, ge=8)  # side of the stored square images, pixels
-    resize_mode: ResizeMode = "pad"  # pad: keep aspect, zero-pad the short side | crop: centre-crop | stretch
-    domain: str | None = None  # device/site id for every row; default: a 'domain' manifest column, else the source name
-    classes: list[str] | None = None  # allowed labels; others go to quarantine
-    seed: int = 0  # seed of the stratified split when the source gives none
-    overwrite: bool = False  # replace an existing output dataset
-    allow_roots: list[str] = []  # folders outside the manifest's folder that manifest paths may point into
-    redact_paths: bool | None = None  # store salted hashes instead of file paths; None: on if the source has DICOM
-    max_pixels: int = Field(MAX_PIXELS, ge=1)  # largest image or DICOM frame (width x height), checked before decoding
-    max_file_mb: float = Field(512, gt=0)  # larger files are quarantined unread
-    max_decoded_mb: float = Field(MAX_DECODED_BYTES / 2**20, gt=0)  # DICOM: all frames as stored, and Deflate output
+    size: int = Field(128, ge=8, description="side of the stored square images, pixels")
+    resize_mode: ResizeMode = Field(
+        "pad", description="pad: keep aspect, zero-pad the short side | crop: centre-crop | stretch"
+    )
+    domain: str | None = Field(
+        None, description="device/site id for every row; default: a 'domain' manifest column, else the source name"
+    )
+    classes: list[str] | None = Field(None, description="allowed labels; others go to quarantine")
+    seed: int = Field(0, description="seed of the stratified split when the source gives none")
+    overwrite: bool = Field(False, description="replace an existing output dataset")
+    allow_roots: list[str] = Field(
+        [], description="folders outside the manifest's folder that manifest paths may point into"
+    )
+    redact_paths: bool | None = Field(
+        None, description="store salted hashes instead of file paths; None: on if the source has DICOM"
+    )
+    max_pixels: int = Field(
+        MAX_PIXELS, ge=1, description="largest image or DICOM frame (width x height), checked before decoding"
+    )
+    max_file_mb: float = Field(512, gt=0, description="larger files are quarantined unread")
+    max_decoded_mb: float = Field(
+        MAX_DECODED_BYTES / 2**20, gt=0, description="DICOM: all frames as stored, and Deflate output"
+    )
 
     def limits(self) -> FileLimits:
         return FileLimits(self.max_pixels, int(self.max_file_mb * 2**20), int(self.max_decoded_mb * 2**20))

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from busgen.eval import sweep
-from busgen.eval.arrays import read_splits, synthetic_with_ids
 from busgen.eval.results import (
     Detector,
     FidelityResult,
@@ -20,7 +19,8 @@ from busgen.eval.results import (
 )
 from busgen.eval.suites import SuiteConfig
 from busgen.eval.trials import utility_trial
-from busgen.eval.utility import trial_base
+from busgen.eval.utility.grid import trial_base
+from busgen.measure.arrays import read_splits, synthetic_with_ids
 from busgen.model import classifier
 
 REAL_FEATURES = "real_features.npz"  # under work/: features of the held-out real images
@@ -38,8 +38,8 @@ def encoder_dir(cfg: SuiteConfig, real_dir: str, utility: UtilityResult | None, 
 
 def run_fidelity(cfg: SuiteConfig, real_dir: str, syn_dir: str, enc_dir: str, out: Path) -> FidelityResult:
     """FID/KID/PRDC/MS-SSIM of synthetic vs held-out real, a real-vs-real floor, detector AUC and sample arrays."""
-    from busgen.eval import fidelity
-    from busgen.eval.privacy import audit as privacy
+    from busgen.measure import fidelity
+    from busgen.measure.privacy import audit as privacy
 
     enc, _, _ = classifier.load_classifier(enc_dir)
     real, real_labels, _, _ = read_splits(real_dir, cfg.fidelity.real_splits, cfg.classes)
@@ -71,8 +71,8 @@ def _sample_arrays(real, real_labels, syn, syn_labels, classes, per_class: int =
 
 def run_privacy(cfg: SuiteConfig, real_dir: str, syn_dir: str, model_dir: str | None, out: Path) -> PrivacyResult:
     """Memorisation audit (+ nearest-pair PNG) against the generator's training images; membership inference."""
-    from busgen.eval.privacy import audit as privacy
-    from busgen.eval.privacy import encoder as encoders
+    from busgen.measure.privacy import audit as privacy
+    from busgen.measure.privacy import encoder as encoders
 
     p = cfg.privacy
     member_dir = str(Path(p.member_dir).resolve()) if p.member_dir else real_dir
@@ -100,7 +100,7 @@ def run_membership(cfg: SuiteConfig, model_dir: str, members: tuple, real_dir: s
     """Denoising-error attack: ``n_membership`` training images vs as many held-out real images."""
     import torch
 
-    from busgen.eval.privacy import membership
+    from busgen.measure.privacy import membership
     from busgen.model import generator
 
     p = cfg.privacy

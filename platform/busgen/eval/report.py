@@ -122,7 +122,7 @@ def utility_section(rep: Report, util: UtilityResult | None, settings: UtilitySe
     _deltas_section(rep, util, REAL_TEST, settings)
     rep.plot("auc_vs_ratio.png", plots.auc_vs_ratio(util, REAL_TEST), "AUC vs synthetic ratio")
     if util.recipes is not None or util.scaling:  # results written before recipes existed have neither
-        from busgen.eval.recipe_report import recipes_section
+        from busgen.eval.utility.report import recipes_section
 
         recipes_section(rep, util, settings)
         rep.section("Per-arm details")

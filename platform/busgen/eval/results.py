@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from busgen.core.storage import write_tables
 from busgen.eval.suites import REAL_TEST, SYN_ONLY, SuiteConfig
-from busgen.eval.utility_results import (  # noqa: F401  (re-exported: the utility records live there)
+from busgen.eval.utility.results import (  # noqa: F401  (re-exported: the utility records live there)
     CI,
     CI_METRICS,
     POINT_METRICS,
@@ -69,8 +71,8 @@ class FidelityResult(Record):
     overall: SetMetrics
     per_class: dict[str, SetMetrics]
     ms_ssim: MsSsim | None = None
-    real_vs_real: SetMetrics  # real train vs held-out real: the floor with this encoder
-    detector: Detector  # real-vs-synthetic classifier on the same features
+    real_vs_real: SetMetrics = Field(description="real train vs held-out real: the floor with this encoder")
+    detector: Detector = Field(description="real-vs-synthetic classifier on the same features")
 
 
 # ----------------------------------------------------------------------------- privacy
@@ -85,7 +87,7 @@ class SpaceStats(Record):
 
 
 class Memorization(Record):
-    """`busgen.eval.privacy.audit.MemorizationAudit.summary`."""
+    """`busgen.measure.privacy.audit.MemorizationAudit.summary`."""
 
     n_synthetic: int
     n_copies: int
@@ -93,13 +95,13 @@ class Memorization(Record):
     n_flagged: int
     memorization_rate: float
     n_train_copied: int
-    config: dict[str, float | int | bool]  # the AuditConfig it ran with
+    config: dict[str, float | int | bool] = Field(description="the AuditConfig it ran with")
     pixel: SpaceStats | None = None
     feature: SpaceStats | None = None
 
 
 class Membership(Record):
-    """`busgen.eval.privacy.membership.membership_report`."""
+    """`busgen.measure.privacy.membership.membership_report`."""
 
     auc: float
     tpr_at_1pct_fpr: float
@@ -113,9 +115,9 @@ class Membership(Record):
 
 class PrivacyResult(Record):
     memorization: Memorization
-    closest_pairs: list[tuple[int, int, float]]  # (synthetic position, training index, cosine)
+    closest_pairs: list[tuple[int, int, float]] = Field(description="(synthetic position, training index, cosine)")
     flagged_ids: list[int]
-    membership: Membership | None = None  # needs the generator
+    membership: Membership | None = Field(None, description="needs the generator")
 
 
 # ----------------------------------------------------------------------------- sampler steps
@@ -200,17 +202,17 @@ class EvalResult(Record):
 
     suite: str
     run_id: str
-    timestamp: str  # UTC, ISO 8601
-    params: SuiteConfig  # the suite as run (dry runs: shrunk)
+    timestamp: str = Field(description="UTC, ISO 8601")
+    params: SuiteConfig = Field(description="the suite as run (dry runs: shrunk)")
     inputs: Inputs
-    timings: dict[str, float] = {}  # stage -> seconds
+    timings: dict[str, float] = Field({}, description="stage -> seconds")
     utility: UtilityResult | None = None
     fidelity: FidelityResult | None = None
     privacy: PrivacyResult | None = None
     sampler_steps: SamplerStepsResult | None = None
     metrics: HeadlineMetrics = HeadlineMetrics()
     seconds: float | None = None
-    tracking: str = ""  # link to the suite's MLflow run ("" = tracking off)
+    tracking: str = Field("", description='link to the suite\'s MLflow run ("" = tracking off)')
 
     def trials_failed(self) -> int:
         """Failed Tune trials of every grid (utility and sampler steps)."""

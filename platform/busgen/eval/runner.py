@@ -9,11 +9,11 @@ A suite is a YAML spec (``evals/suites/*.yaml``) loaded into ``SuiteConfig`` wit
    (all three resume or skip when their output already exists);
 2. **utility** -- a Ray Tune grid, one trial per (training mix, seed): real train split
    plus synthetic at each ratio, and synthetic only; tested on the real test split and
-   on external datasets (`busgen.eval.utility`, trials in `busgen.eval.trials`);
+   on external datasets (`busgen.eval.utility.grid`, trials in `busgen.eval.trials`);
 3. **fidelity** -- FID/KID/PRDC per class and overall, plus MS-SSIM diversity, on the
    penultimate features of the real-only classifier (an in-domain encoder);
 4. **privacy** -- nearest-neighbour memorisation audit, membership inference by
-   denoising error (`busgen.eval.privacy.membership`), real-vs-synthetic detector AUC;
+   denoising error (`busgen.measure.privacy.membership`), real-vs-synthetic detector AUC;
 5. **sampler_steps** -- a second Tune grid: FID vs sampler and number of steps (parts 3-5:
    `busgen.eval.parts`; both grids run through `busgen.eval.sweep.run_trials`);
 6. returns a typed `busgen.eval.results.EvalResult` and writes it (``results.json``,
@@ -30,16 +30,16 @@ import uuid
 from pathlib import Path
 
 from busgen.core.raylocal import init_ray
+from busgen.core.timings import Timings
 from busgen.data.dataset import DatasetError, dataset_info, parquet_files, read_table
 from busgen.data.imageio import decode_image
 from busgen.data.ingest import IngestConfig, ingest
-from busgen.eval import parts, report, track
-from busgen.eval.arrays import read_splits
+from busgen.eval import build, parts, report, track
 from busgen.eval.results import EvalResult, Inputs
 from busgen.eval.suites import SuiteConfig  # the suite spec (evals/suites/*.yaml)
-from busgen.eval.utility import run_utility
-from busgen.generate.shards import GenerateConfig, generate
-from busgen.train.pretrain import PretrainConfig, pretrain
+from busgen.eval.utility.grid import run_utility
+from busgen.generate.shards import GenerateConfig
+from busgen.train.pretrain import PretrainConfig
 
 # ----------------------------------------------------------------------------- inputs
 
@@ -58,7 +58,7 @@ def prepare_real(cfg: SuiteConfig) -> str:
     return str(Path(cfg.real_dir).resolve())
 
 
-def prepare_model(cfg: SuiteConfig, real_dir: str, work: Path) -> str | None:
+def prepare_model(cfg: SuiteConfig, real_dir: str, work: Path, timings: Timings) -> str | None:
     """The generator dir; pretrained on the real train split when missing and ``pretrain`` is set.
 
     The Ray Train run is named after the suite, so re-running an interrupted suite resumes it.
@@ -66,29 +66,29 @@ def prepare_model(cfg: SuiteConfig, real_dir: str, work: Path) -> str | None:
     if not cfg.model:
         return None
     model = Path(cfg.model).resolve()
-    if (model / "busgen.json").is_file():
-        return str(model)
-    if cfg.pretrain is None:
+    if not build.is_model(model) and cfg.pretrain is None:
         raise FileNotFoundError(f"model {model} not found (no busgen.json) and no `pretrain` section to create it")
-    p = cfg.pretrain
-    if p.image_size is None:  # the suite default: train at the real images' size
-        first = read_table(real_dir, ["image"]).column("image")[0].as_py()
-        p = p.model_copy(
-            update={"image_size": dataset_info(real_dir).get("image_size") or decode_image(first).shape[-1]}
+
+    def pretrain_config() -> PretrainConfig:
+        p = cfg.pretrain
+        if p.image_size is None:  # the suite default: train at the real images' size
+            first = read_table(real_dir, ["image"]).column("image")[0].as_py()
+            p = p.model_copy(
+                update={"image_size": dataset_info(real_dir).get("image_size") or decode_image(first).shape[-1]}
+            )
+        print(f"[evaluate] pretrain {p.preset} at {p.image_size} px for {p.max_steps} steps -> {model}", flush=True)
+        return PretrainConfig(
+            **p.model_dump(),
+            data_dir=real_dir,
+            storage_path=str(work / "ray_runs"),
+            run_name=f"{cfg.name}-pretrain",
+            out=str(model),
         )
-    pcfg = PretrainConfig(
-        **p.model_dump(),
-        data_dir=real_dir,
-        storage_path=str(work / "ray_runs"),
-        run_name=f"{cfg.name}-pretrain",
-        out=str(model),
-    )
-    print(f"[evaluate] pretrain {p.preset} at {p.image_size} px for {p.max_steps} steps -> {model}", flush=True)
-    pretrain(pcfg)
-    return str(model)
+
+    return build.generator(model, pretrain_config, timings)
 
 
-def prepare_synthetic(cfg: SuiteConfig, model_dir: str | None, work: Path) -> str | None:
+def prepare_synthetic(cfg: SuiteConfig, model_dir: str | None, work: Path, timings: Timings) -> str | None:
     """The synthetic set dir: the given one, or one generated (resumably) from the model."""
     if cfg.synthetic_dir:
         return str(Path(cfg.synthetic_dir).resolve())
@@ -100,8 +100,7 @@ def prepare_synthetic(cfg: SuiteConfig, model_dir: str | None, work: Path) -> st
         out=str(work / "synthetic"),
         class_ratio={c: 1.0 for c in cfg.classes},
     )
-    print(f"[evaluate] {generate(gcfg, progress=False).line()}", flush=True)
-    return gcfg.out
+    return build.synthetic_set(gcfg, timings, tag="evaluate")
 
 
 # ----------------------------------------------------------------------------- run
@@ -117,27 +116,21 @@ def run_suite(cfg: SuiteConfig, run_id: str | None = None) -> EvalResult:
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    timings: dict[str, float] = {}
-
-    def timed(stage: str, fn, *args):
-        start = time.time()
-        value = fn(*args)
-        timings[stage] = round(time.time() - start, 1)
-        return value
-
+    timings = Timings()
+    timed = timings.timed
     timed("ray", init_ray)
     run = track.open_suite(cfg, out)
-    # 1. inputs
+    # 1. inputs (each reused when it is already there)
     real_dir = timed("ingest", prepare_real, cfg)
-    model_dir = timed("pretrain", prepare_model, cfg, real_dir, work)
-    syn_dir = timed("generate", prepare_synthetic, cfg, model_dir, work)
+    model_dir = prepare_model(cfg, real_dir, work, timings)
+    syn_dir = prepare_synthetic(cfg, model_dir, work, timings)
     result = EvalResult(
         suite=cfg.name,
         run_id=run_id or f"local-{uuid.uuid4().hex[:12]}",
         timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         params=cfg,
         inputs=Inputs(real_dir=real_dir, model=model_dir, synthetic_dir=syn_dir),
-        timings=timings,
+        timings=timings.seconds,
     )
     # 2. parts
     if cfg.utility.enabled:
@@ -167,11 +160,11 @@ def report_from_work(
 
     For a grid that was interrupted, or run in parts into the same ``out`` folder (arms
     whose inputs arrived later, e.g. the guidance sets of a generator still training):
-    every finished trial counts, whichever run made it (`busgen.eval.utility.rebuild_utility`);
+    every finished trial counts, whichever run made it (`busgen.eval.utility.grid.rebuild_utility`);
     ``more_work`` adds the ``work`` folders of runs made into other ``out`` folders. Other
     parts are not re-run.
     """
-    from busgen.eval.utility import rebuild_utility
+    from busgen.eval.utility.grid import rebuild_utility
 
     out = Path(cfg.out).resolve()
     result = EvalResult(
@@ -191,92 +184,3 @@ def report_from_work(
     result.write(out)
     report.write_report(out, result)
     return result
-
-
-def training_data_of(syn_dir: str | Path) -> tuple[str, str]:
-    """(model folder, data fingerprint) of the generator that wrote a synthetic set (adapters: their base model).
-
-    Raises:
-        DatasetError: the set has no generation manifest, or its model folder is gone.
-    """
-    import json
-
-    from busgen.model.generator import ModelLoadError, read_meta, resolve_base
-
-    manifest_fp = Path(syn_dir) / "manifest.json"
-    if not manifest_fp.is_file():
-        raise DatasetError(f"{syn_dir} has no manifest.json: pass a set written by `busgen generate`")
-    model_dir = Path(json.loads(manifest_fp.read_text())["model"])
-    try:
-        meta = read_meta(model_dir)
-        if meta.get("kind") == "adapter":
-            model_dir = resolve_base(model_dir, meta)
-            meta = read_meta(model_dir)
-    except (ModelLoadError, ValueError) as exc:
-        raise DatasetError(f"cannot check what the generator of {syn_dir} was trained on: {exc}") from None
-    return str(model_dir), str(meta.get("data_fingerprint", ""))
-
-
-def check_real_is_training_set(syn_dir: str | Path, real_dir: str | Path, split: str | None) -> None:
-    """Refuse to audit against data the generator never trained on: the filter would pass real copies.
-
-    Raises:
-        DatasetError: ``real_dir`` (its ``split``) differs from the generator's training data.
-    """
-    from busgen.train.pretrain import read_train_metadata
-
-    model_dir, expected = training_data_of(syn_dir)
-    got = read_train_metadata(real_dir)["fingerprint"] if split == "train" else ""
-    if not expected or got != expected:
-        raise DatasetError(
-            f"--real {real_dir} (split {split!r}, data fingerprint {got or 'n/a'}) is not the training data of "
-            f"the generator {model_dir} (fingerprint {expected or 'unknown'}): pass the dataset it was pretrained on "
-            "with --split train, or --no-check-real if you know better"
-        )
-
-
-def share_filter_dir(
-    syn_dir: str | Path,
-    real_dir: str | Path,
-    out_dir: str | Path,
-    split: str | None = "train",
-    encoder_epochs: int = 30,
-    seed: int = 0,
-    check_real: bool = True,
-) -> dict:
-    """Audit a synthetic set against the generator's real training images and write a filtered copy.
-
-    Composes `busgen.eval.privacy.audit.audit_memorization` and `busgen.eval.privacy.audit.share_filter` over
-    one listing of the set (`busgen.eval.privacy.listing.read_set`): the copy holds every row
-    that is neither a pixel copy nor a memorised near-copy, plus ``audit.json``, the audit
-    record: inputs, fingerprints, whether the real-data check ran or was overridden,
-    thresholds, counts, and the DCR membership attack (members = ``real_dir``'s ``split``,
-    non-members = its other splits) in pixel and copy-encoder space.
-
-    Returns:
-        The audit.json content: the record, the audit summary, ``rows_in``, ``rows_out`` and ``removed_ids``.
-    """
-    from busgen.eval.privacy import audit as privacy
-    from busgen.eval.privacy import encoder as encoders
-    from busgen.eval.privacy.dcr import dcr_membership
-    from busgen.eval.privacy.listing import read_set
-
-    if check_real:
-        check_real_is_training_set(syn_dir, real_dir, split)
-    real = read_splits(real_dir, [split] if split else None, None)[0]
-    shared = read_set(syn_dir)
-    enc = encoders.train_copy_encoder(
-        real, epochs=encoder_epochs, seed=seed, cfg=encoders.CopyEncoderConfig(image_size=real.shape[-1])
-    )
-    audit = privacy.audit_memorization(shared.images, real, enc, syn_ids=shared.ids)
-    held = [s for s in ("train", "val", "test") if s != split] if split else []
-    non_members = read_splits(real_dir, held, None)[0] if held else real[:0]
-    model_dir, model_fp = training_data_of(syn_dir) if (Path(syn_dir) / "manifest.json").is_file() else (None, None)
-    record = {
-        "inputs": {"synthetic": str(Path(syn_dir).resolve()), "real": str(Path(real_dir).resolve()), "split": split},
-        "generator": {"model": model_dir, "data_fingerprint": model_fp},
-        "real_check": "matched" if check_real else "overridden (--no-check-real)",
-        "dcr_membership": dcr_membership(real, non_members, shared.images, enc) if len(non_members) else None,
-        "risk_note": "dcr_membership and memorization measure the shared samples; model weights are not audited here",
-    }
-    return privacy.share_filter(syn_dir, out_dir, audit, record=record, table=shared.table)

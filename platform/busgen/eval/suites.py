@@ -93,8 +93,8 @@ class FilterRecipe(_Section):
     class are recorded in the result.
     """
 
-    tau: float = Field(0.8, gt=0, lt=1)  # keep rows with p(conditioned class) >= tau
-    ratio: float = Field(1.0, gt=0)  # synthetic:real draws per epoch of the filtered mix
+    tau: float = Field(0.8, gt=0, lt=1, description="keep rows with p(conditioned class) >= tau")
+    ratio: float = Field(1.0, gt=0, description="synthetic:real draws per epoch of the filtered mix")
 
 
 class GuidanceRecipe(_Section):
@@ -106,21 +106,21 @@ class GuidanceRecipe(_Section):
     """
 
     guidances: list[float] = [1.0, 1.5, 1.8, 3.0]
-    synthetic_dirs: dict[float, str] = {}  # given sets; missing guidances are generated from `model`
-    n: int = Field(400, ge=2)  # images per guidance when generated (classes uniform)
+    synthetic_dirs: dict[float, str] = Field({}, description="given sets; missing guidances are generated from `model`")
+    n: int = Field(400, ge=2, description="images per guidance when generated (classes uniform)")
     steps: int = Field(20, ge=1)
     ratio: float = Field(1.0, gt=0)
-    synthetic_only: bool = False  # train on each set alone instead of mixed with real
+    synthetic_only: bool = Field(False, description="train on each set alone instead of mixed with real")
 
 
 class RecipeSettings(_Section):
     """Training recipes beyond plain mixing (``ratios``), each an arm of the utility grid."""
 
-    finetune: bool = False  # (b) pretrain on synthetic only, then fine-tune on real train
-    finetune_lr_factor: float = Field(0.3, gt=0)  # phase-2 learning rate = classifier lr x this
-    filter: FilterRecipe | None = None  # (c)
-    guidance: GuidanceRecipe | None = None  # (d)
-    balance: bool = False  # (e) synthetic images only for the minority class(es), up to balance
+    finetune: bool = Field(False, description="(b) pretrain on synthetic only, then fine-tune on real train")
+    finetune_lr_factor: float = Field(0.3, gt=0, description="phase-2 learning rate = classifier lr x this")
+    filter: FilterRecipe | None = Field(None, description="(c)")
+    guidance: GuidanceRecipe | None = Field(None, description="(d)")
+    balance: bool = Field(False, description="(e) synthetic images only for the minority class(es), up to balance")
 
 
 class ScalingSettings(_Section):
@@ -131,10 +131,12 @@ class ScalingSettings(_Section):
     classifier's ``samples_per_epoch`` per epoch (set it for equal compute across N).
     """
 
-    n_synthetic: list[int] = []  # e.g. [1000, 4000, 16000, 64000]
-    ratio: float | None = 1.0  # the mix series (real + syn x ratio) at each N; None = synthetic only alone
-    real_fractions: list[float] = []  # e.g. [0.25, 0.5]; 1.0 is the real-only arm itself
-    seeds: list[int] | None = None  # seeds of the scaling points; None = utility.seeds
+    n_synthetic: list[int] = Field([], description="e.g. [1000, 4000, 16000, 64000]")
+    ratio: float | None = Field(
+        1.0, description="the mix series (real + syn x ratio) at each N; None = synthetic only alone"
+    )
+    real_fractions: list[float] = Field([], description="e.g. [0.25, 0.5]; 1.0 is the real-only arm itself")
+    seeds: list[int] | None = Field(None, description="seeds of the scaling points; None = utility.seeds")
 
     @model_validator(mode="after")
     def _check(self):
@@ -149,42 +151,50 @@ class UtilitySettings(_Section):
     """Downstream diagnosis arms: real + synthetic at each ratio, synthetic only, recipes, scaling, x seeds."""
 
     enabled: bool = True
-    ratios: list[float] = [0, 0.5, 1, 2, 4]  # synthetic:real draws per epoch; 0 = real only (the baseline)
-    synthetic_only: bool = True  # add the arm trained on synthetic images alone
-    seeds: list[int] = [0, 1, 2, 3, 4]  # classifier seeds per arm (spread of training noise)
+    ratios: list[float] = Field(
+        [0, 0.5, 1, 2, 4], description="synthetic:real draws per epoch; 0 = real only (the baseline)"
+    )
+    synthetic_only: bool = Field(True, description="add the arm trained on synthetic images alone")
+    seeds: list[int] = Field([0, 1, 2, 3, 4], description="classifier seeds per arm (spread of training noise)")
     recipes: RecipeSettings = RecipeSettings()
     scaling: ScalingSettings = ScalingSettings()
     # paired-delta CI: "cases" resamples test cases (test-set noise only); "cases+seeds" also resamples
     # the seed pairs, so the CI holds training noise too (the honest one with few seeds)
     delta_ci: Literal["cases", "cases+seeds"] = "cases+seeds"
-    external_test: dict[str, str] = {}  # name -> dataset dir: train on this suite's data, test there
-    external_split: str | None = "test"  # split of the external datasets; None = every row
-    n_boot: int = 1000  # bootstrap resamples per 95% CI
+    external_test: dict[str, str] = Field({}, description="name -> dataset dir: train on this suite's data, test there")
+    external_split: str | None = Field("test", description="split of the external datasets; None = every row")
+    n_boot: int = Field(1000, description="bootstrap resamples per 95% CI")
     classifier: ClassifierConfig = ClassifierConfig()
     # BUSGen's claims, checked in the report on the seed-paired AUC difference vs real only:
-    target_synthetic_only_delta: float = -0.02  # synthetic only at most 0.02 AUC below real only
-    target_mixed_delta: float = 0.03  # the best real + synthetic mix at least 0.03 above real only
+    target_synthetic_only_delta: float = Field(-0.02, description="synthetic only at most 0.02 AUC below real only")
+    target_mixed_delta: float = Field(0.03, description="the best real + synthetic mix at least 0.03 above real only")
 
 
 class FidelitySettings(_Section):
     """Distribution metrics on the real-only classifier's features."""
 
     enabled: bool = True
-    real_splits: list[str] = ["val", "test"]  # reference real images: held out from the encoder's training
-    k: int = 5  # PRDC neighbourhood
+    real_splits: list[str] = Field(
+        ["val", "test"], description="reference real images: held out from the encoder's training"
+    )
+    k: int = Field(5, description="PRDC neighbourhood")
 
 
 class PrivacySettings(_Section):
     """Memorisation audit, membership inference and real-vs-synthetic detection."""
 
     enabled: bool = True
-    member_dir: str | None = None  # the generator's training images; None = real_dir (adapted: its support/ folder)
-    member_split: str | None = "train"  # None = every row of member_dir
-    heldout_splits: list[str] = ["val", "test"]  # non-members: real images of real_dir the generator never saw
-    n_membership: int = 200  # members and non-members each (fewer when fewer exist)
+    member_dir: str | None = Field(
+        None, description="the generator's training images; None = real_dir (adapted: its support/ folder)"
+    )
+    member_split: str | None = Field("train", description="None = every row of member_dir")
+    heldout_splits: list[str] = Field(
+        ["val", "test"], description="non-members: real images of real_dir the generator never saw"
+    )
+    n_membership: int = Field(200, description="members and non-members each (fewer when fewer exist)")
     timesteps: list[int] = [50, 100, 200]
-    encoder_epochs: int = 30  # copy encoder (SimCLR) training epochs
-    closest_pairs: int = 8  # nearest-neighbour pairs shown
+    encoder_epochs: int = Field(30, description="copy encoder (SimCLR) training epochs")
+    closest_pairs: int = Field(8, description="nearest-neighbour pairs shown")
 
 
 class SamplerStepsSettings(_Section):
@@ -199,29 +209,55 @@ class SamplerStepsSettings(_Section):
 
 
 class SuiteConfig(_Section):
-    """One evaluation run: inputs, task, parts, Ray resources and where the report goes."""
+    """Run an evaluation suite (utility, fidelity, privacy, FID vs steps) on Ray Tune and write a report.
 
-    name: str = "utility"
-    real_dir: str  # ingested real dataset with train/val/test splits
-    source: str | None = None  # raw data ingested into real_dir when real_dir holds no dataset yet
-    image_size: int = 64  # ingest size (only with `source`)
-    model: str | None = None  # generator dir; pretrained here when missing and `pretrain` is set
-    synthetic_dir: str | None = None  # existing synthetic set; None + model = generate one under out/work
-    out: str = "eval_report"  # report folder
-    classes: list[str] = ["benign", "malignant"]  # task labels (any subset the data hold)
-    positive: str = "malignant"
-    pretrain: PretrainSection | None = None
-    generate: GenerateSection = GenerateSection()
-    utility: UtilitySettings = UtilitySettings()
-    fidelity: FidelitySettings = FidelitySettings()
-    privacy: PrivacySettings = PrivacySettings()
-    sampler_steps: SamplerStepsSettings = SamplerStepsSettings()
-    resources_per_trial: dict[str, float] = {"CPU": 1}  # Ray resources of one Tune trial, e.g. {CPU: 4, GPU: 1}
-    max_concurrent_trials: int = 0  # 0 = as many as resources allow
-    torch_threads: int = 1  # per trial and for driver-side work
-    dry_run: bool = False  # shrink every size to check that the suite starts end to end
-    tracking: bool = True  # MLflow: a suite run, one nested run per Tune trial, the report (busgen.eval.track)
-    tracking_uri: str | None = None  # MLflow server or store; None = a local file store in <out>/mlruns
+    One evaluation run: inputs, task, parts, Ray resources and where the report goes.
+    """
+
+    name: str = Field("utility", description="suite name: MLflow run, Ray Train/Tune run names")
+    real_dir: str = Field(description="ingested real dataset with train/val/test splits")
+    source: str | None = Field(None, description="raw data ingested into real_dir when real_dir holds no dataset yet")
+    image_size: int = Field(64, description="ingest size (only with `source`)")
+    model: str | None = Field(None, description="generator dir; pretrained here when missing and `pretrain` is set")
+    synthetic_dir: str | None = Field(
+        None, description="existing synthetic set; None + model = generate one under out/work"
+    )
+    out: str = Field("eval_report", description="report folder")
+    classes: list[str] = Field(["benign", "malignant"], description="task labels (any subset the data hold)")
+    positive: str = Field("malignant", description="class whose one-vs-rest AUC is the headline")
+    pretrain: PretrainSection | None = Field(
+        None, description="pretrain a generator here when `model` does not exist yet"
+    )
+    generate: GenerateSection = Field(
+        GenerateSection(), description="how the synthetic set is generated when only `model` is given"
+    )
+    utility: UtilitySettings = Field(
+        UtilitySettings(), description="the utility part: classifier arms, seeds, recipes, scaling"
+    )
+    fidelity: FidelitySettings = Field(FidelitySettings(), description="the fidelity part: FID/KID/PRDC, MS-SSIM")
+    privacy: PrivacySettings = Field(
+        PrivacySettings(), description="the privacy part: memorisation, membership inference, detector"
+    )
+    sampler_steps: SamplerStepsSettings = Field(SamplerStepsSettings(), description="the FID-vs-steps grid of samplers")
+    resources_per_trial: dict[str, float] = Field(
+        {"CPU": 1}, description="Ray resources of one Tune trial, e.g. {CPU: 4, GPU: 1}"
+    )
+    max_concurrent_trials: int = Field(0, description="0 = as many as resources allow")
+    torch_threads: int = Field(1, description="per trial and for driver-side work")
+    dry_run: bool = Field(False, description="shrink every size to check that the suite starts end to end")
+    tracking: bool = Field(
+        True, description="MLflow: a suite run, one nested run per Tune trial, the report (busgen.eval.track)"
+    )
+    tracking_uri: str | None = Field(
+        None, description="MLflow server or store; None = a local file store in <out>/mlruns"
+    )
+
+    @classmethod
+    def wrong_file_hint(cls, data: dict) -> str | None:
+        """A multi-site protocol file passed to `busgen evaluate` names its own command (one way into each)."""
+        if data.get("protocol") == "multisite":
+            return "this is a multi-site protocol file (protocol: multisite): run it with `busgen multisite`"
+        return None
 
     @model_validator(mode="after")
     def _check(self):

@@ -132,20 +132,27 @@ def run_trials(
 
 
 class SweepConfig(BaseModel):
-    """A sweep spec (``evals/suites/sweep_*.yaml``) plus where its results go."""
+    """Run a grid sweep (one Ray Tune trial per grid point) and write its results table.
+
+    A sweep spec (``evals/suites/sweep_*.yaml``) plus where its results go.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: str = "sample"  # trial kind, a key of TRIALS (checked before Tune starts)
-    base: dict[str, Any] = {}  # settings shared by every trial
-    grid: dict[str, list] = {}  # key -> values; one trial per combination
-    out: str  # results folder: local path or s3:// URI
-    name: str = "sweep"  # Tune experiment name (a unique suffix is added per run)
-    storage_path: str | None = None  # Tune storage (local path every node sees, or URI); default: <out>/tune
-    resources_per_trial: dict[str, float] = {"CPU": 1}  # Ray resources of one trial, e.g. {CPU: 4, GPU: 1}
-    max_concurrent_trials: int = Field(0, ge=0)  # 0 = as many as the cluster's resources allow
-    metric: str = "images_per_s"  # reported metric that ranks trials
-    mode: Literal["max", "min"] = "max"
+    kind: str = Field("sample", description="trial kind, a key of TRIALS (checked before Tune starts)")
+    base: dict[str, Any] = Field({}, description="settings shared by every trial")
+    grid: dict[str, list] = Field({}, description="key -> values; one trial per combination")
+    out: str = Field(description="results folder: local path or s3:// URI")
+    name: str = Field("sweep", description="Tune experiment name (a unique suffix is added per run)")
+    storage_path: str | None = Field(
+        None, description="Tune storage (local path every node sees, or URI); default: <out>/tune"
+    )
+    resources_per_trial: dict[str, float] = Field(
+        {"CPU": 1}, description="Ray resources of one trial, e.g. {CPU: 4, GPU: 1}"
+    )
+    max_concurrent_trials: int = Field(0, ge=0, description="0 = as many as the cluster's resources allow")
+    metric: str = Field("images_per_s", description="reported metric that ranks trials")
+    mode: Literal["max", "min"] = Field("max", description="max or min: whether a larger metric is better")
 
     def resource_demand(self) -> dict[str, float]:
         """Ray resources one trial asks for: some node type of ``cluster.yaml`` must offer them."""

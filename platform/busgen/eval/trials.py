@@ -30,10 +30,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from busgen.core.types import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SamplerName
-from busgen.eval import metrics
-from busgen.eval.arrays import labelled
 from busgen.eval.results import ClassificationReport, ClassifierMetrics, Record, UtilityTrial
 from busgen.eval.suites import REAL_TEST
+from busgen.measure import metrics
+from busgen.measure.arrays import labelled
 from busgen.model import classifier
 from busgen.model.classifier import ClassifierConfig
 
@@ -47,26 +47,34 @@ class UtilityTrialConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    real_dir: str  # ingested real dataset with train/val/test splits
-    synthetic_dir: str | None = None  # synthetic set (split == "train"); required when ratio > 0 or synthetic_only
-    ratio: float = Field(0.0, ge=0)  # synthetic draws per real draw in each epoch; 0 = real only
-    synthetic_only: bool = False  # train on synthetic images alone (ratio ignored)
+    real_dir: str = Field(description="ingested real dataset with train/val/test splits")
+    synthetic_dir: str | None = Field(
+        None, description='synthetic set (split == "train"); required when ratio > 0 or synthetic_only'
+    )
+    ratio: float = Field(0.0, ge=0, description="synthetic draws per real draw in each epoch; 0 = real only")
+    synthetic_only: bool = Field(False, description="train on synthetic images alone (ratio ignored)")
     seed: int = 0
-    recipe: Literal["mix", "finetune", "balance"] = "mix"  # see busgen.eval.recipes
-    label: str | None = None  # the arm's name in rows and reports; None = derived from recipe / ratio
-    series: str = ""  # scaling-curve series this trial is a point of ("" = none)
-    n_synthetic: int | None = Field(None, ge=1)  # use this many synthetic images (nested subsets); None = all
-    real_fraction: float = Field(1.0, gt=0, le=1)  # share of the real train split used (stratified, nested)
-    subset_seed: int = 0  # permutation behind n_synthetic / real_fraction subsets (fixed across seeds)
-    finetune_lr_factor: float = Field(0.3, gt=0)  # recipe finetune: phase-2 lr = classifier lr x this
-    classes: list[str]  # task labels, in output-column order
-    positive: str  # class whose one-vs-rest AUC / sens / spec are reported
-    classifier: ClassifierConfig = ClassifierConfig()  # seed and positive are the trial's
-    external_test: dict[str, str] = {}  # name -> dataset dir, tested on `external_split`
-    external_split: str | None = "test"  # None: every row of the external dataset
-    n_boot: int = 1000  # bootstrap resamples per CI
-    artifacts_dir: str  # trial outputs: <artifacts_dir>/<arm>-seed<seed>/
-    torch_threads: int = 1  # intra-op threads; keep equal to the trial's CPU resources
+    recipe: Literal["mix", "finetune", "balance"] = Field("mix", description="see busgen.eval.utility.recipes")
+    label: str | None = Field(
+        None, description="the arm's name in rows and reports; None = derived from recipe / ratio"
+    )
+    series: str = Field("", description='scaling-curve series this trial is a point of ("" = none)')
+    n_synthetic: int | None = Field(
+        None, ge=1, description="use this many synthetic images (nested subsets); None = all"
+    )
+    real_fraction: float = Field(1.0, gt=0, le=1, description="share of the real train split used (stratified, nested)")
+    subset_seed: int = Field(
+        0, description="permutation behind n_synthetic / real_fraction subsets (fixed across seeds)"
+    )
+    finetune_lr_factor: float = Field(0.3, gt=0, description="recipe finetune: phase-2 lr = classifier lr x this")
+    classes: list[str] = Field(description="task labels, in output-column order")
+    positive: str = Field(description="class whose one-vs-rest AUC / sens / spec are reported")
+    classifier: ClassifierConfig = Field(ClassifierConfig(), description="seed and positive are the trial's")
+    external_test: dict[str, str] = Field({}, description="name -> dataset dir, tested on `external_split`")
+    external_split: str | None = Field("test", description="None: every row of the external dataset")
+    n_boot: int = Field(1000, description="bootstrap resamples per CI")
+    artifacts_dir: str = Field(description="trial outputs: <artifacts_dir>/<arm>-seed<seed>/")
+    torch_threads: int = Field(1, description="intra-op threads; keep equal to the trial's CPU resources")
 
     @model_validator(mode="after")
     def _check(self):
@@ -106,7 +114,9 @@ class TrialArtifacts(Record):
     reports: dict[str, ClassificationReport]
     scores: dict[str, CaseScores]
     history: list[dict[str, float]]
-    sizes: dict[str, int] = {}  # n_real_train / n_syn_train (absent in artifacts written before recipes)
+    sizes: dict[str, int] = Field(
+        {}, description="n_real_train / n_syn_train (absent in artifacts written before recipes)"
+    )
 
     @classmethod
     def read(cls, trial_dir: str | Path) -> TrialArtifacts:
@@ -114,12 +124,12 @@ class TrialArtifacts(Record):
 
 
 def train_arm(cfg: UtilityTrialConfig):
-    """Train this arm's classifier (its recipe's phases, `busgen.eval.recipes`).
+    """Train this arm's classifier (its recipe's phases, `busgen.eval.utility.recipes`).
 
     Returns:
         (model, ClassifierConfig, history, {"n_real_train", "n_syn_train"}: unique images used).
     """
-    from busgen.eval import recipes
+    from busgen.eval.utility import recipes
 
     phases = recipes.plan_phases(cfg)
     x_val, y_val = labelled(cfg.real_dir, "val", cfg.classes)
@@ -179,14 +189,14 @@ class FidTrialConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str  # exported generator directory
+    model: str = Field(description="exported generator directory")
     sampler: SamplerName = DEFAULT_SAMPLER
     steps: int = Field(25, ge=1)
     guidance: float = Field(DEFAULT_GUIDANCE, ge=0)
-    classes: list[str]  # classes sampled, n_per_class each
+    classes: list[str] = Field(description="classes sampled, n_per_class each")
     n_per_class: int = Field(100, ge=1)
-    encoder_dir: str  # saved classifier whose penultimate layer is the feature space
-    real_features: str  # .npz with `features` (N, D) of the real reference images
+    encoder_dir: str = Field(description="saved classifier whose penultimate layer is the feature space")
+    real_features: str = Field(description=".npz with `features` (N, D) of the real reference images")
     seed: int = 0
     batch_size: int = Field(64, ge=1)
     torch_threads: int = Field(1, ge=1)
@@ -194,7 +204,7 @@ class FidTrialConfig(BaseModel):
 
 def fid_trial(config: dict) -> dict:
     """Sample, embed, FID/KID/PRDC against the real reference features; returns metrics and timings."""
-    from busgen.eval import fidelity
+    from busgen.measure import fidelity
     from busgen.model import generator
 
     cfg = FidTrialConfig(**config)
@@ -238,14 +248,14 @@ class SampleTrialConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str  # exported generator directory, on storage every node reads
-    n: int = Field(8, ge=1)  # images per trial
-    batch_size: int = Field(8, ge=1)  # images per forward pass
+    model: str = Field(description="exported generator directory, on storage every node reads")
+    n: int = Field(8, ge=1, description="images per trial")
+    batch_size: int = Field(8, ge=1, description="images per forward pass")
     sampler: SamplerName = DEFAULT_SAMPLER
-    steps: int = Field(10, ge=1)  # denoising steps
-    guidance: float = Field(DEFAULT_GUIDANCE, ge=0)  # classifier-free guidance scale
+    steps: int = Field(10, ge=1, description="denoising steps")
+    guidance: float = Field(DEFAULT_GUIDANCE, ge=0, description="classifier-free guidance scale")
     seed: int = 0
-    torch_threads: int = Field(1, ge=1)  # keep equal to resources_per_trial CPU for honest timings
+    torch_threads: int = Field(1, ge=1, description="keep equal to resources_per_trial CPU for honest timings")
 
 
 def sample_trial(config: dict) -> dict:

@@ -34,29 +34,41 @@ class GenerateWarning(UserWarning):
 class GenerateConfig(BaseModel):
     """Settings of one generation run. Everything that changes pixels is part of the manifest."""
 
-    model: str  # exported model directory (pretrained or adapted)
-    out: str  # output folder of shards + manifest.json
-    n: int = Field(1000, gt=0)  # number of images
-    class_ratio: dict[str, float] | None = (
-        None  # e.g. {"benign": 0.5, "malignant": 0.5}; default: uniform over model classes
+    model: str = Field(description="exported model directory (pretrained or adapted)")
+    out: str = Field(description="output folder of shards + manifest.json")
+    n: int = Field(1000, gt=0, description="number of images")
+    class_ratio: dict[str, float] | None = Field(
+        None, description='e.g. {"benign": 0.5, "malignant": 0.5}; default: uniform over model classes'
     )
-    domain_ratio: dict[str, float] | None = None  # e.g. {"siteA": 1.0}; default: domain-unconditional
-    boxes_file: str | None = None  # CSV with x0,y0,x1,y1 columns: row i uses line i mod len; default: box prior
-    sampler: SamplerName = DEFAULT_SAMPLER
-    steps: int = Field(25, ge=1)
-    guidance: float = Field(DEFAULT_GUIDANCE, ge=0)  # classifier-free guidance scale (1 = none)
-    seed: int = 0
-    shard_size: int = Field(1000, ge=1)  # rows per shard file (bounds shard rows and bytes)
-    batch_size: int = Field(32, ge=1)  # images per forward pass
-    concurrency: int = Field(1, ge=1)  # sampler actors
-    num_gpus: float = 0.0  # GPUs per actor (1 on GPU clusters)
-    num_cpus: float = 0.5  # CPUs per actor; fractional so read/write tasks still get a CPU on small machines
-    torch_threads: int = 0  # intra-op threads per actor; 0 = cores / concurrency
-    protect: ProtectName = "none"  # cpsample: steer away from training images (busgen.model.protect)
-    protect_strength: float = Field(DEFAULT_PROTECT_STRENGTH, ge=0)  # CPSample alpha
-    protect_threshold: float = Field(DEFAULT_PROTECT_THRESHOLD, ge=0.5, lt=1.0)  # guide above this confidence
-    tracking: bool = True  # MLflow run with the settings, throughput and manifest.json (busgen.core.tracking)
-    tracking_uri: str | None = None  # MLflow server or store; None = a local file store in <out>/mlruns
+    domain_ratio: dict[str, float] | None = Field(
+        None, description='e.g. {"siteA": 1.0}; default: domain-unconditional'
+    )
+    boxes_file: str | None = Field(
+        None, description="CSV with x0,y0,x1,y1 columns: row i uses line i mod len; default: box prior"
+    )
+    sampler: SamplerName = Field(DEFAULT_SAMPLER, description="ddim | ddpm | dpmpp")
+    steps: int = Field(25, ge=1, description="denoising steps")
+    guidance: float = Field(DEFAULT_GUIDANCE, ge=0, description="classifier-free guidance scale (1 = none)")
+    seed: int = Field(0, description="base seed: image i always gets the same noise")
+    shard_size: int = Field(1000, ge=1, description="rows per shard file (bounds shard rows and bytes)")
+    batch_size: int = Field(32, ge=1, description="images per forward pass")
+    concurrency: int = Field(1, ge=1, description="sampler actors")
+    num_gpus: float = Field(0.0, description="GPUs per actor (1 on GPU clusters)")
+    num_cpus: float = Field(
+        0.5, description="CPUs per actor; fractional so read/write tasks still get a CPU on small machines"
+    )
+    torch_threads: int = Field(0, description="intra-op threads per actor; 0 = cores / concurrency")
+    protect: ProtectName = Field("none", description="cpsample: steer away from training images (busgen.model.protect)")
+    protect_strength: float = Field(DEFAULT_PROTECT_STRENGTH, ge=0, description="CPSample alpha")
+    protect_threshold: float = Field(
+        DEFAULT_PROTECT_THRESHOLD, ge=0.5, lt=1.0, description="guide above this confidence"
+    )
+    tracking: bool = Field(
+        True, description="MLflow run with the settings, throughput and manifest.json (busgen.core.tracking)"
+    )
+    tracking_uri: str | None = Field(
+        None, description="MLflow server or store; None = a local file store in <out>/mlruns"
+    )
 
     def pixel_settings(self) -> dict:
         """The settings that determine the images: a re-run must match them exactly."""

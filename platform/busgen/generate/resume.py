@@ -25,11 +25,18 @@ from busgen.generate.store import MANIFEST, scan_shards
 
 
 class GenerateJobConfig(GenerateConfig):
-    """``GenerateConfig`` plus the failure policy of a whole run."""
+    """Generate a synthetic image set with Ray Data: deterministic, resumable Parquet shards.
 
-    max_attempts: int = Field(3, ge=1)  # whole-run attempts; each re-run resumes from the shards already written
-    progress: bool = False  # progress bar on stderr (noisy in `ray job logs`)
-    stage_dir: str | None = None  # local staging root for an s3://-style out (default ~/busgen_runs/staging)
+    ``GenerateConfig`` plus the failure policy of a whole run.
+    """
+
+    max_attempts: int = Field(
+        3, ge=1, description="whole-run attempts; each re-run resumes from the shards already written"
+    )
+    progress: bool = Field(False, description="progress bar on stderr (noisy in `ray job logs`)")
+    stage_dir: str | None = Field(
+        None, description="local staging root for an s3://-style out (default ~/busgen_runs/staging)"
+    )
 
     def resource_demand(self) -> dict[str, float]:
         """Ray resources one sampler actor asks for: some node type of ``cluster.yaml`` must offer them."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Switch = Literal["auto", "on", "off"]
@@ -41,10 +41,10 @@ class AccelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    precision: Precision = "auto"  # compute dtype: auto = bf16 on CUDA, fp32 on CPU
-    channels_last: Switch = "auto"  # NHWC memory format for convolutions
-    compile: Switch = "auto"  # torch.compile the UNet (CUDA default; minutes on CPU)
-    cuda_graphs: bool = False  # compile mode "reduce-overhead" (CUDA + compile only)
+    precision: Precision = Field("auto", description="compute dtype: auto = bf16 on CUDA, fp32 on CPU")
+    channels_last: Switch = Field("auto", description="NHWC memory format for convolutions")
+    compile: Switch = Field("auto", description="torch.compile the UNet (CUDA default; minutes on CPU)")
+    cuda_graphs: bool = Field(False, description='compile mode "reduce-overhead" (CUDA + compile only)')
 
 
 @dataclass(frozen=True)

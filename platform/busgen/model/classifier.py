@@ -1,7 +1,7 @@
 """The diagnosis classifier as a model: a compact ResNet, its persistence and its batch predictor.
 
 A ResNet-18-style CNN in plain torch (no torchvision). Training it is evaluation's job
-(``busgen.eval.classify``); this module holds what serving and evaluation share:
+(``busgen.measure.classify``); this module holds what serving and evaluation share:
 building the network, saving and loading a classifier folder, and ``Predictor``, the
 one inference entry point for Ray Data ``map_batches`` and Ray Serve (dict of numpy
 arrays in, dict of numpy arrays out).
@@ -34,25 +34,27 @@ class ClassifierConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    width: int = 32  # channels of the first stage: 64 = ResNet-18, 16 = "small" for CPU tests
-    blocks: tuple[int, int, int, int] = (2, 2, 2, 2)  # residual blocks per stage (ResNet-18)
-    stem_stride: int = 2  # 2 halves resolution before stage 1 (64 px -> 32), 1 keeps it
-    dropout: float = 0.2  # before the final linear layer
-    image_size: int = 64  # inputs of another size are resized to this
-    epochs: int = 30  # upper bound; early stopping usually ends sooner
+    width: int = Field(32, description='channels of the first stage: 64 = ResNet-18, 16 = "small" for CPU tests')
+    blocks: tuple[int, int, int, int] = Field((2, 2, 2, 2), description="residual blocks per stage (ResNet-18)")
+    stem_stride: int = Field(2, description="2 halves resolution before stage 1 (64 px -> 32), 1 keeps it")
+    dropout: float = Field(0.2, description="before the final linear layer")
+    image_size: int = Field(64, description="inputs of another size are resized to this")
+    epochs: int = Field(30, description="upper bound; early stopping usually ends sooner")
     batch_size: int = 64
-    lr: float = 1e-3  # AdamW, cosine-decayed over `epochs`
+    lr: float = Field(1e-3, description="AdamW, cosine-decayed over `epochs`")
     weight_decay: float = 1e-4
-    patience: int = 5  # epochs without validation improvement before stopping
-    monitor: Literal["auc", "loss"] = "auc"  # early-stopping criterion on real validation data
-    positive: str = "malignant"  # class whose one-vs-rest AUC is monitored
-    samples_per_epoch: int | None = None  # None: number of training images (or the mix rule)
+    patience: int = Field(5, description="epochs without validation improvement before stopping")
+    monitor: Literal["auc", "loss"] = Field("auc", description="early-stopping criterion on real validation data")
+    positive: str = Field("malignant", description="class whose one-vs-rest AUC is monitored")
+    samples_per_epoch: int | None = Field(None, description="None: number of training images (or the mix rule)")
     augment: bool = True
-    max_shift: float = 0.06  # random translation, fraction of the image side
-    intensity_jitter: float = 0.1  # random gain/offset amplitude in [-1, 1] units
+    max_shift: float = Field(0.06, description="random translation, fraction of the image side")
+    intensity_jitter: float = Field(0.1, description="random gain/offset amplitude in [-1, 1] units")
     label_smoothing: float = 0.0
-    ema_decay: float = Field(0.0, ge=0, lt=1)  # > 0: keep (and select, and save) an EMA of the weights
-    tta_flip: bool = False  # predict as the mean of the image's and its left-right mirror's probabilities
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="> 0: keep (and select, and save) an EMA of the weights")
+    tta_flip: bool = Field(
+        False, description="predict as the mean of the image's and its left-right mirror's probabilities"
+    )
     seed: int = 0
 
     @classmethod

@@ -16,7 +16,7 @@ from typing import Callable, Literal, Sequence
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from busgen.core.types import DEFAULT_GUIDANCE, SAMPLERS
 
@@ -27,7 +27,9 @@ class DiffusionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     num_train_timesteps: int = 1000
-    beta_schedule: str = "squaredcos_cap_v2"  # cosine schedule: better than linear at small image sizes
+    beta_schedule: str = Field(
+        "squaredcos_cap_v2", description="cosine schedule: better than linear at small image sizes"
+    )
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from busgen.model.unet import ConditionalUNet
 
@@ -38,13 +38,13 @@ class AdapterSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base: str  # pretrained model directory the adapter was trained on
+    base: str = Field(description="pretrained model directory the adapter was trained on")
     method: AdaptMethod = "lora"
     lora_rank: int = 4
     lora_alpha: float = 4.0
     lora_targets: list[str] = list(DEFAULT_LORA_TARGETS)
-    class_names: list[str]  # label vocabulary of the adapted task
-    domain_names: list[str]  # device/site vocabulary of the adapted task
+    class_names: list[str] = Field(description="label vocabulary of the adapted task")
+    domain_names: list[str] = Field(description="device/site vocabulary of the adapted task")
 
 
 def _resize_embedding(

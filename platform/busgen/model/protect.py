@@ -59,7 +59,9 @@ class ProtectSettings(BaseModel):
     protect: ProtectName = "none"
     strength: float = Field(DEFAULT_PROTECT_STRENGTH, ge=0)
     threshold: float = Field(DEFAULT_PROTECT_THRESHOLD, ge=0.5, lt=1.0)
-    window: tuple[float, float] = DEFAULT_PROTECT_WINDOW  # (lo, hi) fractions of the schedule where it acts
+    window: tuple[float, float] = Field(
+        DEFAULT_PROTECT_WINDOW, description="(lo, hi) fractions of the schedule where it acts"
+    )
 
     @field_validator("window")
     @classmethod
@@ -75,7 +77,7 @@ class ProtectNetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     image_size: int = 64
-    width: int = 32  # channels of the first stage; doubled twice
+    width: int = Field(32, description="channels of the first stage; doubled twice")
     num_train_timesteps: int = 1000
 
 

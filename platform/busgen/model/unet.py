@@ -27,7 +27,7 @@ import torch
 from diffusers import UNet2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 PresetName = Literal["tiny", "base", "large"]
@@ -38,15 +38,15 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    image_size: int = 32  # px, square; must be divisible by 2 ** (len(block_out_channels) - 1)
-    block_out_channels: tuple[int, ...] = (32, 64, 64)  # channels per resolution level
+    image_size: int = Field(32, description="px, square; must be divisible by 2 ** (len(block_out_channels) - 1)")
+    block_out_channels: tuple[int, ...] = Field((32, 64, 64), description="channels per resolution level")
     # Self-attention only at the lowest resolution: at 32 px and above it dominates CPU cost.
     down_block_types: tuple[str, ...] = ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D")
     up_block_types: tuple[str, ...] = ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D")
-    layers_per_block: int = 1  # resnets per level (diffusers default 2)
-    attention_head_dim: int = 8  # channels per attention head
-    norm_num_groups: int = 16  # GroupNorm groups; must divide every block_out_channels entry
-    dropout: float = 0.0  # 0 is good for pretraining; 0.1 helps few-shot fine-tuning
+    layers_per_block: int = Field(1, description="resnets per level (diffusers default 2)")
+    attention_head_dim: int = Field(8, description="channels per attention head")
+    norm_num_groups: int = Field(16, description="GroupNorm groups; must divide every block_out_channels entry")
+    dropout: float = Field(0.0, description="0 is good for pretraining; 0.1 helps few-shot fine-tuning")
 
 
 PRESETS: dict[str, ModelConfig] = {

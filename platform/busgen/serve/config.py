@@ -19,15 +19,15 @@ class DeploymentArgs(BaseModel):
 
     num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(1.0, ge=0)
-    num_gpus: float = Field(0.0, ge=0)  # 1 on a GPU node; the model then loads on cuda
-    max_batch_size: int = Field(16, ge=1)  # requests (classifier) or images (generator) per forward pass
-    batch_wait_timeout_s: float = Field(0.02, ge=0)  # how long a batch waits to fill up
-    max_ongoing_requests: int = Field(32, ge=1)  # must be >= max_batch_size or batches never fill
+    num_gpus: float = Field(0.0, ge=0, description="1 on a GPU node; the model then loads on cuda")
+    max_batch_size: int = Field(16, ge=1, description="requests (classifier) or images (generator) per forward pass")
+    batch_wait_timeout_s: float = Field(0.02, ge=0, description="how long a batch waits to fill up")
+    max_ongoing_requests: int = Field(32, ge=1, description="must be >= max_batch_size or batches never fill")
     # Requests waiting at each caller beyond max_ongoing_requests; above it the caller answers 503 at once.
     # Serve's default (-1) queues without bound, so overload only ever grows latency and memory.
     max_queued_requests: int = Field(64, ge=1)
-    retry_after_s: float = Field(1.0, ge=0)  # Retry-After header of the 503 answered when the queue is full
-    torch_threads: int | None = Field(None, ge=1)  # None: Ray's per-actor default (OMP_NUM_THREADS)
+    retry_after_s: float = Field(1.0, ge=0, description="Retry-After header of the 503 answered when the queue is full")
+    torch_threads: int | None = Field(None, ge=1, description="None: Ray's per-actor default (OMP_NUM_THREADS)")
 
     @model_validator(mode="after")
     def _batches_can_fill(self) -> DeploymentArgs:
@@ -47,7 +47,7 @@ class IngressArgs(BaseModel):
     num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, ge=0)
     max_ongoing_requests: int = Field(256, ge=1)
-    max_queued_requests: int = Field(256, ge=1)  # at the HTTP proxy; above it the proxy answers 503
+    max_queued_requests: int = Field(256, ge=1, description="at the HTTP proxy; above it the proxy answers 503")
     retry_after_s: float = Field(1.0, ge=0)
 
 
@@ -56,7 +56,7 @@ class GeneratorArgs(DeploymentArgs):
 
     max_batch_size: int = Field(32, ge=1)
     max_ongoing_requests: int = Field(64, ge=1)
-    max_models_per_replica: int = Field(2, ge=1)  # LRU cache of loaded generators (multiplexing)
+    max_models_per_replica: int = Field(2, ge=1, description="LRU cache of loaded generators (multiplexing)")
 
 
 class LimitArgs(BaseModel):
@@ -64,13 +64,13 @@ class LimitArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_n: int = Field(16, ge=1)  # images per generate request, and files per classify request
-    max_steps: int = Field(50, ge=1)  # denoising steps per generate request
+    max_n: int = Field(16, ge=1, description="images per generate request, and files per classify request")
+    max_steps: int = Field(50, ge=1, description="denoising steps per generate request")
     default_steps: int = Field(25, ge=1)
-    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)  # request body size (413 above)
-    max_pixels: int = Field(4096 * 4096, ge=1)  # decoded pixels: decompression bombs stop here
-    min_side: int = Field(16, ge=1)  # smaller images carry no diagnostic content
-    max_aspect: float = Field(8.0, ge=1.0)  # long side / short side
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="request body size (413 above)")
+    max_pixels: int = Field(4096 * 4096, ge=1, description="decoded pixels: decompression bombs stop here")
+    min_side: int = Field(16, ge=1, description="smaller images carry no diagnostic content")
+    max_aspect: float = Field(8.0, ge=1.0, description="long side / short side")
 
     @model_validator(mode="after")
     def _default_within_max(self) -> LimitArgs:
@@ -84,23 +84,29 @@ class ServeArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    generators: dict[str, str] = Field(default_factory=dict)  # model id -> exported generator/adapter dir
-    default_generator: str | None = None  # id used when a request names no model (default: first)
-    classifier_dir: str | None = None  # saved classifier, served as id "default"
-    classifiers: dict[str, str] = Field(default_factory=dict)  # more classifiers: id -> saved classifier dir
-    reference_parquet: str | None = None  # training images: nearest-neighbour check and reader-study "real" items
-    galleries: dict[str, str] = Field(default_factory=dict)  # name -> generated Parquet set (file or folder)
-    study_dir: str | None = None  # reader-study answers are written here as Parquet
-    study_items: int = Field(20, ge=2, le=500)  # items per reader: half real, half synthetic
-    token: str | None = None  # prefer BUSGEN_API_TOKEN or token_file: args may be logged
+    generators: dict[str, str] = Field(default_factory=dict, description="model id -> exported generator/adapter dir")
+    default_generator: str | None = Field(None, description="id used when a request names no model (default: first)")
+    classifier_dir: str | None = Field(None, description='saved classifier, served as id "default"')
+    classifiers: dict[str, str] = Field(
+        default_factory=dict, description="more classifiers: id -> saved classifier dir"
+    )
+    reference_parquet: str | None = Field(
+        None, description='training images: nearest-neighbour check and reader-study "real" items'
+    )
+    galleries: dict[str, str] = Field(
+        default_factory=dict, description="name -> generated Parquet set (file or folder)"
+    )
+    study_dir: str | None = Field(None, description="reader-study answers are written here as Parquet")
+    study_items: int = Field(20, ge=2, le=500, description="items per reader: half real, half synthetic")
+    token: str | None = Field(None, description="prefer BUSGEN_API_TOKEN or token_file: args may be logged")
     token_file: str | None = None
-    insecure_local: bool = False  # no auth; demos on loopback only
-    access_log_fp: str | None = None  # also append the JSON access log to this file
+    insecure_local: bool = Field(False, description="no auth; demos on loopback only")
+    access_log_fp: str | None = Field(None, description="also append the JSON access log to this file")
     limits: LimitArgs = Field(default_factory=LimitArgs)
     generator: GeneratorArgs = Field(default_factory=GeneratorArgs)
     classifier: DeploymentArgs = Field(default_factory=DeploymentArgs)
     ingress: IngressArgs = Field(default_factory=IngressArgs)
-    ingress_num_cpus: float | None = Field(None, ge=0)  # kept for old configs: same as ingress.num_cpus
+    ingress_num_cpus: float | None = Field(None, ge=0, description="kept for old configs: same as ingress.num_cpus")
 
     @field_validator("generators", "classifiers", "galleries", mode="before")
     @classmethod

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from ray import serve
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
@@ -60,7 +60,7 @@ class IngressSettings(BaseModel):
     generators: dict[str, str]
     default_id: str
     classifier_dirs: dict[str, str]
-    token_sha256: str | None  # None: insecure_local
+    token_sha256: str | None = Field(description="None: insecure_local")
     limits: LimitArgs
     access_log_fp: str | None = None
 

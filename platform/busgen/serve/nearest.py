@@ -4,7 +4,7 @@ A generator that copies its training set shows a near-1 similarity here. Feature
 the zero-mean, unit-norm pixels of a 32x32 thumbnail, so the similarity is a Pearson
 correlation in [-1, 1]; it flags copies and near-copies (the memorisation the paper's
 privacy audit looks for), not semantic likeness. The full audit, with a learned
-encoder, is ``busgen eval`` (``busgen.eval.privacy``), which serve does not import.
+encoder, is ``busgen eval`` (``busgen.measure.privacy``), which serve does not import.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from busgen.serve.errors import RequestError
 
@@ -20,15 +20,15 @@ class GeneratorInfo(BaseModel):
     """What a client may know about a served generator (never its directory)."""
 
     id: str
-    model_id: str  # weights fingerprint: changes whenever the weights do
+    model_id: str = Field(description="weights fingerprint: changes whenever the weights do")
     class_names: list[str]
     domain_names: list[str]
     image_size: int
 
 
 class ClassifierInfo(BaseModel):
-    model_id: str  # sha256 of the weights file (classifier.json has no id of its own)
-    model_version: str  # "<format_version>-<model_id>", echoed in every classify response
+    model_id: str = Field(description="sha256 of the weights file (classifier.json has no id of its own)")
+    model_version: str = Field(description='"<format_version>-<model_id>", echoed in every classify response')
     class_names: list[str]
     image_size: int
 

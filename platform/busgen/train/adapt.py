@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from busgen.data import dataset as data
 from busgen.data import schema
@@ -41,30 +41,43 @@ class AdaptError(ValueError):
 
 
 class AdaptConfig(BaseModel):
-    """One few-shot adaptation run."""
+    """Adapt a pretrained generator few-shot to a new task (LoRA or full fine-tune) on Ray Train.
+
+    One few-shot adaptation run.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    base: str  # pretrained model directory
-    data_dir: str  # ingested dataset of the new task; support images come from its train split
-    out: str  # adapted model directory
-    shots: int = 10  # K labelled images per class
-    classes: list[str] | None = None  # label set of the new task (default: all labels in the data)
-    method: lora.AdaptMethod = "lora"
-    lora_rank: int = 4
-    lora_alpha: float = 4.0
-    lora_targets: list[str] = list(lora.DEFAULT_LORA_TARGETS)  # add "conv1", "conv2" to adapt resnet convs too
-    lr: float | None = None  # default: 1e-3 for LoRA, 5e-5 for a full fine-tune (low: keep pretrained features)
-    max_steps: int = 200  # fixed small budget: the overfitting guard
-    batch_size: int = 8
-    ema_decay: float = 0.99
-    num_workers: int = 1
-    use_gpu: bool = False
-    storage_path: str = "~/busgen_runs"
-    run_name: str | None = None  # default: adapt-<out folder name>
-    seed: int = 0
-    tracking: bool = True  # MLflow run: params, metrics per log step, the adapter folder (busgen.core.tracking)
-    tracking_uri: str | None = None  # MLflow server or store; None = a local file store under the Ray Train run folder
+    base: str = Field(description="pretrained model directory")
+    data_dir: str = Field(description="ingested dataset of the new task; support images come from its train split")
+    out: str = Field(description="adapted model directory")
+    shots: int = Field(10, description="K labelled images per class")
+    classes: list[str] | None = Field(None, description="label set of the new task (default: all labels in the data)")
+    method: lora.AdaptMethod = Field(
+        "lora", description="lora: low-rank adapters on attention | full: fine-tune every weight"
+    )
+    lora_rank: int = Field(4, description="rank of each LoRA update")
+    lora_alpha: float = Field(4.0, description="LoRA scale numerator (scale = alpha / rank)")
+    lora_targets: list[str] = Field(
+        list(lora.DEFAULT_LORA_TARGETS), description='add "conv1", "conv2" to adapt resnet convs too'
+    )
+    lr: float | None = Field(
+        None, description="default: 1e-3 for LoRA, 5e-5 for a full fine-tune (low: keep pretrained features)"
+    )
+    max_steps: int = Field(200, description="fixed small budget: the overfitting guard")
+    batch_size: int = Field(8, description="per worker")
+    ema_decay: float = Field(0.99, description="EMA of the adapted weights (exported)")
+    num_workers: int = Field(1, description="Ray Train workers")
+    use_gpu: bool = Field(False, description="one GPU per Ray Train worker")
+    storage_path: str = Field("~/busgen_runs", description="Ray Train storage (local path or cloud URI)")
+    run_name: str | None = Field(None, description="default: adapt-<out folder name>")
+    seed: int = Field(0, description="support-set selection, initialisation and noise")
+    tracking: bool = Field(
+        True, description="MLflow run: params, metrics per log step, the adapter folder (busgen.core.tracking)"
+    )
+    tracking_uri: str | None = Field(
+        None, description="MLflow server or store; None = a local file store under the Ray Train run folder"
+    )
 
 
 # ----------------------------------------------------------------------------- support set

@@ -48,41 +48,58 @@ TRAIN_COLUMNS = [schema.IMAGE, schema.BOX, schema.LABEL, schema.DOMAIN]
 
 
 class PretrainConfig(BaseModel):
-    """Pretraining run: data, architecture, optimisation, Ray scaling and storage."""
+    """Pretrain the diffusion generator on Ray Train (resumes a run of the same run_name) and export it.
+
+    Pretraining run: data, architecture, optimisation, Ray scaling and storage.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    data_dir: str  # ingested dataset directory (Parquet); rows with split == "train" are used
-    preset: unet.PresetName = "tiny"  # tiny (32-64 px, CPU) | base (128 px) | large (256 px)
-    image_size: int | None = None  # px; None = the preset's size. Images of another size are resized.
-    batch_size: int = 16  # per worker; global batch = batch_size * num_workers
-    lr: float = 2e-4  # AdamW peak learning rate
-    weight_decay: float = 0.01
-    warmup_steps: int = 100  # linear warmup, then cosine decay to 0 at max_steps
-    max_steps: int = 1000  # total optimizer steps (a resumed run continues up to this)
-    grad_clip: float = 1.0  # max global grad norm
-    ema_decay: float = 0.999  # EMA of weights used for sampling
-    cond_drop_prob: float = 0.1  # per-condition dropout for classifier-free guidance
-    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
-    hflip_prob: float = 0.5  # horizontal flip (box flipped too); ultrasound has no left/right semantics
-    jitter: float = 0.05  # max relative contrast / absolute brightness jitter in model range
-    checkpoint_every: int = 200  # steps; the final step is always checkpointed
-    num_to_keep: int = 2  # checkpoints kept in storage
-    num_workers: int = 1  # Ray Train data-parallel workers
-    cpus_per_worker: float = 1  # torch threads per worker follow this
-    use_gpu: bool = False
-    max_failures: int = 0  # worker-group restarts from the latest checkpoint
-    storage_path: str = "~/busgen_runs"  # Ray Train storage (local path or cloud URI)
-    run_name: str = "pretrain"  # same name + storage_path = resume
-    out: str = "models/pretrain"  # exported model directory
-    seed: int = 0
-    log_every: int = 10  # steps between log lines on rank 0 (the only steps that read the loss: a host sync)
-    grad_accum_steps: int = Field(1, ge=1)  # micro-batches of batch_size per optimizer step
+    data_dir: str = Field(description='ingested dataset directory (Parquet); rows with split == "train" are used')
+    preset: unet.PresetName = Field("tiny", description="tiny (32-64 px, CPU) | base (128 px) | large (256 px)")
+    image_size: int | None = Field(
+        None, description="px; None = the preset's size. Images of another size are resized."
+    )
+    batch_size: int = Field(16, description="per worker; global batch = batch_size * num_workers")
+    lr: float = Field(2e-4, description="AdamW peak learning rate")
+    weight_decay: float = Field(0.01, description="AdamW weight decay")
+    warmup_steps: int = Field(100, description="linear warmup, then cosine decay to 0 at max_steps")
+    max_steps: int = Field(1000, description="total optimizer steps (a resumed run continues up to this)")
+    grad_clip: float = Field(1.0, description="max global grad norm")
+    ema_decay: float = Field(0.999, description="EMA of weights used for sampling")
+    cond_drop_prob: float = Field(0.1, description="per-condition dropout for classifier-free guidance")
+    prediction_type: Literal["epsilon", "v_prediction"] = Field(
+        "epsilon", description="what the UNet predicts: the noise (epsilon) or v"
+    )
+    hflip_prob: float = Field(
+        0.5, description="horizontal flip (box flipped too); ultrasound has no left/right semantics"
+    )
+    jitter: float = Field(0.05, description="max relative contrast / absolute brightness jitter in model range")
+    checkpoint_every: int = Field(200, description="steps; the final step is always checkpointed")
+    num_to_keep: int = Field(2, description="checkpoints kept in storage")
+    num_workers: int = Field(1, description="Ray Train data-parallel workers")
+    cpus_per_worker: float = Field(1, description="torch threads per worker follow this")
+    use_gpu: bool = Field(False, description="one GPU per Ray Train worker")
+    max_failures: int = Field(0, description="worker-group restarts from the latest checkpoint")
+    storage_path: str = Field("~/busgen_runs", description="Ray Train storage (local path or cloud URI)")
+    run_name: str = Field("pretrain", description="same name + storage_path = resume")
+    out: str = Field("models/pretrain", description="exported model directory")
+    seed: int = Field(0, description="initialisation, data order and noise")
+    log_every: int = Field(
+        10, description="steps between log lines on rank 0 (the only steps that read the loss: a host sync)"
+    )
+    grad_accum_steps: int = Field(1, ge=1, description="micro-batches of batch_size per optimizer step")
     # speed switches: auto = bf16 autocast (fp32 master weights) + channels_last + torch.compile on CUDA, off on CPU
-    accel: AccelConfig = AccelConfig()
-    fused_adamw: Switch = "auto"  # one-kernel AdamW; auto = on CUDA
-    tracking: bool = True  # MLflow run: params, metrics per log step, the exported model folder (busgen.core.tracking)
-    tracking_uri: str | None = None  # MLflow server or store; None = a local file store under the Ray Train run folder
+    accel: AccelConfig = Field(
+        AccelConfig(), description="speed switches (bf16 autocast, channels_last, torch.compile, fused AdamW)"
+    )
+    fused_adamw: Switch = Field("auto", description="one-kernel AdamW; auto = on CUDA")
+    tracking: bool = Field(
+        True, description="MLflow run: params, metrics per log step, the exported model folder (busgen.core.tracking)"
+    )
+    tracking_uri: str | None = Field(
+        None, description="MLflow server or store; None = a local file store under the Ray Train run folder"
+    )
 
 
 # ----------------------------------------------------------------------------- data

@@ -31,27 +31,44 @@ from busgen.model import protect as protection
 
 
 class ProtectConfig(BaseModel):
-    """``busgen protect``: train the protection classifier of one generator folder."""
+    """Train a generator's CPSample protection classifier (fits random labels of its noisy training images).
+
+    Train the protection classifier of one generator folder.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str  # generator folder (pretrained or adapted); the classifier is written to <model>/protect
-    data_dir: str | None = None  # its training data; None = the adapter's support/ folder (adapters only)
-    split: str | None = "train"  # split of data_dir (None = every row; adapters' support sets have none)
-    width: int = Field(32, ge=8)  # classifier channels (first stage)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    max_epochs: int = Field(100, ge=1)
-    samples_per_epoch: int = Field(512, ge=1)  # noisy draws per epoch at least (small sets: many steps per epoch)
-    max_minutes: float | None = Field(None, gt=0)  # stop after this long (recorded: stopped="time")
-    fit_accuracy: float = Field(0.98, gt=0.5, le=1.0)  # stop once it fits the labels this well ...
-    fit_t: int = Field(200, ge=0)  # ... on training images noised to timesteps <= fit_t ...
-    train_t_max: int | None = Field(None, ge=1)  # draw training timesteps below this (None = the whole schedule);
+    model: str = Field(
+        description="generator folder (pretrained or adapted); the classifier is written to <model>/protect"
+    )
+    data_dir: str | None = Field(
+        None, description="its training data; None = the adapter's support/ folder (adapters only)"
+    )
+    split: str | None = Field(
+        "train", description="split of data_dir (None = every row; adapters' support sets have none)"
+    )
+    width: int = Field(32, ge=8, description="classifier channels (first stage)")
+    batch_size: int = Field(64, ge=1, description="images per step")
+    lr: float = Field(2e-3, gt=0, description="AdamW learning rate")
+    max_epochs: int = Field(100, ge=1, description="upper bound; training stops once it fits")
+    samples_per_epoch: int = Field(
+        512, ge=1, description="noisy draws per epoch at least (small sets: many steps per epoch)"
+    )
+    max_minutes: float | None = Field(None, gt=0, description='stop after this long (recorded: stopped="time")')
+    fit_accuracy: float = Field(0.98, gt=0.5, le=1.0, description="stop once it fits the labels this well ...")
+    fit_t: int = Field(200, ge=0, description="... on training images noised to timesteps <= fit_t ...")
+    train_t_max: int | None = Field(
+        None, ge=1, description="draw training timesteps below this (None = the whole schedule);"
+    )
     # large sets fit faster when the hopeless near-pure-noise steps are left out: sample with window hi <= t_max / T
-    fit_confidence: float = Field(0.9, ge=0.5, lt=1.0)  # ... counting only predictions at least this confident
-    seed: int = 0  # labels, noise and initialisation
-    check_data: bool = True  # refuse data whose fingerprint differs from the generator's training data
-    torch_threads: int = 0  # 0 = torch's default
+    fit_confidence: float = Field(
+        0.9, ge=0.5, lt=1.0, description="... counting only predictions at least this confident"
+    )
+    seed: int = Field(0, description="labels, noise and initialisation")
+    check_data: bool = Field(
+        True, description="refuse data whose fingerprint differs from the generator's training data"
+    )
+    torch_threads: int = Field(0, description="0 = torch's default")
 
 
 def to_size(images: np.ndarray, size: int) -> np.ndarray:

@@ -1,1 +1,0 @@
-"""busgen.eval.privacy."""

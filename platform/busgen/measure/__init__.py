@@ -1,0 +1,8 @@
+"""Measurements: tensors or arrays in, numbers out.
+
+metrics (AUC and friends with bootstrap and t intervals), fidelity (FID/KID/PRDC, MS-SSIM
+diversity), classify (the downstream diagnosis classifier), arrays (datasets read into
+memory) and privacy/ (memorisation audit, copy encoder, DCR and denoising-error membership
+attacks). Imports only core, data and model: suites (`busgen.eval`) and studies
+(`busgen.studies`) are built on top of it, never the other way round.
+"""

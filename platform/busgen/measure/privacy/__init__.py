@@ -1,0 +1,1 @@
+"""Privacy measurements: memorisation audit, copy-detection encoder, DCR and denoising-error membership attacks."""

@@ -1,0 +1,143 @@
+"""Augmentation-invariant "copy detection" encoder, trained self-supervised on the real training set.
+
+Pixel distances miss copies that are shifted, flipped or re-noised, and
+ImageNet encoders are neither available offline nor in-domain for ultrasound.
+So, as in copy-detection work (SSCD, Pizzi et al. 2022), we train a small CNN
+with a SimCLR objective (NT-Xent, Chen et al. 2020): two random augmentations of
+one image must map close together and away from every other image in the
+batch. The result embeds "the same image, slightly edited" close together and
+different images apart -- exactly the similarity a memorisation audit needs. Its
+features also serve as an in-domain space for FID/PRDC when no classifier exists.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from busgen.measure.classify import augment_batch
+from busgen.model.classifier import to_tensor
+
+WEIGHTS_FILE = "encoder.pt"
+META_FILE = "encoder.json"
+
+
+@dataclass
+class CopyEncoderConfig:
+    """Encoder size, SimCLR training and augmentation strength (the edits it learns to ignore)."""
+
+    width: int = 16  # channels of the first conv; doubles per stage (4 stride-2 stages)
+    dim: int = 64  # embedding size
+    image_size: int = 64  # inputs resized to this
+    epochs: int = 30  # passes over the training images
+    batch_size: int = 64  # negatives per step = 2 * batch_size - 2
+    lr: float = 2e-3  # AdamW
+    temperature: float = 0.1  # NT-Xent softmax temperature
+    max_shift: float = 0.08  # translation, fraction of the side
+    scale: float = 0.1  # zoom in/out amplitude
+    intensity: float = 0.15  # gain/offset jitter in [-1, 1] units
+    noise: float = 0.05  # additive Gaussian noise std in [-1, 1] units
+    seed: int = 0
+
+
+class CopyEncoder(nn.Module):
+    """Four stride-2 conv stages, global average pool, 2-layer projection to an L2-normalised embedding."""
+
+    def __init__(self, width: int = 16, dim: int = 64, image_size: int = 64):
+        super().__init__()
+        self.image_size = image_size
+        layers, c_in = [], 1
+        for i in range(4):
+            c_out = width * 2**i
+            layers += [nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+            c_in = c_out
+        self.backbone = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(c_in, c_in), nn.ReLU(), nn.Linear(c_in, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.backbone(x).mean(dim=(2, 3))), dim=1)
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR loss: view i's positive is its twin, negatives are all other 2B - 2 views."""
+    z = torch.cat([z1, z2])  # (2B, D), already unit norm
+    sim = z @ z.T / temperature
+    sim.fill_diagonal_(float("-inf"))  # a view is not its own candidate
+    b = len(z1)
+    target = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)])
+    return F.cross_entropy(sim, target)
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator, cfg: CopyEncoderConfig) -> torch.Tensor:
+    return augment_batch(x, gen, cfg.max_shift, cfg.intensity, hflip=True, scale=cfg.scale, noise=cfg.noise)
+
+
+def train_copy_encoder(
+    images: np.ndarray, epochs: int | None = None, seed: int = 0, cfg: CopyEncoderConfig | None = None
+) -> CopyEncoder:
+    """Train the copy encoder on (real training) images.
+
+    Args:
+        images: uint8 (N, H, W); N >= 2.
+        epochs: overrides cfg.epochs.
+        seed: overrides cfg.seed (same inputs and seed give the same encoder).
+        cfg: encoder settings.
+
+    Returns:
+        CopyEncoder in eval mode; use `encode` for features.
+    """
+    cfg = CopyEncoderConfig(
+        **{**asdict(cfg or CopyEncoderConfig()), "seed": seed, **({"epochs": epochs} if epochs is not None else {})}
+    )
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    x = to_tensor(images, cfg.image_size)
+    model = CopyEncoder(cfg.width, cfg.dim, cfg.image_size)
+    model.config = cfg
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    model.train()
+    bs = min(cfg.batch_size, len(x))
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x) - bs + 1, bs):  # full batches only: BatchNorm and NT-Xent need several
+            xb = x[perm[i : i + bs]]
+            loss = nt_xent(model(_augment(xb, gen, cfg)), model(_augment(xb, gen, cfg)), cfg.temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@torch.inference_mode()
+def encode(encoder: CopyEncoder, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """L2-normalised float32 embeddings (N, dim): inner product = cosine similarity."""
+    encoder.eval()
+    x = to_tensor(images, encoder.image_size)
+    if len(x) == 0:
+        return np.zeros((0, encoder.head[-1].out_features), dtype=np.float32)
+    return torch.cat([encoder(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).numpy().astype(np.float32)
+
+
+def save_encoder(encoder_dir: str | Path, encoder: CopyEncoder) -> Path:
+    """Write ``encoder.pt`` and ``encoder.json`` (its config) so audits are reproducible."""
+    out = Path(encoder_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(encoder.state_dict(), out / WEIGHTS_FILE)
+    cfg = getattr(encoder, "config", CopyEncoderConfig(image_size=encoder.image_size))
+    (out / META_FILE).write_text(json.dumps(asdict(cfg), indent=2))
+    return out
+
+
+def load_encoder(encoder_dir: str | Path) -> CopyEncoder:
+    """Rebuild a saved copy encoder (eval mode, CPU)."""
+    cfg = CopyEncoderConfig(**json.loads((Path(encoder_dir) / META_FILE).read_text()))
+    model = CopyEncoder(cfg.width, cfg.dim, cfg.image_size)
+    model.load_state_dict(torch.load(Path(encoder_dir) / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    model.config = cfg
+    return model.eval()
