@@ -79,11 +79,10 @@ def test_clean_set_is_not_flagged(train_set, encoder):
     assert 0 < summary["pixel"]["p95_top1_sim"] < 1 and summary["feature"]["median_ratio"] > 0.5
 
 
-def test_encoder_embeddings_are_unit_norm_and_roundtrip(tmp_path, train_set, encoder):
+def test_encoder_embeddings_are_unit_norm_and_deterministic(train_set, encoder):
     feats = encoders.encode(encoder, train_set[0][:5])
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
-    loaded = encoders.load_encoder(encoders.save_encoder(tmp_path / "enc", encoder))
-    np.testing.assert_allclose(encoders.encode(loaded, train_set[0][:5]), feats, atol=1e-6)
+    np.testing.assert_allclose(encoders.encode(encoder, train_set[0][:5]), feats, atol=1e-6)
 
 
 def test_share_filter_drops_flagged_rows_and_writes_audit(tmp_path, train_set):

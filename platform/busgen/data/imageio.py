@@ -170,8 +170,22 @@ def mask_to_box(mask: np.ndarray | None) -> list[float] | None:
 
 
 def to_model_range(images: np.ndarray) -> np.ndarray:
-    """uint8 [0, 255] -> float32 [-1, 1], the range the diffusion model and classifier use."""
+    """uint8 [0, 255] -> float32 [-1, 1], the range the diffusion model and classifier use.
+
+    This module owns the pixel convention: every other module converts through these three
+    functions, so a change of range is one edit.
+    """
     return images.astype(np.float32) / 127.5 - 1.0
+
+
+def to_model_tensor(images: np.ndarray):
+    """uint8 (N, H, W) -> float32 torch tensor (N, 1, H, W) in [-1, 1].
+
+    torch is imported here, not at the top: the data stage stays importable without it.
+    """
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(images)).float().div_(127.5).sub_(1.0).unsqueeze(1)
 
 
 def from_model_range(x: np.ndarray) -> np.ndarray:

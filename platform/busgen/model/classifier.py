@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from busgen.data.imageio import to_model_tensor
+
 WEIGHTS_FILE = "model.pt"
 
 
@@ -137,7 +139,7 @@ def build_model(cfg: ClassifierConfig, num_classes: int) -> ResNetClassifier:
 
 def to_tensor(images: np.ndarray, image_size: int) -> torch.Tensor:
     """uint8 (N, H, W) -> float32 (N, 1, S, S) in [-1, 1], bilinearly resized when H != S."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(127.5).sub_(1.0).unsqueeze(1)
+    x = to_model_tensor(images)
     if x.shape[-1] != image_size or x.shape[-2] != image_size:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
     return x

@@ -84,11 +84,6 @@ def apply_lora(model: ConditionalUNet, rank: int, alpha: float, targets: Sequenc
     return model
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """What an adapter file holds: the parameters that train (LoRA + embeddings)."""
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
 def build_adapted(
     base: ConditionalUNet, base_classes: Sequence[str], base_domains: Sequence[str], spec: AdapterSpec
 ) -> ConditionalUNet:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from busgen.data.dataset import read_arrays
-from busgen.data.imageio import resize_square
+from busgen.data.imageio import resize_square, to_model_tensor
 from busgen.model import diffusion, generator
 from busgen.model import protect as protection
 
@@ -115,7 +115,7 @@ def fit_protector(
 ) -> tuple[protection.ProtectionClassifier, dict]:
     """Train on uint8 (N, H, W) training images until the random labels fit; returns (classifier, stats)."""
     torch.manual_seed(cfg.seed)
-    x0 = torch.from_numpy(np.ascontiguousarray(images)).float().div(127.5).sub(1.0).unsqueeze(1)
+    x0 = to_model_tensor(images)
     y = torch.from_numpy(random_labels(len(x0), cfg.seed)).float()
     net = protection.ProtectionClassifier(
         protection.ProtectNetConfig(

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from busgen.data.imageio import to_model_tensor
 from busgen.measure import metrics
 
 
@@ -299,7 +300,7 @@ def denoising_error_scores(
     Returns:
         float64 (N,) mean error per image.
     """
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div(127.5).sub(1.0).unsqueeze(1)
+    x = to_model_tensor(images)
     scores = np.zeros(len(x), dtype=np.float64)
     with torch.no_grad():
         for start in range(0, len(x), batch_size):

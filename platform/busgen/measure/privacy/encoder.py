@@ -12,9 +12,7 @@ features also serve as an in-domain space for FID/PRDC when no classifier exists
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,9 +21,6 @@ from torch import nn
 
 from busgen.measure.classify import augment_batch
 from busgen.model.classifier import to_tensor
-
-WEIGHTS_FILE = "encoder.pt"
-META_FILE = "encoder.json"
 
 
 @dataclass
@@ -122,22 +117,3 @@ def encode(encoder: CopyEncoder, images: np.ndarray, batch_size: int = 256) -> n
     if len(x) == 0:
         return np.zeros((0, encoder.head[-1].out_features), dtype=np.float32)
     return torch.cat([encoder(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).numpy().astype(np.float32)
-
-
-def save_encoder(encoder_dir: str | Path, encoder: CopyEncoder) -> Path:
-    """Write ``encoder.pt`` and ``encoder.json`` (its config) so audits are reproducible."""
-    out = Path(encoder_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(encoder.state_dict(), out / WEIGHTS_FILE)
-    cfg = getattr(encoder, "config", CopyEncoderConfig(image_size=encoder.image_size))
-    (out / META_FILE).write_text(json.dumps(asdict(cfg), indent=2))
-    return out
-
-
-def load_encoder(encoder_dir: str | Path) -> CopyEncoder:
-    """Rebuild a saved copy encoder (eval mode, CPU)."""
-    cfg = CopyEncoderConfig(**json.loads((Path(encoder_dir) / META_FILE).read_text()))
-    model = CopyEncoder(cfg.width, cfg.dim, cfg.image_size)
-    model.load_state_dict(torch.load(Path(encoder_dir) / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-    model.config = cfg
-    return model.eval()
