@@ -1,6 +1,6 @@
 # BUSGen Platform: two commands do it all.
 #   make demo  -> creates .venv if missing, installs, runs the whole pipeline on CPU, writes a report
-#   make test  -> creates .venv if missing, installs test deps, runs the fast test suite
+#   make test  -> creates .venv if missing, installs test deps, runs the fast test suite (make test-all: everything)
 # Installs are idempotent: a stamp file is rebuilt only when pyproject.toml or the constraints change.
 
 PYTHON ?= python3
@@ -14,12 +14,14 @@ PYTEST_ARGS ?=
 export RAY_USAGE_STATS_ENABLED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-slow lint bench install browser clean help
+.PHONY: demo test test-all test-slow lint bench install browser clean help architecture
 
 help:
-	@echo "make demo   - run the whole pipeline on CPU and write $(DEMO_DIR)/report.md"
-	@echo "make test   - ruff (lint + format check), then the fast test suite (make test-slow for everything)"
-	@echo "make bench  - run every benchmark under evals/benchmarks/"
+	@echo "make demo         - run the whole pipeline on CPU and write $(DEMO_DIR)/report.md"
+	@echo "make test         - ruff (lint + format check), then tests/unit, tests/ray and the fast tests/e2e"
+	@echo "make test-all     - every test, the slow ones too (full Tune suites, Serve + Chromium, multi-node cluster)"
+	@echo "make bench        - run every benchmark under evals/benchmarks/"
+	@echo "make architecture - rewrite docs/ARCHITECTURE.md from the code's docstrings"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +60,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/busgen demo --out $(DEMO_DIR)
 
-# lint first: a style slip fails in seconds, before the 7-minute test run
+# lint first: a style slip fails in seconds, before the test run
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -71,11 +73,16 @@ browser: $(STAMP)
 	  { apt-get update -qq && apt-get install -y -qq chromium; } || \
 	  echo "no Chromium installed (apt-get failed): the browser tests will be skipped"
 
-test: lint browser
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-slow: $(STAMP) browser
+test-all: lint browser
 	$(PY) -m pytest -q --slow $(PYTEST_ARGS)
+
+test-slow: test-all
+
+architecture: $(STAMP)
+	$(PY) tests/helpers/architecture.py
 
 bench: $(STAMP)
 	@for b in evals/benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -22,24 +22,8 @@ import ast
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from helpers.architecture import DOC, FACE_LAYER, LAYERS, PACKAGE, REPO_FACES, REPO_ROOT, docstring, render
 
-PACKAGE = REPO_ROOT / "platform" / "busgen"
-LAYERS = {
-    "core": 0,
-    "data": 1,
-    "model": 2,
-    "train": 3,
-    "generate": 3,
-    "serve": 3,
-    "measure": 3,
-    "eval": 4,
-    "testing": 4,
-    "studies": 5,
-    "commands": 6,
-}
-FACE_LAYER = 7  # busgen/*.py at the top: cli, jobrun
-REPO_FACES = ("jobs", "serving", "evals")
 MAX_LINES = 450
 
 
@@ -156,3 +140,24 @@ def test_library_files_stay_reviewable():
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert not long_files, f"files over {MAX_LINES} lines: {long_files}"
+
+
+def test_no_stage_holds_over_a_quarter_of_the_library():
+    lines = {p: len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    total = sum(lines.values())
+    by_stage = {name: sum(n for p, n in lines.items() if name in p.relative_to(PACKAGE).parts[:1]) for name in LAYERS}
+    big = {name: n for name, n in by_stage.items() if n > total / 4}
+    assert not big, f"stages over a quarter of the library's {total} lines: {big}"
+
+
+def test_every_module_says_what_it_holds():
+    missing = [str(p.relative_to(REPO_ROOT)) for p in sorted(PACKAGE.rglob("*.py")) if not docstring(p).strip()]
+    assert not missing, f"modules without a docstring: {missing}"
+
+
+def test_the_architecture_document_is_generated_from_the_code():
+    """docs/ARCHITECTURE.md lists every module with its docstring: a module added or moved must regenerate it."""
+    text, expected = DOC.read_text(), render()
+    if text != expected:
+        stale = [line for line in expected.splitlines() if line.startswith("| `") and line not in text]
+        pytest.fail(f"docs/ARCHITECTURE.md is out of date (new or changed rows: {stale[:5]}): run `make architecture`")

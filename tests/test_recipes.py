@@ -14,6 +14,7 @@ from torch import nn
 
 from busgen.data.imageio import resize_batch
 from busgen.data.phantom import make_phantom_arrays
+from busgen.eval.data import SuiteData
 from busgen.eval.suites import FilterRecipe, GuidanceRecipe, RecipeSettings, ScalingSettings, SuiteConfig
 from busgen.eval.trials import UtilityTrialConfig
 from busgen.eval.utility import prep as recipe_prep
@@ -133,7 +134,7 @@ def test_filter_keeps_exactly_the_images_at_or_above_tau(sets, tmp_path, monkeyp
     monkeypatch.setattr(classify, "train_classifier", lambda *a, **k: (_MeanBrightness(), []))
     cfg = SuiteConfig(real_dir=real, synthetic_dir=syn, classes=CLASSES, positive="malignant")
     cfg.utility.recipes.filter = FilterRecipe(tau=0.6)
-    out, info = recipe_prep.filter_synthetic(cfg, real, syn, tmp_path / "filtered")
+    out, info = recipe_prep.filter_synthetic(cfg, SuiteData(), real, syn, tmp_path / "filtered")
     xs, ys = labelled(syn, None, CLASSES)
     p = classifier.predict_proba(_MeanBrightness(), xs)[np.arange(len(ys)), ys]
     expect = p >= 0.6

@@ -1,4 +1,7 @@
-"""The feature-space parts of a suite: the in-domain encoder, fidelity, privacy and the sampler/steps grid."""
+"""The feature-space parts of a suite: the in-domain encoder, fidelity, privacy and the sampler/steps grid.
+
+Each part reads its images from the suite's `busgen.eval.data.SuiteData` (decoded once per suite).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from busgen.eval import sweep
+from busgen.eval.data import SuiteData
 from busgen.eval.results import (
     Detector,
     FidelityResult,
@@ -20,7 +24,6 @@ from busgen.eval.results import (
 from busgen.eval.suites import SuiteConfig
 from busgen.eval.trials import utility_trial
 from busgen.eval.utility.grid import trial_base
-from busgen.measure.arrays import read_splits, synthetic_with_ids
 from busgen.model import classifier
 
 REAL_FEATURES = "real_features.npz"  # under work/: features of the held-out real images
@@ -36,15 +39,17 @@ def encoder_dir(cfg: SuiteConfig, real_dir: str, utility: UtilityResult | None, 
     return str(Path(result["artifacts"]) / "classifier")
 
 
-def run_fidelity(cfg: SuiteConfig, real_dir: str, syn_dir: str, enc_dir: str, out: Path) -> FidelityResult:
+def run_fidelity(
+    cfg: SuiteConfig, data: SuiteData, real_dir: str, syn_dir: str, enc_dir: str, out: Path
+) -> FidelityResult:
     """FID/KID/PRDC/MS-SSIM of synthetic vs held-out real, a real-vs-real floor, detector AUC and sample arrays."""
     from busgen.measure import fidelity
     from busgen.measure.privacy import audit as privacy
 
     enc, _, _ = classifier.load_classifier(enc_dir)
-    real, real_labels, _, _ = read_splits(real_dir, cfg.fidelity.real_splits, cfg.classes)
-    train, train_labels, _, _ = read_splits(real_dir, ["train"], cfg.classes)
-    syn, syn_labels, _, _ = read_splits(syn_dir, None, cfg.classes)
+    real, real_labels, _, _ = data.splits(real_dir, cfg.fidelity.real_splits, cfg.classes)
+    train, train_labels, _, _ = data.splits(real_dir, ["train"], cfg.classes)
+    syn, syn_labels, _, _ = data.splits(syn_dir, None, cfg.classes)
     f_real, f_train, f_syn = (classifier.embed(enc, x) for x in (real, train, syn))
     kid_size = min(1000, len(f_real), len(f_syn))
     report = fidelity.fidelity_report(f_real, f_syn, real_labels, syn_labels, cfg.fidelity.k, real, syn, kid_size)
@@ -69,15 +74,17 @@ def _sample_arrays(real, real_labels, syn, syn_labels, classes, per_class: int =
     return out
 
 
-def run_privacy(cfg: SuiteConfig, real_dir: str, syn_dir: str, model_dir: str | None, out: Path) -> PrivacyResult:
+def run_privacy(
+    cfg: SuiteConfig, data: SuiteData, real_dir: str, syn_dir: str, model_dir: str | None, out: Path
+) -> PrivacyResult:
     """Memorisation audit (+ nearest-pair PNG) against the generator's training images; membership inference."""
     from busgen.measure.privacy import audit as privacy
     from busgen.measure.privacy import encoder as encoders
 
     p = cfg.privacy
     member_dir = str(Path(p.member_dir).resolve()) if p.member_dir else real_dir
-    members = read_splits(member_dir, [p.member_split] if p.member_split else None, None)
-    syn, ids = synthetic_with_ids(syn_dir, cfg.classes)
+    members = data.splits(member_dir, [p.member_split] if p.member_split else None, None)
+    syn, ids = data.synthetic_with_ids(syn_dir, cfg.classes)
     enc = encoders.train_copy_encoder(
         members[0], epochs=p.encoder_epochs, cfg=encoders.CopyEncoderConfig(image_size=members[0].shape[-1])
     )
@@ -88,7 +95,7 @@ def run_privacy(cfg: SuiteConfig, real_dir: str, syn_dir: str, model_dir: str | 
         memorization=Memorization(**audit.summary()),
         closest_pairs=pairs,
         flagged_ids=[int(i) for i in audit.ids[audit.flagged]],
-        membership=run_membership(cfg, model_dir, members, real_dir) if model_dir else None,
+        membership=run_membership(cfg, data, model_dir, members, real_dir) if model_dir else None,
     )
 
 
@@ -96,7 +103,7 @@ def _subsample(n: int, k: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=min(n, k), replace=False))
 
 
-def run_membership(cfg: SuiteConfig, model_dir: str, members: tuple, real_dir: str) -> Membership:
+def run_membership(cfg: SuiteConfig, data: SuiteData, model_dir: str, members: tuple, real_dir: str) -> Membership:
     """Denoising-error attack: ``n_membership`` training images vs as many held-out real images."""
     import torch
 
@@ -105,7 +112,7 @@ def run_membership(cfg: SuiteConfig, model_dir: str, members: tuple, real_dir: s
 
     p = cfg.privacy
     gen = generator.load(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
-    held = read_splits(real_dir, p.heldout_splits, gen.class_names)
+    held = data.splits(real_dir, p.heldout_splits, gen.class_names)
     known = [i for i, c in enumerate(members[1]) if c in gen.class_names]  # classes the generator can condition on
     n = min(p.n_membership, len(known), len(held[0]))
     sets = []
@@ -122,13 +129,15 @@ def run_membership(cfg: SuiteConfig, model_dir: str, members: tuple, real_dir: s
     return Membership(**membership.membership_report(gen, sets[0], sets[1], timesteps=p.timesteps))
 
 
-def run_sampler_steps(cfg: SuiteConfig, real_dir: str, model_dir: str, enc_dir: str, work: Path) -> SamplerStepsResult:
+def run_sampler_steps(
+    cfg: SuiteConfig, data: SuiteData, real_dir: str, model_dir: str, enc_dir: str, work: Path
+) -> SamplerStepsResult:
     """Tune grid over (sampler, steps): FID of each setting against the held-out real features."""
     s = cfg.sampler_steps
     real_fp = work / REAL_FEATURES
     if not real_fp.is_file():  # fidelity part off: embed the reference images here
         enc, _, _ = classifier.load_classifier(enc_dir)
-        real = read_splits(real_dir, cfg.fidelity.real_splits, cfg.classes)[0]
+        real = data.splits(real_dir, cfg.fidelity.real_splits, cfg.classes)[0]
         np.savez_compressed(real_fp, features=classifier.embed(enc, real))
     base = {
         "model": model_dir,

@@ -35,6 +35,7 @@ from busgen.data.dataset import DatasetError, dataset_info, parquet_files, read_
 from busgen.data.imageio import decode_image
 from busgen.data.ingest import IngestConfig, ingest
 from busgen.eval import build, parts, report, track
+from busgen.eval.data import SuiteData
 from busgen.eval.results import EvalResult, Inputs
 from busgen.eval.suites import SuiteConfig  # the suite spec (evals/suites/*.yaml)
 from busgen.eval.utility.grid import run_utility
@@ -132,17 +133,20 @@ def run_suite(cfg: SuiteConfig, run_id: str | None = None) -> EvalResult:
         inputs=Inputs(real_dir=real_dir, model=model_dir, synthetic_dir=syn_dir),
         timings=timings.seconds,
     )
-    # 2. parts
+    # 2. parts: every driver-side part reads its images from one SuiteData (each set decoded once)
+    data = SuiteData()
     if cfg.utility.enabled:
-        result.utility = timed("utility", run_utility, cfg, real_dir, syn_dir, work, model_dir)
+        result.utility = timed("utility", run_utility, cfg, real_dir, syn_dir, work, model_dir, data)
     needs_encoder = bool((syn_dir and cfg.fidelity.enabled) or (model_dir and cfg.sampler_steps.enabled))
     enc = timed("encoder", parts.encoder_dir, cfg, real_dir, result.utility, work) if needs_encoder else None
     if syn_dir and cfg.fidelity.enabled:
-        result.fidelity = timed("fidelity", parts.run_fidelity, cfg, real_dir, syn_dir, enc, out)
+        result.fidelity = timed("fidelity", parts.run_fidelity, cfg, data, real_dir, syn_dir, enc, out)
     if syn_dir and cfg.privacy.enabled:
-        result.privacy = timed("privacy", parts.run_privacy, cfg, real_dir, syn_dir, model_dir, out)
+        result.privacy = timed("privacy", parts.run_privacy, cfg, data, real_dir, syn_dir, model_dir, out)
     if model_dir and cfg.sampler_steps.enabled:
-        result.sampler_steps = timed("sampler_steps", parts.run_sampler_steps, cfg, real_dir, model_dir, enc, work)
+        result.sampler_steps = timed(
+            "sampler_steps", parts.run_sampler_steps, cfg, data, real_dir, model_dir, enc, work
+        )
     # 3. outputs
     result.metrics = result.headline()
     result.seconds = round(time.time() - t0, 1)

@@ -14,6 +14,7 @@ import numpy as np
 
 from busgen.core.storage import resolve_location
 from busgen.eval import sweep
+from busgen.eval.data import SuiteData
 from busgen.eval.suites import SuiteConfig
 from busgen.eval.trials import TrialArtifacts
 from busgen.eval.utility import prep as recipe_prep
@@ -82,12 +83,14 @@ def trial_from_row(row: dict) -> UtilityTrial:
 
 
 def prepare_recipes(
-    cfg: SuiteConfig, real_dir: str, syn_dir: str | None, work: Path, model_dir: str | None
+    cfg: SuiteConfig, real_dir: str, syn_dir: str | None, work: Path, model_dir: str | None, data: SuiteData
 ) -> tuple[str | None, dict[float, str], RecipeInfo]:
     """The filtered synthetic set and the guidance sets the recipes need: (filtered dir, guidance sets, info)."""
     rec, info, filtered = cfg.utility.recipes, RecipeInfo(), None
     if rec.filter is not None and syn_dir:
-        filtered, info = recipe_prep.filter_synthetic(cfg, real_dir, syn_dir, work / f"filtered_tau{rec.filter.tau:g}")
+        filtered, info = recipe_prep.filter_synthetic(
+            cfg, data, real_dir, syn_dir, work / f"filtered_tau{rec.filter.tau:g}"
+        )
     guidance = recipe_prep.guidance_sets(cfg, model_dir, work) if rec.guidance is not None else {}
     info.guidance_dirs = {f"{g:g}": p for g, p in guidance.items()}
     info.guidance_sizes = {f"{g:g}": recipe_prep._set_size(p, cfg.classes) for g, p in guidance.items()}
@@ -95,10 +98,15 @@ def prepare_recipes(
 
 
 def run_utility(
-    cfg: SuiteConfig, real_dir: str, syn_dir: str | None, work: Path, model_dir: str | None = None
+    cfg: SuiteConfig,
+    real_dir: str,
+    syn_dir: str | None,
+    work: Path,
+    model_dir: str | None = None,
+    data: SuiteData | None = None,
 ) -> UtilityResult:
     """Tune grid of utility trials -> trials, the ROC of each arm's first seed, paired deltas vs real only."""
-    filtered, guidance, info = prepare_recipes(cfg, real_dir, syn_dir, work, model_dir)
+    filtered, guidance, info = prepare_recipes(cfg, real_dir, syn_dir, work, model_dir, data or SuiteData())
     grid = utility_grid(cfg, syn_dir, filtered, guidance, info)  # notes skipped scaling sizes in info
     work.mkdir(parents=True, exist_ok=True)
     (work / RECIPES_FILE).write_text(info.model_dump_json(indent=2))  # for `rebuild_utility`

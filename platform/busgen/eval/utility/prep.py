@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from busgen.data.dataset import read_table
+from busgen.eval.data import SuiteData
 from busgen.eval.suites import SuiteConfig, filter_arm, guidance_arm, scaling_arm
 from busgen.eval.utility.results import RecipeInfo
-from busgen.measure.arrays import labelled
 
 
 def filter_scores(model, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -33,7 +33,9 @@ def filter_scores(model, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return probs[np.arange(len(labels)), labels]
 
 
-def filter_synthetic(cfg: SuiteConfig, real_dir: str, syn_dir: str, out_dir: Path) -> tuple[str, RecipeInfo]:
+def filter_synthetic(
+    cfg: SuiteConfig, data: SuiteData, real_dir: str, syn_dir: str, out_dir: Path
+) -> tuple[str, RecipeInfo]:
     """Write the rows of ``syn_dir`` whose conditioned-class probability >= tau to ``out_dir``; returns (dir, info).
 
     The filter classifier is ``utility.classifier`` trained on real train (first seed),
@@ -45,15 +47,15 @@ def filter_synthetic(cfg: SuiteConfig, real_dir: str, syn_dir: str, out_dir: Pat
 
     f = cfg.utility.recipes.filter
     classes = cfg.classes
-    xs, ys = labelled(syn_dir, None, classes)
+    xs, ys = data.labelled(syn_dir, None, classes)
     table = read_table(syn_dir, classes=classes)  # same files, order and filter as the images
     done = out_dir / "filtered.parquet"
     if done.is_file() and (out_dir / "keep.npy").is_file():
         keep = np.load(out_dir / "keep.npy")
     else:
         ccfg = cfg.utility.classifier.model_copy(update={"seed": min(cfg.utility.seeds), "positive": cfg.positive})
-        x, y = labelled(real_dir, "train", classes)
-        xv, yv = labelled(real_dir, "val", classes)
+        x, y = data.labelled(real_dir, "train", classes)
+        xv, yv = data.labelled(real_dir, "val", classes)
         model, _ = classify.train_classifier(x, y, xv, yv, ccfg, classes)
         keep = filter_scores(model, xs, ys) >= f.tau
         out_dir.mkdir(parents=True, exist_ok=True)
