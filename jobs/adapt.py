@@ -1,7 +1,7 @@
 """Few-shot adaptation as a Ray job: ``busgen.train.adapt`` (K-shot support set, LoRA or full fine-tune).
 
     ray job submit --working-dir . --runtime-env-json '{"py_modules": ["platform/busgen"]}' -- \\
-        python jobs/adapt.py --config evals/suites/adapt_small.yaml \\
+        python jobs/adapt.py --config platform/busgen/configs/adapt_small.yaml \\
         base=/mnt/shared/models/pretrain data_dir=/mnt/shared/datasets/site2 out=/mnt/shared/models/site2-k10 \\
         shots=10 method=lora num_workers=1 use_gpu=true --results-fp /mnt/shared/results/adapt-site2.json
 

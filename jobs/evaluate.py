@@ -3,7 +3,7 @@
 Submit to a cluster (paths on storage every node mounts; Tune trials write their artifacts there)::
 
     ray job submit --working-dir . --runtime-env-json '{"py_modules": ["platform/busgen"]}' -- \\
-        python jobs/evaluate.py --config evals/suites/utility.yaml real_dir=/mnt/shared/data/busi64 \\
+        python jobs/evaluate.py --config platform/busgen/configs/utility.yaml real_dir=/mnt/shared/data/busi64 \\
         model=/mnt/shared/models/pretrain out=/mnt/shared/reports/utility-run1 \\
         'resources_per_trial={CPU: 4, GPU: 1}' --results-fp /mnt/shared/results/evaluate-run1.json
 

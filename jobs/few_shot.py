@@ -1,7 +1,7 @@
 """Few-shot sweep as a Ray job: adapt with K in {5, 10, 20, 50} and score each K (``busgen.studies.fewshot``).
 
     ray job submit --working-dir . --runtime-env-json '{"py_modules": ["platform/busgen"]}' -- \\
-        python jobs/few_shot.py --config evals/suites/few_shot.yaml \\
+        python jobs/few_shot.py --config platform/busgen/configs/few_shot.yaml \\
         base=/mnt/shared/models/pretrain target_dir=/mnt/shared/datasets/site_b \\
         reference_dir=/mnt/shared/datasets/site_a out=/mnt/shared/results/few_shot
 """

@@ -3,7 +3,7 @@
 Submit to a cluster (paths must be on storage every node mounts, e.g. EFS/FSx at /mnt/shared)::
 
     ray job submit --working-dir . --runtime-env-json '{"py_modules": ["platform/busgen"]}' -- \\
-        python jobs/generate.py --config evals/suites/generate_small.yaml \\
+        python jobs/generate.py --config platform/busgen/configs/generate_small.yaml \\
         model=/mnt/shared/models/pretrain out=/mnt/shared/synthetic/run1 n=100000 \\
         num_gpus=1 concurrency=8 batch_size=64 --results-fp /mnt/shared/results/generate-run1.json
 

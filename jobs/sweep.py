@@ -3,7 +3,7 @@
 Submit to a cluster::
 
     ray job submit --working-dir . --runtime-env-json '{"py_modules": ["platform/busgen"]}' -- \\
-        python jobs/sweep.py --config evals/suites/sweep_small.yaml \\
+        python jobs/sweep.py --config platform/busgen/configs/sweep_small.yaml \\
         base.model=/mnt/shared/models/pretrain out=s3://busgen-runs/sweeps/samplers \\
         'resources_per_trial={CPU: 4, GPU: 1}' --results-fp /mnt/shared/results/sweep-samplers.json
 

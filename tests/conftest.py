@@ -1,6 +1,9 @@
-"""Shared fixtures: one local Ray runtime per test session, temp dirs, small phantom sets.
+"""Shared fixtures and the test layout: tests/unit (no Ray, no subprocess), tests/ray, tests/e2e, tests/helpers.
 
-Fast tests run by default; tests marked ``slow`` run with ``--slow`` or BUSGEN_SLOW=1.
+Each test is marked by its folder (``unit``, ``ray``, ``e2e``) and they run in that order,
+cheapest first. ``make test`` runs every test not marked ``slow``; ``make test-all``
+(``--slow`` or BUSGEN_SLOW=1) runs everything. Helpers are imported one way:
+``from helpers.<module> import ...`` (``tests/`` is on pytest's pythonpath).
 """
 
 from __future__ import annotations
@@ -9,24 +12,33 @@ import os
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_BUSI = REPO_ROOT.parent / "shared" / "data" / "busi128"
+from helpers.paths import SHARED_BUSI, TESTS
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TQDM_DISABLE", "1")
+
+FOLDERS = ("unit", "ray", "e2e")  # marker = folder; also the run order
 
 
 def pytest_addoption(parser):
     parser.addoption("--slow", action="store_true", default=False, help="also run tests marked slow")
 
 
+def folder_of(item) -> str:
+    parts = Path(str(item.fspath)).resolve().relative_to(TESTS).parts
+    if parts[0] not in FOLDERS:
+        raise pytest.UsageError(f"{item.nodeid}: tests live in tests/unit, tests/ray or tests/e2e")
+    return parts[0]
+
+
 def pytest_collection_modifyitems(config, items):
     run_slow = config.getoption("--slow") or os.environ.get("BUSGEN_SLOW") == "1"
-    skip_slow = pytest.mark.skip(reason="slow: run with --slow or BUSGEN_SLOW=1")
+    skip_slow = pytest.mark.skip(reason="slow: run with make test-all (--slow or BUSGEN_SLOW=1)")
     for item in items:
-        if "slow" in item.keywords and not run_slow:
+        item.add_marker(getattr(pytest.mark, folder_of(item)))
+        if ("slow" in item.keywords or "cluster" in item.keywords) and not run_slow:
             item.add_marker(skip_slow)
+    items.sort(key=lambda item: FOLDERS.index(folder_of(item)))  # stable: file order kept within a folder
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +69,7 @@ def torch_one_thread():
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """A random-weight tiny generator folder (generation plumbing, not image quality); a module may override it."""
-    from helpers_models import export_untrained_tiny
+    from helpers.models import export_untrained_tiny
 
     return export_untrained_tiny(tmp_path_factory.mktemp("models") / "tiny")
 

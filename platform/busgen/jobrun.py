@@ -2,7 +2,7 @@
 
 Every job is started the same way, locally or through ``ray job submit``::
 
-    python jobs/<name>.py --config evals/suites/<suite>.yaml [--option value ...] [key=value ...] \\
+    python jobs/<name>.py --config platform/busgen/configs/<suite>.yaml [--option value ...] [key=value ...] \\
         [--results-fp results.json]
 
 and ends the same way: one ``BUSGEN_JOB`` summary line on stdout, one results JSON

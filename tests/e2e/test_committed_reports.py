@@ -34,8 +34,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS_ROOT = REPO_ROOT / "docs" / "results"
 
 

@@ -149,7 +149,8 @@ def parse_command(cls: type[BaseModel], words: Sequence[str], positional: Sequen
     return args
 
 
-SUITES_DIR = Path("evals") / "suites"  # where `--config NAME` finds NAME.yaml when NAME is not a file
+# where `--config NAME` finds NAME.yaml when NAME is not a file: package data, so names resolve from any folder
+SUITES_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def pop_option(words: Sequence[str], flag: str) -> tuple[list[str], str | None]:
@@ -164,7 +165,7 @@ def pop_option(words: Sequence[str], flag: str) -> tuple[list[str], str | None]:
 
 
 def resolve_config_path(config: str) -> str:
-    """A config file path; a bare name such as ``utility_ci`` also finds ``evals/suites/utility_ci.yaml``."""
+    """A config file path; a bare name such as ``utility_ci`` finds the shipped ``busgen/configs/utility_ci.yaml``."""
     named = SUITES_DIR / f"{config}.yaml"
     return str(named) if not Path(config).is_file() and named.is_file() else config
 

@@ -1,6 +1,6 @@
 """Evaluation suites: is the synthetic data useful, faithful, diverse -- and safe to share?
 
-A suite is a YAML spec (``evals/suites/*.yaml``) loaded into ``SuiteConfig`` with
+A suite is a YAML spec (``platform/busgen/configs/*.yaml``) loaded into ``SuiteConfig`` with
 `busgen.core.config.load_config`. ``run_suite`` then, in order:
 
 1. prepares inputs: ingests the real data when only a raw source is given, pretrains
@@ -37,7 +37,7 @@ from busgen.data.ingest import IngestConfig, ingest
 from busgen.eval import build, parts, report, track
 from busgen.eval.data import SuiteData
 from busgen.eval.results import EvalResult, Inputs
-from busgen.eval.suites import SuiteConfig  # the suite spec (evals/suites/*.yaml)
+from busgen.eval.suites import SuiteConfig  # the suite spec (platform/busgen/configs/*.yaml)
 from busgen.eval.utility.grid import run_utility
 from busgen.generate.shards import GenerateConfig
 from busgen.train.pretrain import PretrainConfig

@@ -1,4 +1,4 @@
-"""Evaluation suite specs: what ``evals/suites/*.yaml`` holds (loaded with `busgen.core.config.load_config`).
+"""Evaluation suite specs: what ``platform/busgen/configs/*.yaml`` holds (loaded with `busgen.core.config.load_config`).
 
 `busgen.eval.runner.run_suite` runs a ``SuiteConfig``. Two of its sections configure library
 stages rather than evaluation, and they *are* those stages' configs, not copies of them:

@@ -5,7 +5,7 @@ passed as a single ``grid_search`` over whole dicts, so arbitrary, non-rectangul
 (e.g. ratios plus a synthetic-only arm) are one Tune run. Every point is validated
 against the kind's settings class on the driver first, so a typo fails in a second
 rather than after the first trial. Evaluation suites (`busgen.eval.runner`) and sweep
-specs (``evals/suites/sweep_*.yaml``, ``jobs/sweep.py``) both run their grids here.
+specs (``platform/busgen/configs/sweep_*.yaml``, ``jobs/sweep.py``) both run their grids here.
 
 A sweep spec (``SweepConfig``) names the trial ``kind``, the ``base`` settings every trial
 shares and the ``grid``: the sweep runs every combination of the grid's values once and
@@ -134,7 +134,7 @@ def run_trials(
 class SweepConfig(BaseModel):
     """Run a grid sweep (one Ray Tune trial per grid point) and write its results table.
 
-    A sweep spec (``evals/suites/sweep_*.yaml``) plus where its results go.
+    A sweep spec (``platform/busgen/configs/sweep_*.yaml``) plus where its results go.
     """
 
     model_config = ConfigDict(extra="forbid")
