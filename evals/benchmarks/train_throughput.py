@@ -59,7 +59,7 @@ def measure(data_dir: Path, work: Path, num_workers: int) -> float:
 
 
 def main() -> None:
-    from helpers_data import write_phantom_dataset
+    from helpers.data import write_phantom_dataset
 
     from busgen.core.raylocal import init_ray
 

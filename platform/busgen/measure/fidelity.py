@@ -124,7 +124,7 @@ def ms_ssim(
     renormalised. torchmetrics draws the Gaussian (sigma 1.5) over 11 taps with
     reflect padding whatever ``win_size`` says (that only sizes its input check), so the
     numbers differ from the former hand-written 7-tap version by up to 0.03 per pair (more for more different pairs)
-    (tests/test_metric_libs.py). Negative SSIM/CS values are clipped to 0
+    (tests/unit/measure/test_metric_libs.py). Negative SSIM/CS values are clipped to 0
     (``normalize="relu"``) so the weighted product stays real. Computed in float64.
 
     Args:

@@ -73,7 +73,7 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: in
 
     ECE = sum_b |B_b|/N * |accuracy(B_b) - mean confidence(B_b)|. torchmetrics' bins are
     left-closed (a confidence exactly on a bin edge goes one bin up from the former
-    hand-written version); other inputs give the same number (tests/test_metric_libs.py).
+    hand-written version); other inputs give the same number (tests/unit/measure/test_metric_libs.py).
 
     Args:
         y_true: (N,) integer class indices.

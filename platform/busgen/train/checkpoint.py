@@ -105,7 +105,7 @@ class EMA:
 
     The decay ramps up as (1 + k) / (10 + k) at the k-th update, capped at ``decay``, so
     early, random weights fade quickly (``update_after_step=-1`` makes diffusers' step count
-    start there; ``tests/test_train.py`` checks the numbers against the formula). One fused
+    start there; ``tests/unit/train/test_train.py`` checks the numbers against the formula). One fused
     ``foreach`` update per step instead of a launch per tensor. Buffers (the UNet has no
     float ones) are taken from the model as they are when the state is saved.
     """
