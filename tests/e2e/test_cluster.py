@@ -344,7 +344,7 @@ def test_job_resource_demands_fit_a_cluster_node_type(job, suite, overrides):
     from busgen.core.config import load_config
 
     op = COMMANDS[job]
-    cfg = load_config(op.config_class, REPO_ROOT / "evals" / "suites" / suite, overrides)
+    cfg = load_config(op.config_class, REPO_ROOT / "platform" / "busgen" / "configs" / suite, overrides)
     demand = cfg.resource_demand()
     assert fits_some_worker(demand, load_cluster_yaml()), f"no node type in cluster.yaml offers {demand}"
 

@@ -11,9 +11,8 @@ import uuid
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from fsspec import register_implementation
-from fsspec.implementations.memory import MemoryFileSystem
 from helpers.models import export_untrained_tiny
+from helpers.remote import RecordingStore
 
 from busgen.commands.data import IngestRun, run_ingest
 from busgen.commands.generate import run_generate
@@ -22,32 +21,6 @@ from busgen.data import schema as S
 from busgen.data.dataset import read_table
 from busgen.data.phantom import write_phantom
 from busgen.generate.resume import GenerateJobConfig
-
-
-class RecordingStore(MemoryFileSystem):
-    """In-memory object store that logs the names it writes and the moves it makes."""
-
-    protocol = "busgentest"
-    store: dict = {}  # its own keys, apart from fsspec's shared memory:// store
-    pseudo_dirs = [""]
-    writes: list[str] = []
-    moves: list[tuple[str, str]] = []
-
-    @classmethod
-    def _strip_protocol(cls, path):
-        return MemoryFileSystem._strip_protocol(path.removeprefix("busgentest://"))
-
-    def _open(self, path, mode="rb", **kwargs):
-        if "w" in mode:
-            self.writes.append(self._strip_protocol(path).lstrip("/"))
-        return super()._open(path, mode, **kwargs)
-
-    def mv(self, path1, path2, **kwargs):
-        self.moves.append((self._strip_protocol(path1).lstrip("/"), self._strip_protocol(path2).lstrip("/")))
-        return super().mv(path1, path2, **kwargs)
-
-
-register_implementation("busgentest", RecordingStore, clobber=True)
 
 
 def remote_table(uri: str, columns):

@@ -10,36 +10,9 @@ import uuid
 
 import pyarrow.parquet as pq
 import pytest
-from fsspec import register_implementation
-from fsspec.implementations.memory import MemoryFileSystem
+from helpers.remote import RecordingStore
 
 from busgen.core import storage
-
-
-class RecordingStore(MemoryFileSystem):
-    """In-memory object store that logs the names it writes and the moves it makes."""
-
-    protocol = "busgentest"
-    store: dict = {}  # its own keys, apart from fsspec's shared memory:// store
-    pseudo_dirs = [""]
-    writes: list[str] = []
-    moves: list[tuple[str, str]] = []
-
-    @classmethod
-    def _strip_protocol(cls, path):
-        return MemoryFileSystem._strip_protocol(path.removeprefix("busgentest://"))
-
-    def _open(self, path, mode="rb", **kwargs):
-        if "w" in mode:
-            self.writes.append(self._strip_protocol(path).lstrip("/"))
-        return super()._open(path, mode, **kwargs)
-
-    def mv(self, path1, path2, **kwargs):
-        self.moves.append((self._strip_protocol(path1).lstrip("/"), self._strip_protocol(path2).lstrip("/")))
-        return super().mv(path1, path2, **kwargs)
-
-
-register_implementation("busgentest", RecordingStore, clobber=True)
 
 
 def test_unknown_scheme_is_a_clear_error():
