@@ -12,21 +12,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers.data import write_parquet_dataset
+from helpers.multisite import make_sites, multisite_config
 
-from busgen.core.config import load_config
 from busgen.data.dataset import read_table
-from busgen.data.phantom import make_phantom_arrays
-from busgen.studies.multisite.config import MultisiteConfig
 from busgen.studies.multisite.runner import run_multisite
-from busgen.testing.models import export_untrained
 from busgen.train.adapt import support_hashes
-
-SIZE = 32
-
-
-CLASSES = ("benign", "malignant", "normal")
-
 
 pytestmark = [
     pytest.mark.usefixtures("torch_one_thread"),
@@ -34,28 +24,9 @@ pytestmark = [
 ]  # slow: the multi-site protocol end to end (minutes)
 
 
-def _site(out, seed: int, style: str, n: int = 96):
-    images, masks, labels = make_phantom_arrays(n, SIZE, seed=seed, style=style)
-    cycle = ["train", "train", "val", "test"]
-    return write_parquet_dataset(out, images, masks, labels, f"dev_{style}", [cycle[i % 4] for i in range(n)])
-
-
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory):
-    root = tmp_path_factory.mktemp("multisite")
-    a, b = _site(root / "a", 0, "a"), _site(root / "b", 1, "b")
-    models = {
-        "a": export_untrained(root / "gen_a", size=SIZE, class_names=CLASSES, domains=("dev_a",)),
-        "b": export_untrained(root / "gen_b", size=SIZE, class_names=CLASSES, domains=("dev_b",)),
-        "joint": export_untrained(root / "gen_j", size=SIZE, class_names=CLASSES, domains=("dev_a", "dev_b")),
-    }
-    return root, {"a": str(a), "b": str(b)}, {k: str(v) for k, v in models.items()}
-
-
-def _cfg(root, sites, models, out: str = "report", **kw) -> MultisiteConfig:
-    values = {"sites": sites, "targets": None, "models": models, "out": str(root / out), "work_dir": None}
-    values |= {"dry_run": True, "joint_dir": None}
-    return load_config(MultisiteConfig, "platform/busgen/configs/multisite_cpu.yaml", values=values | kw)
+    return make_sites(tmp_path_factory.mktemp("multisite"))
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +42,9 @@ def dry_run(sites, ray_local):
     models = {k: v for k, v in models.items() if k != "joint"} | {"joint": str(root / "joint_not_yet")}
     runs = {}
     for target, method in (("a", "lora"), ("b", "full")):
-        cfg = _cfg(root, site_dirs, models, out=f"report_{target}", targets=[target], methods=[method], **common)
+        cfg = multisite_config(
+            root, site_dirs, models, out=f"report_{target}", targets=[target], methods=[method], **common
+        )
         cfg = cfg.model_copy(update={"work_dir": str(root / "work")})
         run_multisite(cfg)
         runs[target] = cfg, json.loads((cfg.work.parent / f"report_{target}" / "results.json").read_text())
@@ -101,7 +74,7 @@ def test_each_target_is_adapted_from_the_other_site_and_tested_in_site_and_cross
 @pytest.mark.slow
 def test_every_variant_with_fidelity_and_privacy(sites, ray_local):
     root, site_dirs, models = sites
-    cfg = _cfg(root, site_dirs, models, out="report_all")
+    cfg = multisite_config(root, site_dirs, models, out="report_all")
     run_multisite(cfg)
     rows = json.loads((cfg.work.parent / "results.json").read_text())["rows"]
     for target, source in (("a", "b"), ("b", "a")):

@@ -1,35 +1,14 @@
-"""Multi-domain pretraining conditions on the domain: a domain classifier trained on *real* images of two
-simulated devices tells the generator's samples under each domain condition apart.
-
-Phantom devices a and b differ strongly (gain, speckle grain, attenuation). The fast test trains a
-16 px tiny generator in-process for a short while (the Ray Train loop's own step function, no Ray);
-the slow test runs the real `busgen.train.pretrain` on a combined two-domain dataset at 32 px.
-"""
+"""Multi-domain pretraining on Ray Train conditions on the domain (slow): a domain classifier trained on *real*
+images of two simulated devices tells the generator's samples under each domain condition apart."""
 
 from __future__ import annotations
 
 import pytest
+from helpers.domains import CLASSES, DOMAINS, share_called_b
 
 from busgen.data.phantom import make_phantom_arrays
 from busgen.model import generator
-from busgen.studies.fewshot import fit_domain_classifier, texture_features
 from busgen.train.pretrain import PretrainConfig
-
-CLASSES = ["benign", "malignant"]
-
-
-DOMAINS = ["dev_a", "dev_b"]
-
-
-def _share_called_b(gen, real_a, real_b, n: int = 24) -> tuple[float, float]:
-    """Share of samples the real-trained domain classifier calls device b, under condition a and under b."""
-    clf = fit_domain_classifier(real_b, real_a)
-    labels = [CLASSES[i % 2] for i in range(n)]
-    shares = []
-    for d in DOMAINS:
-        samples = gen.sample(labels, domains=d, steps=10, seed=1)
-        shares.append(float(clf.predict(texture_features(samples)).mean()))
-    return shares[0], shares[1]
 
 
 @pytest.mark.slow
@@ -62,5 +41,5 @@ def test_pretrained_joint_generator_samples_each_domain(tmp_path, ray_local, tor
     )
     gen = generator.load(out, device="cpu")
     assert gen.domain_names == DOMAINS
-    share_a, share_b = _share_called_b(gen, real["dev_a"], real["dev_b"])
+    share_a, share_b = share_called_b(gen, real["dev_a"], real["dev_b"])
     assert share_a <= 0.2 and share_b >= 0.8, (share_a, share_b)

@@ -1,12 +1,12 @@
 """The /ui playground: its data side (galleries, nearest training image, reader study) and the page in Chromium.
 
-Pure parts first (no Ray), then one Serve app with a reference set, a generated
+One Serve app with a reference set, a generated
 gallery and a study folder, driven over HTTP and then in headless Chromium through
 Playwright: load, enter the token, generate, see N images, draw a box, upload for
 classification, answer three reader-study items. Screenshots land in
 ``reports/playground/`` (``$BUSGEN_ARTIFACTS``): the browser test's artifacts. Without
-Playwright or a Chromium the browser test is skipped with the reason (``make test``
-installs both).
+Playwright or a Chromium the browser test is skipped with the reason (``make test-all``
+installs both). Slow: a second Serve app and a browser (``make test-all``).
 """
 
 from __future__ import annotations
@@ -16,16 +16,12 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import requests
-from helpers.models import CLASSES, export_untrained_tiny, save_random_classifier
+from helpers.models import export_untrained_tiny, save_random_classifier
 from helpers.paths import REPO_ROOT
-from helpers.serve import serving
+from helpers.serve import serving, write_gallery, write_reference
 
-from busgen.data import schema as S
 from busgen.data.imageio import encode_png
 from busgen.data.phantom import make_phantom_arrays
 from busgen.serve import study
@@ -40,42 +36,6 @@ SIZE = 32
 
 
 ARTIFACTS = Path(os.environ.get("BUSGEN_ARTIFACTS", REPO_ROOT / "reports")) / "playground"
-
-
-def write_reference(path: Path, n: int = 12) -> Path:
-    """An ingested-style set: phantom images with label, domain and source."""
-    images, _, labels = make_phantom_arrays(n, SIZE, seed=3)
-    names = [CLASSES[k] if isinstance(k, (int, np.integer)) else str(k) for k in labels]
-    table = pa.table(
-        {
-            S.IMAGE: [encode_png(im) for im in images],
-            S.LABEL: names,
-            S.DOMAIN: ["phantom"] * n,
-            S.SOURCE: [f"phantom/{i:03d}.png" for i in range(n)],
-        }
-    )
-    pq.write_table(table, path)
-    return path
-
-
-def write_gallery(folder: Path, n: int = 14) -> Path:
-    """A generated-style set in two shards with provenance columns (model id, seed, sampler)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for shard, rows in enumerate([range(0, n // 2), range(n // 2, n)]):
-        table = pa.table(
-            {
-                S.IMAGE: [encode_png(rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8)) for _ in rows],
-                S.LABEL: [CLASSES[i % 2] for i in rows],
-                S.DOMAIN: ["phantom" if i % 3 else "site-b" for i in rows],
-                S.SEED: list(rows),
-                S.MODEL_ID: ["tiny-0001"] * len(rows),
-                S.SAMPLER: ["ddim"] * len(rows),
-            }
-        )
-        pq.write_table(table, folder / f"shard-{shard:05d}.parquet")
-    (folder / "manifest.json").write_text("{}")  # what `busgen generate` writes beside the shards: skipped
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from busgen.data import schema
 from busgen.data.imageio import encode_png, mask_to_box
+from busgen.data.phantom import make_phantom_arrays
 
 
 def write_parquet_dataset(
@@ -149,3 +150,10 @@ def dicom_bytes(
         padded = placeholder + " " * (len(placeholder) % 2)
         data = data.replace(padded.encode(), (slope + " " * (len(slope) % 2)).encode(), 1)
     return data
+
+
+def write_lesion_task(out: Path) -> Path:
+    """A new site (phantom device style b) with a new label set: lesion present / absent (adaptation tests)."""
+    images, masks, labels = make_phantom_arrays(60, 32, seed=11, style="b")
+    new_labels = ["lesion" if lbl != "normal" else "no_lesion" for lbl in labels]
+    return write_parquet_dataset(out, images, masks, new_labels, domains="site_b")

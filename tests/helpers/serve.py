@@ -1,4 +1,5 @@
-"""Serving test helpers: a free loopback port, readiness polling, and one BUSGen app on a local Serve instance."""
+"""Serving test helpers: a free loopback port, readiness polling, one BUSGen app on a local Serve instance, and
+the reference and gallery sets the playground serves."""
 
 from __future__ import annotations
 
@@ -6,8 +7,17 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import requests
+
+from busgen.data import schema as S
+from busgen.data.imageio import encode_png
+from busgen.data.phantom import make_phantom_arrays
+from helpers.models import CLASSES
 
 LOOPBACK = "127.0.0.1"
 
@@ -46,3 +56,39 @@ def serving(args) -> Iterator[str]:
         yield url
     finally:
         serve.shutdown()
+
+
+def write_reference(path: Path, n: int = 12, size: int = 32) -> Path:
+    """An ingested-style set: phantom images with label, domain and source."""
+    images, _, labels = make_phantom_arrays(n, size, seed=3)
+    names = [CLASSES[k] if isinstance(k, (int, np.integer)) else str(k) for k in labels]
+    table = pa.table(
+        {
+            S.IMAGE: [encode_png(im) for im in images],
+            S.LABEL: names,
+            S.DOMAIN: ["phantom"] * n,
+            S.SOURCE: [f"phantom/{i:03d}.png" for i in range(n)],
+        }
+    )
+    pq.write_table(table, path)
+    return path
+
+
+def write_gallery(folder: Path, n: int = 14, size: int = 32) -> Path:
+    """A generated-style set in two shards with provenance columns (model id, seed, sampler)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for shard, rows in enumerate([range(0, n // 2), range(n // 2, n)]):
+        table = pa.table(
+            {
+                S.IMAGE: [encode_png(rng.integers(0, 256, (size, size), dtype=np.uint8)) for _ in rows],
+                S.LABEL: [CLASSES[i % 2] for i in rows],
+                S.DOMAIN: ["phantom" if i % 3 else "site-b" for i in rows],
+                S.SEED: list(rows),
+                S.MODEL_ID: ["tiny-0001"] * len(rows),
+                S.SAMPLER: ["ddim"] * len(rows),
+            }
+        )
+        pq.write_table(table, folder / f"shard-{shard:05d}.parquet")
+    (folder / "manifest.json").write_text("{}")  # what `busgen generate` writes beside the shards: skipped
+    return folder

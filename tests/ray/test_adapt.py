@@ -4,10 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from helpers.data import write_parquet_dataset
+from helpers.data import write_lesion_task
 from helpers.models import export_untrained_tiny
 
-from busgen.data.phantom import make_phantom_arrays
 from busgen.model import generator
 from busgen.model.lora import ADAPTER_FILE, CONDITIONS_FILE
 from busgen.train import adapt
@@ -22,9 +21,7 @@ def base_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def task_b(tmp_path_factory):
     """A new site (phantom device style b) with a new label set: lesion present / absent."""
-    images, masks, labels = make_phantom_arrays(60, 32, seed=11, style="b")
-    new_labels = ["lesion" if lbl != "normal" else "no_lesion" for lbl in labels]
-    return write_parquet_dataset(tmp_path_factory.mktemp("task") / "b", images, masks, new_labels, domains="site_b")
+    return write_lesion_task(tmp_path_factory.mktemp("task") / "b")
 
 
 def test_lora_adaptation_runs_on_ray_train_and_loads_from_local_files(ray_local, base_dir, task_b, tmp_path):

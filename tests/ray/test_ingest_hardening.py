@@ -1,56 +1,26 @@
-"""Ingest of untrusted sources: what may be read, what is refused, and that every file is accounted for.
+"""Ingest of untrusted sources as whole Ray Data runs: every file of a hostile tree is accounted for.
 
 The policy these tests pin down is documented in docs/security.md.
 """
 
-import csv
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 from helpers.data import DICOM_PATIENT_TAGS, dicom_bytes
+from helpers.files import png, read_csv, tree_entries, write
 
 from busgen.data import schema as S
 from busgen.data.dataset import read_table
-from busgen.data.imageio import encode_png
 from busgen.data.ingest import IngestConfig, ingest
-
-
-def png(seed: int, size: int = 24) -> bytes:
-    return encode_png(np.random.default_rng(seed).integers(0, 256, (size, size), dtype=np.uint8))
-
-
-def write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def outputs(out: Path) -> tuple[list[str], list[dict], list[dict]]:
     """(ingested sources, quarantine rows, duplicate rows) of an ingested dataset."""
     sources = read_table(out, [S.SOURCE]).column(S.SOURCE).to_pylist()
     return sources, read_csv(out / S.QUARANTINE_CSV), read_csv(out / S.DUPLICATES_CSV)
-
-
-def tree_entries(root: Path) -> set[str]:
-    """Every file, link, hidden entry or linked folder under ``root``, as ingest would name it."""
-    found = set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        for d in list(dirnames):
-            if (here / d).is_symlink() or d.startswith("."):
-                found.add(str((here / d).relative_to(root)))
-                dirnames.remove(d)
-        found |= {str((here / f).relative_to(root)) for f in filenames}
-    return found
 
 
 def test_mixed_bad_tree_is_fully_accounted_for(ray_local, tmp_path):

@@ -1,4 +1,4 @@
-"""Classifier: learns the phantom classes, saves/loads, predicts in batches, trains on Ray Train."""
+"""Classifier: learns the phantom classes, embeds, saves/loads and predicts in batches (in-process)."""
 
 from __future__ import annotations
 

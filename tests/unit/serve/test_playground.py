@@ -1,25 +1,11 @@
-"""The /ui playground: its data side (galleries, nearest training image, reader study) and the page in Chromium.
-
-Pure parts first (no Ray), then one Serve app with a reference set, a generated
-gallery and a study folder, driven over HTTP and then in headless Chromium through
-Playwright: load, enter the token, generate, see N images, draw a box, upload for
-classification, answer three reader-study items. Screenshots land in
-``reports/playground/`` (``$BUSGEN_ARTIFACTS``): the browser test's artifacts. Without
-Playwright or a Chromium the browser test is skipped with the reason (``make test``
-installs both).
-"""
+"""The /ui playground's data side, in-process: galleries, the nearest training image, the reader study's plan."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from helpers.models import CLASSES
+from helpers.serve import write_gallery
 
-from busgen.data import schema as S
 from busgen.data.imageio import encode_png
 from busgen.data.phantom import make_phantom_arrays
 from busgen.serve import study
@@ -30,26 +16,6 @@ pytestmark = pytest.mark.timeout(240)
 
 
 SIZE = 32
-
-
-def write_gallery(folder: Path, n: int = 14) -> Path:
-    """A generated-style set in two shards with provenance columns (model id, seed, sampler)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for shard, rows in enumerate([range(0, n // 2), range(n // 2, n)]):
-        table = pa.table(
-            {
-                S.IMAGE: [encode_png(rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8)) for _ in rows],
-                S.LABEL: [CLASSES[i % 2] for i in rows],
-                S.DOMAIN: ["phantom" if i % 3 else "site-b" for i in rows],
-                S.SEED: list(rows),
-                S.MODEL_ID: ["tiny-0001"] * len(rows),
-                S.SAMPLER: ["ddim"] * len(rows),
-            }
-        )
-        pq.write_table(table, folder / f"shard-{shard:05d}.parquet")
-    (folder / "manifest.json").write_text("{}")  # what `busgen generate` writes beside the shards: skipped
-    return folder
 
 
 def test_gallery_filters_pages_and_shows_provenance(tmp_path):

@@ -1,40 +1,19 @@
-"""Multi-domain pretraining conditions on the domain: a domain classifier trained on *real* images of two
-simulated devices tells the generator's samples under each domain condition apart.
-
-Phantom devices a and b differ strongly (gain, speckle grain, attenuation). The fast test trains a
-16 px tiny generator in-process for a short while (the Ray Train loop's own step function, no Ray);
-the slow test runs the real `busgen.train.pretrain` on a combined two-domain dataset at 32 px.
-"""
+"""Multi-domain conditioning, in-process: a domain classifier trained on *real* images of two simulated devices
+tells a briefly trained 16 px generator's samples under each domain condition apart (the train step, no Ray)."""
 
 from __future__ import annotations
 
 import pytest
+from helpers.domains import CLASSES, DOMAINS, share_called_b
 
 from busgen.data.imageio import mask_to_box
 from busgen.data.phantom import make_phantom_arrays
 from busgen.model import generator
-from busgen.studies.fewshot import fit_domain_classifier, texture_features
-
-CLASSES = ["benign", "malignant"]
-
-
-DOMAINS = ["dev_a", "dev_b"]
 
 
 def _phantoms(n: int, size: int, seed: int, style: str):
     images, masks, labels = make_phantom_arrays(n, size, seed=seed, style=style, classes=tuple(CLASSES))
     return images, [mask_to_box(m) if m.any() else None for m in masks], list(labels)
-
-
-def _share_called_b(gen, real_a, real_b, n: int = 24) -> tuple[float, float]:
-    """Share of samples the real-trained domain classifier calls device b, under condition a and under b."""
-    clf = fit_domain_classifier(real_b, real_a)
-    labels = [CLASSES[i % 2] for i in range(n)]
-    shares = []
-    for d in DOMAINS:
-        samples = gen.sample(labels, domains=d, steps=10, seed=1)
-        shares.append(float(clf.predict(texture_features(samples)).mean()))
-    return shares[0], shares[1]
 
 
 def test_a_briefly_trained_two_domain_generator_samples_each_domain(tmp_path, torch_one_thread):
@@ -46,7 +25,7 @@ def test_a_briefly_trained_two_domain_generator_samples_each_domain(tmp_path, to
         classes=CLASSES, batch_size=32, warmup_steps=10, ema_decay=0.9,
     )  # fmt: skip
     real = {d: _phantoms(n, size, seed=i, style=d[-1])[0] for i, d in enumerate(DOMAINS)}  # the training images
-    share_a, share_b = _share_called_b(generator.load(out, device="cpu"), real["dev_a"], real["dev_b"])
+    share_a, share_b = share_called_b(generator.load(out, device="cpu"), real["dev_a"], real["dev_b"])
     # weaker than the slow test (a few seconds of training): the b condition must move samples towards b
     assert share_b - share_a >= 0.5, (share_a, share_b)
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from helpers.data import write_parquet_dataset
+from helpers.data import write_lesion_task, write_parquet_dataset
 from helpers.models import export_untrained_tiny
 
 from busgen.data.phantom import make_phantom_arrays
@@ -22,9 +22,7 @@ def base_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def task_b(tmp_path_factory):
     """A new site (phantom device style b) with a new label set: lesion present / absent."""
-    images, masks, labels = make_phantom_arrays(60, 32, seed=11, style="b")
-    new_labels = ["lesion" if lbl != "normal" else "no_lesion" for lbl in labels]
-    return write_parquet_dataset(tmp_path_factory.mktemp("task") / "b", images, masks, new_labels, domains="site_b")
+    return write_lesion_task(tmp_path_factory.mktemp("task") / "b")
 
 
 def test_support_set_is_seeded_balanced_and_order_independent(task_b):
