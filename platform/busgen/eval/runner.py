@@ -123,8 +123,8 @@ def run_suite(cfg: SuiteConfig, run_id: str | None = None) -> EvalResult:
     run = track.open_suite(cfg, out)
     # 1. inputs (each reused when it is already there)
     real_dir = timed("ingest", prepare_real, cfg)
-    model_dir = prepare_model(cfg, real_dir, work, timings)
-    syn_dir = prepare_synthetic(cfg, model_dir, work, timings)
+    model_dir = timed("pretrain", prepare_model, cfg, real_dir, work, timings)
+    syn_dir = timed("generate", prepare_synthetic, cfg, model_dir, work, timings)
     result = EvalResult(
         suite=cfg.name,
         run_id=run_id or f"local-{uuid.uuid4().hex[:12]}",
