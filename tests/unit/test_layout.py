@@ -1,5 +1,6 @@
 """The package layout contract: `platform/` is a source root, never a package."""
 
+import pytest
 from helpers.paths import REPO_ROOT
 
 
@@ -23,3 +24,12 @@ def test_cli_help_on_every_command():
         res = runner.invoke(app, [name, "--help"])
         assert res.exit_code == 0, (name, res.output)
         assert "Usage" in res.output
+
+
+def test_unit_tests_start_no_python_subprocess():
+    """tests/unit/conftest.py keeps the folder in-process: a test that needs a subprocess belongs in tests/e2e."""
+    import subprocess
+    import sys
+
+    with pytest.raises(AssertionError, match="unit tests start no Python subprocess"):
+        subprocess.run([sys.executable, "-c", "pass"], check=False)
