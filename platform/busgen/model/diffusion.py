@@ -76,7 +76,8 @@ def make_sampler(cfg: DiffusionConfig, name: str) -> SchedulerMixin:
     """Sampling scheduler ``name`` over the same beta schedule as training.
 
     ``trailing`` spacing starts at the last training timestep, which matters at few steps
-    (``leading`` would start sampling from a not-quite-pure-noise level).
+    (``leading`` would start sampling from a not-quite-pure-noise level); DPM-Solver++ starts at lambda = -2
+    instead (see ``ClippedStartDPMSolverPP``).
     """
     base = make_noise_scheduler(cfg).config
     if name == "ddpm":
