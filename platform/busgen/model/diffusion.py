@@ -38,7 +38,7 @@ class DiffusionConfig(BaseModel):
 # step (DDIM carries the model's eps instead). At the cosine schedule's last timestep alpha_bar ~ 2e-9
 # (lambda = log(alpha / sigma) ~ -9.9), so the first x0 prediction is the noise-prediction error times
 # 2e4: static clipping to [-1, 1] turned it into a random +-1 pattern that the solver kept in its
-# latent for the whole trajectory (images too contrasty, FID 3-8x DDIM's at 20 steps). The start is now
+# latent for the whole trajectory (images too contrasty, FID 6-8x DDIM's at 20 steps). The start is now
 # the last timestep with lambda >= -2 (x0 error <= e^2 = 7.4x the eps error; t = 912 of 1000, where the
 # signal is 13% of the latent), and x0 is thresholded dynamically (it is rescaled, not clipped, when it
 # overshoots). docs/evaluation.md "Samplers" has the numbers.

@@ -17,7 +17,7 @@ from busgen.model import diffusion, generator
 
 CLASSES = ("benign", "malignant", "normal")
 SIZE = 16
-# DDIM's FID at 20 steps over three sampling seeds (48-96 images, this model and encoder) spread by
+# DDIM's FID at 20 steps over three sampling seeds and 48 or 96 images (this model and encoder) spread by
 # +-7 % around its mean (1.47 / 1.48 / 1.53 / 1.64 e-3); DPM-Solver++ measured 24-37 % below it. 10 % of slack
 # is above that spread and far below the gap the bug made (DPM-Solver++ was 7-8x DDIM's FID).
 FID_TOLERANCE = 0.10
