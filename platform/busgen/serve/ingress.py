@@ -24,9 +24,9 @@ import busgen
 from busgen.core.types import PROTECT_NAMES
 from busgen.serve import responses
 from busgen.serve.access_log import configure_access_log
-from busgen.serve.auth import BearerAuth, check_exposure, token_digest
+from busgen.serve.auth import BearerAuth, check_exposure, check_loopback_host, token_digest
 from busgen.serve.config import LimitArgs, ServeArgs
-from busgen.serve.errors import RequestError
+from busgen.serve.errors import RequestError, server_failure
 from busgen.serve.guards import check_upload_type, extract_uploads, read_body_limited
 from busgen.serve.middleware import AccessLogMiddleware
 from busgen.serve.registry import ModelRegistry, read_classifier_info
@@ -114,7 +114,16 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         return _busy(None)
     if isinstance(cause, RequestError):
         return await _request_error(request, cause)
-    return JSONResponse({"detail": f"internal error ({type(cause).__name__})"}, status_code=500)
+    return await _request_error(request, _failure(request, 500, "this request", cause))
+
+
+def _failure(request: Request, status_code: int, what: str, exc: BaseException) -> RequestError:
+    """The client's one sentence for a server-side failure; the detail goes to the logs under the request id.
+
+    The access-log line of the request carries the detail too (``error``), so operators need one file.
+    """
+    request.state.error = f"{type(exc).__name__}: {exc}"
+    return server_failure(status_code, what, getattr(request.state, "request_id", None), exc)
 
 
 @serve.deployment(name="Ingress", max_ongoing_requests=256)
@@ -143,7 +152,8 @@ class Ingress:
         """401 unless the bearer token matches; records the client identity (token id) for the access log."""
         header = request.headers.get("authorization") or ""
         scheme, _, token = header.partition(" ")
-        request.state.client = self.auth.check(token.strip() if scheme.lower() == "bearer" else None)
+        presented = token.strip() if scheme.lower() == "bearer" else None
+        request.state.client = self.auth.check(presented, request.headers.get("host"))
 
     def _data(self) -> DeploymentHandle:
         if self.data is None:
@@ -179,8 +189,10 @@ class Ingress:
         return RedirectResponse("/ui/index.html")
 
     @api.get("/ui/{name}", include_in_schema=False)
-    async def ui_file(self, name: str) -> FileResponse:
+    async def ui_file(self, request: Request, name: str) -> FileResponse:
         """The playground's static files (no data in them); every call they make needs the token."""
+        if self.auth.digest is None:  # DNS rebinding: the page itself must not load under a foreign name
+            check_loopback_host(request.headers.get("host"))
         if name not in STATIC_FILES:
             raise RequestError(404, f"no such playground file {name!r}")
         return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-cache"})
@@ -229,9 +241,11 @@ class Ingress:
         try:
             out = await self.generator.options(multiplexed_model_id=info.id).generate.remote(job)
         except Exception as exc:
-            if isinstance(_remote_error(exc), ValueError):
-                raise RequestError(422, str(_remote_error(exc))) from None
-            raise
+            cause = _remote_error(exc)
+            if isinstance(cause, (RequestError, BackPressureError, DeploymentUnavailableError)):
+                raise cause from None
+            # A model folder that does not load: its text names server paths, so it stays in the log.
+            raise _failure(request, 503, f"model {info.id!r}", cause) from None
         request.state.n = len(out["pngs"])
         if media == responses.PNG:
             return Response(out["pngs"][0], media_type=media, headers=responses.provenance_headers(out, info.id))

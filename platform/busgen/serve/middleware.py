@@ -6,7 +6,8 @@ Serve's proxy returns in the ``X-Request-ID`` response header, so a client can q
 Plain ASGI rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware
 costs a task and a stream copy per request, which shows at hundreds of requests per
 second. Handlers report through ``request.state`` (a dict in ``scope["state"]``):
-``n`` (images) and ``client`` (the token id set by auth).
+``n`` (images), ``client`` (the token id set by auth) and ``error`` (the server-side
+detail of a failure whose client answer was sanitised).
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ class AccessLogMiddleware:
         finally:
             log_access(
                 access_record(
-                    scope["method"], scope["path"], status[0], started, state.get("n"), rid, state.get("client")
+                    scope["method"],
+                    scope["path"],
+                    status[0],
+                    started,
+                    state.get("n"),
+                    rid,
+                    state.get("client"),
+                    state.get("error"),
                 )
             )
