@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import requests
 from helpers_models import export_untrained_tiny
@@ -58,6 +59,7 @@ def broken_generator(root, good):
 @pytest.fixture(scope="module")
 def open_server(ray_local, tmp_path_factory):
     from test_playground import write_gallery, write_reference
+    from test_serve import save_random_classifier
 
     from busgen.serve.config import ServeArgs
 
@@ -67,11 +69,13 @@ def open_server(ray_local, tmp_path_factory):
         generators={"base": str(good), "broken": str(broken_generator(root, good))},
         reference_parquet=str(write_reference(root / "reference.parquet")),
         galleries={"synthetic": str(write_gallery(root / "synthetic"))},
+        classifier_dir=save_random_classifier(root / "clf"),
         insecure_local=True,
         access_log_fp=str(root / "access.log"),
         limits={"max_n": 2, "max_steps": 2, "default_steps": 2},
         ingress={"num_cpus": 0.25},
         generator={"num_cpus": 0.5, "max_batch_size": 4, "max_ongoing_requests": 4, "torch_threads": 1},
+        classifier={"num_cpus": 0.25, "max_batch_size": 4, "max_ongoing_requests": 4, "torch_threads": 1},
     )
     with serving(args) as url:
         yield {"url": url, "root": root}
@@ -116,3 +120,16 @@ def test_a_model_that_fails_to_load_answers_one_sentence_and_logs_the_detail(ope
 def test_a_request_the_model_cannot_serve_still_gets_its_reason_from_the_replica(open_server):
     resp = ask(open_server, "POST", "/v1/generate", json={"label": "benign", "protect": "cpsample"})
     assert resp.status_code == 422 and "protect=none" in resp.json()["detail"]
+
+
+def test_a_deflate_bomb_upload_gets_413_from_the_classifier_replica_which_keeps_serving(open_server):
+    from test_hardening2_dicom import deflated_bomb
+
+    from busgen.data.imageio import encode_png
+
+    bomb = deflated_bomb(1024)  # 1 MiB upload, 1 GiB inflated: the reproduction
+    resp = ask(open_server, "POST", "/v1/classify", data=bomb, headers={"Content-Type": "application/dicom"})
+    assert resp.status_code == 413 and "inflates beyond 64.0 MiB" in resp.json()["detail"]
+    scan = encode_png(np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8))
+    ok = ask(open_server, "POST", "/v1/classify", data=scan, headers={"Content-Type": "image/png"})
+    assert ok.status_code == 200 and set(ok.json()["probs"]) == {"benign", "malignant", "normal"}

@@ -69,8 +69,15 @@ class LimitArgs(BaseModel):
     default_steps: int = Field(25, ge=1)
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)  # request body size (413 above)
     max_pixels: int = Field(4096 * 4096, ge=1)  # decoded pixels: decompression bombs stop here
+    # DICOM uploads: all frames as stored, and the output of a Deflated body (counted before it is held).
+    # A classify upload needs one frame (16 MP x 16 bit = 32 MiB), so 64 MiB leaves room for short cine loops.
+    max_decoded_mb: float = Field(64, gt=0)
     min_side: int = Field(16, ge=1)  # smaller images carry no diagnostic content
     max_aspect: float = Field(8.0, ge=1.0)  # long side / short side
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        return int(self.max_decoded_mb * 2**20)
 
     @model_validator(mode="after")
     def _default_within_max(self) -> LimitArgs:
