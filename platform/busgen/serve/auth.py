@@ -22,6 +22,8 @@ from busgen.serve.errors import RequestError
 
 TOKEN_ENV = "BUSGEN_API_TOKEN"
 TOKEN_FILE_ENV = "BUSGEN_API_TOKEN_FILE"
+STUDY_OWNER_ENV = "BUSGEN_STUDY_OWNER_TOKEN"
+STUDY_OWNER_HEADER = "x-study-owner-token"
 MIN_TOKEN_CHARS = 16  # a guessable short token is worse than none: refuse it
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -98,6 +100,29 @@ def check_loopback_host(host_header: str | None) -> None:
             "error: this server runs without auth (insecure_local) and answers only requests addressed to "
             f"{', '.join(LOOPBACK_HOSTS)}; open it as http://127.0.0.1:<port>, or run it with an API token",
         )
+
+
+def study_owner_digest(args: ServeArgs) -> str | None:
+    """sha256 of the reader-study owner's token (arg, token file, or $BUSGEN_STUDY_OWNER_TOKEN); None without one.
+
+    Raises:
+        ValueError: a token too short to resist guessing.
+    """
+    token = args.study_owner_token or os.environ.get(STUDY_OWNER_ENV)
+    if not token and args.study_owner_token_file:
+        token = Path(args.study_owner_token_file).read_text().strip()
+    if not token:
+        return None
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(f"study owner token is too short ({len(token)} chars); use at least {MIN_TOKEN_CHARS}")
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def is_study_owner(digest: str | None, presented: str | None) -> bool:
+    """Whether ``presented`` is the study owner's token (constant time); False when no owner is configured."""
+    if not digest or not presented:
+        return False
+    return hmac.compare_digest(hashlib.sha256(presented.encode()).hexdigest(), digest)
 
 
 class BearerAuth:

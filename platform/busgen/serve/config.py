@@ -99,6 +99,9 @@ class ServeArgs(BaseModel):
     galleries: dict[str, str] = Field(default_factory=dict)  # name -> generated Parquet set (file or folder)
     study_dir: str | None = None  # reader-study answers are written here as Parquet
     study_items: int = Field(20, ge=2, le=500)  # items per reader: half real, half synthetic
+    # Sees the reader-study scores (header X-Study-Owner-Token) and closes the study; default $BUSGEN_STUDY_OWNER_TOKEN
+    study_owner_token: str | None = None
+    study_owner_token_file: str | None = None
     token: str | None = None  # prefer BUSGEN_API_TOKEN or token_file: args may be logged
     token_file: str | None = None
     insecure_local: bool = False  # no auth; demos on loopback only

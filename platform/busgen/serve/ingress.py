@@ -24,7 +24,15 @@ import busgen
 from busgen.core.types import PROTECT_NAMES
 from busgen.serve import responses
 from busgen.serve.access_log import configure_access_log
-from busgen.serve.auth import BearerAuth, check_exposure, check_loopback_host, token_digest
+from busgen.serve.auth import (
+    STUDY_OWNER_HEADER,
+    BearerAuth,
+    check_exposure,
+    check_loopback_host,
+    is_study_owner,
+    study_owner_digest,
+    token_digest,
+)
 from busgen.serve.config import LimitArgs, ServeArgs
 from busgen.serve.errors import RequestError, server_failure
 from busgen.serve.guards import check_upload_type, extract_uploads, read_body_limited
@@ -61,6 +69,7 @@ class IngressSettings(BaseModel):
     default_id: str
     classifier_dirs: dict[str, str]
     token_sha256: str | None  # None: insecure_local
+    study_owner_sha256: str | None = None  # None: study scores only once the study is closed
     limits: LimitArgs
     access_log_fp: str | None = None
 
@@ -71,6 +80,7 @@ class IngressSettings(BaseModel):
             default_id=args.default_id,
             classifier_dirs=args.classifier_dirs,
             token_sha256=token_digest(args),
+            study_owner_sha256=study_owner_digest(args),
             limits=args.limits,
             access_log_fp=args.access_log_fp,
         )
@@ -353,8 +363,22 @@ class Ingress:
             )
         return await self._data().study_answer.remote(reader, ans.item, ans.says_synthetic, ans.says_label)
 
+    def _study_owner(self, request: Request) -> bool:
+        return is_study_owner(self.settings.study_owner_sha256, request.headers.get(STUDY_OWNER_HEADER))
+
     @api.get("/v1/study/results")
     async def study_results(self, request: Request) -> dict:
-        """Per-reader accuracy and the AUC of telling synthetic from real (0.5: indistinguishable)."""
+        """Per-reader accuracy and the AUC of telling synthetic from real (0.5: indistinguishable).
+
+        The scores reveal the truth, so: to the owner (``X-Study-Owner-Token``), or to all once closed (else 403).
+        """
         self._auth(request)
-        return await self._data().study_results.remote()
+        return await self._data().study_results.remote(self._study_owner(request))
+
+    @api.post("/v1/study/close")
+    async def study_close(self, request: Request) -> dict:
+        """Close the study (owner only): no more answers, scores visible to every client."""
+        self._auth(request)
+        if not self._study_owner(request):
+            raise RequestError(403, "error: only the study owner can close the study: send X-Study-Owner-Token")
+        return await self._data().study_close.remote()

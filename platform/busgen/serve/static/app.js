@@ -29,7 +29,7 @@ async function api(path, options = {}) {
   const body = await resp.json().catch(() => ({}));
   if (!resp.ok) {
     const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail || body);
-    throw new Error(`${resp.status}: ${detail}`);
+    throw Object.assign(new Error(`${resp.status}: ${detail}`), { status: resp.status });
   }
   return body;
 }
@@ -243,18 +243,23 @@ async function answer(saysSynthetic) {
 }
 
 async function studyResults() {
+  const body = document.querySelector("#study-results tbody");
+  const owner = $("study-owner").value;
   try {
-    const out = await api("/v1/study/results");
+    const out = await api("/v1/study/results", owner ? { headers: { "X-Study-Owner-Token": owner } } : {});
     const fmt = (v) => (v === null || v === undefined ? "-" : Number(v).toFixed(3));
     const rows = Object.entries(out.readers).concat([["all", out.all]]);
-    document.querySelector("#study-results tbody").replaceChildren(...rows.map(([name, s]) => {
+    body.replaceChildren(...rows.map(([name, s]) => {
       const row = el("tr", {}, el("th", {}, name), el("td", {}, s.answered), el("td", {}, fmt(s.accuracy)),
         el("td", {}, fmt(s.label_accuracy)), el("td", {}, fmt(s.auc)));
       row.dataset.reader = name;
       return row;
     }));
   } catch (err) {
-    say("Results failed: " + err.message);
+    if (err.status !== 403) { say("Results failed: " + err.message); return; }
+    // Scores reveal which items were synthetic: hidden from readers until the owner closes the study.
+    body.replaceChildren(el("tr", {}, el("td", { colSpan: 5, className: "muted" },
+      "Results are shown to the study owner, or to everyone once the study is closed.")));
   }
 }
 
@@ -270,6 +275,7 @@ $("gal-next").addEventListener("click", () => state.gallery.page + 1 < state.gal
 $("study-start").addEventListener("click", () => { loadStudyItem(0); studyResults(); });
 $("study-real").addEventListener("click", () => answer(false));
 $("study-synthetic").addEventListener("click", () => answer(true));
+$("study-refresh").addEventListener("click", studyResults);
 setupCanvas();
 showTab("generate");
 if (token()) connect();
