@@ -72,7 +72,7 @@ def test_a_closed_study_takes_no_more_answers(tmp_path):
 
 @pytest.fixture(scope="module")
 def study_server(ray_local, tmp_path_factory):
-    from test_playground import write_gallery, write_reference
+    from test_hardening2_serve import write_gallery, write_reference
 
     from busgen.serve.config import ServeArgs
 

@@ -11,7 +11,9 @@ payload ran, none became an element, and each shows as plain text. The page's he
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -58,14 +60,22 @@ def hostile_gallery(folder):
 
 
 def hostile_classifier(folder) -> str:
-    import torch
+    from test_hardening2_serve import save_random_classifier
 
-    from busgen.model import classifier
+    return save_random_classifier(folder, (CLASS, "benign", "malignant"))
 
-    torch.manual_seed(0)
-    cfg = classifier.ClassifierConfig.small(image_size=SIZE)
-    classifier.save_classifier(folder, classifier.build_model(cfg, 3), cfg, [CLASS, "benign", "malignant"])
-    return str(folder)
+
+def chromium_path() -> str | None:
+    return os.environ.get("BUSGEN_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def no_browser_reason() -> str | None:
+    """Why the browser test cannot run here, or None when it can (``make browser`` installs both)."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed: run `make browser`"
+    return None if chromium_path() else "no Chromium found: run `make browser`, or set BUSGEN_CHROMIUM"
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +111,7 @@ def test_the_page_is_served_with_a_strict_csp_and_no_framing_or_sniffing(hostile
 
 
 def test_hostile_names_show_as_text_and_never_run_in_chromium(hostile_server):
-    from test_playground import chromium_path, have_browser
-
-    reason = have_browser()
+    reason = no_browser_reason()
     if reason:
         pytest.skip(reason)
     from playwright.sync_api import expect, sync_playwright
