@@ -12,16 +12,13 @@ import json
 import shutil
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import requests
-from helpers_models import CLASSES, export_untrained_tiny
-from helpers_serve import serving
+from helpers.hostile import deflated_bomb, save_random_classifier, write_gallery, write_reference
+from helpers.models import export_untrained_tiny
+from helpers.serve import serving
 
-from busgen.data import schema as S
 from busgen.data.imageio import encode_png
-from busgen.data.phantom import make_phantom_arrays
 from busgen.serve.auth import BearerAuth, host_name
 from busgen.serve.errors import RequestError
 
@@ -50,56 +47,6 @@ def test_auth_off_accepts_only_loopback_hosts():
 
 
 # The served application, auth off
-
-
-def write_reference(path, n: int = 8):
-    """An ingested-style set (phantom images with label, domain, source): the nearest-image reference."""
-    images, _, labels = make_phantom_arrays(n, SIZE, seed=3)
-    names = [CLASSES[k] if isinstance(k, (int, np.integer)) else str(k) for k in labels]
-    pq.write_table(
-        pa.table(
-            {
-                S.IMAGE: [encode_png(im) for im in images],
-                S.LABEL: names,
-                S.DOMAIN: ["phantom"] * n,
-                S.SOURCE: [f"phantom/{i:03d}.png" for i in range(n)],
-            }
-        ),
-        path,
-    )
-    return path
-
-
-def write_gallery(folder, n: int = 8):
-    """A generated-style set with provenance columns (model id, seed, sampler)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    pq.write_table(
-        pa.table(
-            {
-                S.IMAGE: [encode_png(rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8)) for _ in range(n)],
-                S.LABEL: [CLASSES[i % 2] for i in range(n)],
-                S.DOMAIN: ["phantom"] * n,
-                S.SEED: list(range(n)),
-                S.MODEL_ID: ["tiny-0001"] * n,
-                S.SAMPLER: ["ddim"] * n,
-            }
-        ),
-        folder / "shard-00000.parquet",
-    )
-    return folder
-
-
-def save_random_classifier(out_dir, class_names=CLASSES) -> str:
-    """A randomly initialised small classifier folder: serving tests check plumbing, not accuracy."""
-    import torch
-
-    from busgen.model import classifier
-
-    torch.manual_seed(0)
-    cfg = classifier.ClassifierConfig.small(image_size=SIZE)
-    classifier.save_classifier(out_dir, classifier.build_model(cfg, len(class_names)), cfg, list(class_names))
-    return str(out_dir)
 
 
 def broken_generator(root, good):
@@ -175,8 +122,6 @@ def test_a_request_the_model_cannot_serve_still_gets_its_reason_from_the_replica
 
 
 def test_a_deflate_bomb_upload_gets_413_from_the_classifier_replica_which_keeps_serving(open_server):
-    from test_hardening2_dicom import deflated_bomb
-
     bomb = deflated_bomb(1024)  # 1 MiB upload, 1 GiB inflated: the issue's reproduction
     resp = ask(open_server, "POST", "/v1/classify", data=bomb, headers={"Content-Type": "application/dicom"})
     assert resp.status_code == 413 and "inflates beyond 64.0 MiB" in resp.json()["detail"]

@@ -10,38 +10,17 @@ zlib's and pydicom's buffers and numpy arrays) in-process, where the replica's c
 from __future__ import annotations
 
 import tracemalloc
-import zlib
 
 import numpy as np
 import pytest
-from helpers_data import dicom_bytes
+from helpers.data import dicom_bytes
+from helpers.hostile import DEFLATED, MIB, deflated_bomb
 
 from busgen.data.dicom import decode_dicom
 from busgen.data.imageio import ImageDecodeError
 from busgen.serve.config import LimitArgs
 from busgen.serve.errors import RequestError
 from busgen.serve.guards import decode_upload
-
-DEFLATED = "1.2.840.10008.1.2.1.99"
-MIB = 2**20
-PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
-
-
-def deflated_bomb(inflated_mib: int) -> bytes:
-    """A well-formed Deflated DICOM of a 64x64 image whose PixelData element is ``inflated_mib`` MiB of zeros.
-
-    Built by streaming the compressor, so the test itself never holds the inflated body.
-    """
-    small = dicom_bytes(np.zeros((64, 64), np.uint8), transfer_syntax=DEFLATED)
-    meta_end = 132 + 12 + int.from_bytes(small[140:144], "little")  # (0002,0000) group length value
-    body = zlib.decompress(small[meta_end:], -zlib.MAX_WBITS)
-    header = body[: body.index(PIXEL_DATA_TAG)]
-    length = inflated_mib * MIB
-    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    parts = [packer.compress(header + PIXEL_DATA_TAG + b"OB\x00\x00" + length.to_bytes(4, "little"))]
-    zeros = bytes(MIB)
-    parts += [packer.compress(zeros) for _ in range(inflated_mib)]
-    return small[:meta_end] + b"".join(parts) + packer.flush()
 
 
 def peak_bytes(fn) -> tuple[int, BaseException | None]:

@@ -20,14 +20,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import requests
-from helpers_models import export_untrained_tiny
-from helpers_serve import serving
+from helpers.models import export_untrained_tiny
+from helpers.serve import serving
 
 from busgen.data import schema as S
 from busgen.data.imageio import encode_png
 from busgen.data.phantom import make_phantom_arrays
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]  # slow: a Serve app and headless Chromium
 
 TOKEN = "ui-hardening-token-0123456789"
 SIZE = 32
@@ -60,7 +60,7 @@ def hostile_gallery(folder):
 
 
 def hostile_classifier(folder) -> str:
-    from test_hardening2_serve import save_random_classifier
+    from helpers.hostile import save_random_classifier
 
     return save_random_classifier(folder, (CLASS, "benign", "malignant"))
 

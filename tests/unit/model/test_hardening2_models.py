@@ -11,7 +11,7 @@ import json
 import shutil
 
 import pytest
-from helpers_models import export_untrained_tiny
+from helpers.models import export_untrained_tiny
 
 from busgen.model import generator
 from busgen.model.generator import ModelLoadError

@@ -15,7 +15,7 @@ import warnings
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers_data import images_by_index
+from helpers.data import images_by_index
 
 from busgen.data import schema as S
 from busgen.data.dataset import read_table

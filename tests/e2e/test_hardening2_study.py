@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from helpers_models import export_untrained_tiny
-from helpers_serve import serving
+from helpers.models import export_untrained_tiny
+from helpers.serve import serving
 
 from busgen.serve import study
 from busgen.serve.errors import RequestError
@@ -72,7 +72,7 @@ def test_a_closed_study_takes_no_more_answers(tmp_path):
 
 @pytest.fixture(scope="module")
 def study_server(ray_local, tmp_path_factory):
-    from test_hardening2_serve import write_gallery, write_reference
+    from helpers.hostile import write_gallery, write_reference
 
     from busgen.serve.config import ServeArgs
 
