@@ -112,3 +112,16 @@ def test_class_ratio_must_be_finite_and_non_negative(model_dir, tmp_path, weight
     )
     with pytest.raises(GenerateError, match="finite, non-negative"):
         validate(cfg)
+
+
+def test_quarantined_shards_stay_local_when_a_uri_output_is_published(tmp_path):
+    from busgen.generate.resume import GenerateJobConfig, publish_output
+
+    job = GenerateJobConfig(model="m", out="memory://hardening2/gen", stage_dir=str(tmp_path / "stage"), n=4)
+    local = store.shard_path(job.generate_config().out, 0, 4).parent
+    local.mkdir(parents=True)
+    for name in ("shard-000000000-000000004.parquet", "manifest.json", "_quarantine/shard-000000002-000000006.parquet"):
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_bytes(b"x")
+    published = publish_output(job)
+    assert sorted(p.rsplit("/", 1)[1] for p in published) == ["manifest.json", "shard-000000000-000000004.parquet"]

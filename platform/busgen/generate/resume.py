@@ -21,7 +21,7 @@ from pydantic import Field
 from busgen.core import remote
 from busgen.core.storage import is_uri
 from busgen.generate.shards import GenerateConfig, GenerateError, generate, shard_ranges, validate
-from busgen.generate.store import MANIFEST, scan_shards
+from busgen.generate.store import MANIFEST, QUARANTINE_DIR, scan_shards
 
 
 class GenerateJobConfig(GenerateConfig):
@@ -52,12 +52,12 @@ class GenerateJobConfig(GenerateConfig):
 def publish_output(job: GenerateJobConfig) -> list[str]:
     """Publish a URI ``out`` from its staging folder (shards first, ``manifest.json`` last); [] for a local out.
 
-    Hidden files (the lock, temporary shards) and the MLflow store stay local.
+    Hidden files (the lock, temporary shards), the MLflow store and quarantined shards stay local.
     """
     if not is_uri(job.out):
         return []
     try:
-        return remote.publish(job.generate_config().out, job.out, marker=MANIFEST, skip=("mlruns",))
+        return remote.publish(job.generate_config().out, job.out, marker=MANIFEST, skip=("mlruns", QUARANTINE_DIR))
     except (OSError, ValueError) as exc:
         raise GenerateError(
             f"error: publishing to {job.out} failed ({exc}): re-run the same command to resume"
