@@ -9,6 +9,7 @@ silently train with the default.
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
@@ -16,6 +17,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 T = TypeVar("T", bound=BaseModel)
+
+# How much of a wrong value an error message quotes. YAML aliases let a few hundred bytes
+# stand for a structure of billions of items (an "alias bomb"); a plain repr() would expand
+# it all, so messages quote a few items per level and a few levels deep, then "...".
+_QUOTE = reprlib.Repr()
+_QUOTE.maxlevel, _QUOTE.maxstring, _QUOTE.maxother = 3, 60, 60
+_QUOTE.maxlist = _QUOTE.maxtuple = _QUOTE.maxdict = _QUOTE.maxset = _QUOTE.maxfrozenset = 4
+QUOTE_MAX_CHARS = 200
 
 
 class ConfigError(ValueError):
@@ -41,6 +50,12 @@ def set_nested(data: dict, path: list[str], value: Any) -> None:
             raise ConfigError(f"cannot set {'.'.join(path)}: {part!r} is not a section")
         data = node
     data[path[-1]] = value
+
+
+def quote(value: Any) -> str:
+    """A short repr of ``value`` for an error message, bounded in time and length whatever its size."""
+    text = _QUOTE.repr(value)
+    return text if len(text) <= QUOTE_MAX_CHARS else text[: QUOTE_MAX_CHARS - 3] + "..."
 
 
 def check_keys(cls: type[BaseModel], data: dict, prefix: str = "") -> None:
@@ -92,7 +107,8 @@ def load_config(
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
+        errors = exc.errors()
         problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
-        )
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {quote(e.get('input'))})" for e in errors[:10]
+        ) + (f"; and {len(errors) - 10} more" if len(errors) > 10 else "")
         raise ConfigError(f"invalid {cls.__name__} config: {problems}") from None

@@ -79,7 +79,8 @@ def write_tables(stem: str, rows: list[dict]) -> tuple[str, str]:
     """``<stem>.parquet`` and ``<stem>.csv`` from flat dicts (columns: the union of their keys, in order).
 
     Sweeps on clusters write their tables to object storage, suites to a local report
-    folder; both go through here so the two files always agree.
+    folder; both go through here so the two files always agree, except that CSV text
+    cells that a spreadsheet would run as a formula are escaped (``core.csvcells``).
 
     Returns:
         (parquet location, csv location)
@@ -94,7 +95,20 @@ def write_tables(stem: str, rows: list[dict]) -> tuple[str, str]:
     written = []
     for suffix, writer in ((".parquet", pq.write_table), (".csv", pacsv.write_csv)):
         buf = io.BytesIO()
-        writer(table, buf)
+        writer(table if suffix == ".parquet" else _csv_safe(table), buf)
         write_bytes(stem + suffix, buf.getvalue())
         written.append(stem + suffix)
     return written[0], written[1]
+
+
+def _csv_safe(table):
+    """``table`` with every text cell passed through ``csvcells.safe_cell`` (numbers stay numbers)."""
+    import pyarrow as pa
+
+    from busgen.core.csvcells import safe_cell
+
+    for i, column in enumerate(table.columns):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            cells = pa.array([safe_cell(v) for v in column.to_pylist()], type=column.type)
+            table = table.set_column(i, table.field(i), cells)
+    return table

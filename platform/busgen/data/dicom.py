@@ -6,8 +6,10 @@ transfer syntax pulls in a native codec, and pydicom decodes every frame of a ci
 loop. So, before any pixel is decoded:
 
 1. the transfer syntax must be on an allow-list (uncompressed, Deflated, RLE,
-   JPEG baseline); a Deflated body is inflated here with a hard output cap
-   (pydicom would inflate it whole);
+   JPEG baseline); a Deflated body is inflated here, streamed, with a hard output cap
+   (pydicom would inflate it whole): a first pass only counts the output, one chunk
+   at a time, and refuses a body that would exceed the cap; only then is a buffer of
+   exactly the counted size filled by a second pass, so nothing is copied at the end;
 2. Rows x Columns must fit ``max_pixels`` and Rows x Columns x Frames x Samples x
    bytes per sample must fit ``max_decoded_bytes``;
 3. RescaleSlope/Intercept must be single finite numbers (and the slope non-zero).
@@ -18,7 +20,9 @@ rescale) and ``apply_voi_lut`` (VOI LUT or window), then are min-max scaled to u
 Those transforms map each stored value independently, so they run on a table of
 every possible stored value (at most 65,536 entries) and the frame is looked up in it
 once: no float copy of a large frame is ever made. Patient tags are never read or
-returned. ``decode_dicom`` is the entry point for every stage (ingest, serving uploads).
+returned. ``decode_dicom`` is the entry point for every stage (ingest, serving uploads);
+``check_dicom_header`` is the cheap pre-check of serving uploads (header only, through
+the same capped reader).
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ ALLOWED_TRANSFER_SYNTAXES = {
 }
 DEFLATED = "1.2.840.10008.1.2.1.99"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+INFLATE_IN_CHUNK = 64 * 1024  # compressed bytes fed to zlib at a time
+INFLATE_OUT_CHUNK = 1 << 20  # most inflated bytes zlib may return per call: the counting pass's memory
 
 
 def looks_like_dicom(data: bytes, name: str = "") -> bool:
@@ -75,7 +81,32 @@ def decode_dicom(data: bytes, max_pixels: int = MAX_PIXELS, max_decoded_bytes: i
     return 255 - out if photometric == "MONOCHROME1" else out  # MONOCHROME1: the lowest value is white
 
 
-def _read(data: bytes, max_decoded_bytes: int):
+def check_dicom_header(data: bytes, max_pixels: int = MAX_PIXELS, max_decoded_bytes: int = MAX_DECODED_BYTES) -> None:
+    """Check a DICOM's transfer syntax, size caps and header from its header alone, without decoding pixels.
+
+    A Deflated body is only counted (streamed, ~1 MiB at a time) against ``max_decoded_bytes``
+    here, never held; the frame dimensions of a Deflated file are checked by ``decode_dicom``
+    once the body is known to fit, before any pixel is decoded.
+
+    Raises:
+        ImageDecodeError: as ``decode_dicom`` ("too large" in the message for the caps).
+    """
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = _read(data, max_decoded_bytes, header_only=True)
+        if ds is not None:
+            _check_header(ds, max_pixels, max_decoded_bytes, need_pixels=False)
+            _check_rescale(ds)
+
+
+def _read(data: bytes, max_decoded_bytes: int, header_only: bool = False):
+    """The parsed dataset (all of it, or up to the pixels with ``header_only``).
+
+    With ``header_only`` a Deflated file is counted against the cap and None is returned:
+    its header lies inside the deflated stream.
+    """
     import pydicom
     from pydicom.filereader import _read_file_meta_info, read_preamble
     from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -92,12 +123,17 @@ def _read(data: bytes, max_decoded_bytes: int):
                 f"re-export as uncompressed, Deflated, RLE or JPEG baseline"
             )
         if ts == DEFLATED:
-            body = _inflate(fp.read(), max_decoded_bytes)
-            ds = pydicom.dcmread(io.BytesIO(body), force=True)
+            body = memoryview(data)[fp.tell() :]
+            if header_only:
+                inflated_size(body, max_decoded_bytes)
+                return None
+            inflated = _inflate(body, max_decoded_bytes)
+            ds = pydicom.dcmread(_BufferReader(inflated), force=True)  # BytesIO would copy the buffer
+            del inflated  # the dataset holds its own copies of the element values
             meta.TransferSyntaxUID = ExplicitVRLittleEndian
             ds.file_meta = meta
         else:
-            ds = pydicom.dcmread(io.BytesIO(data), force=True)
+            ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=header_only)
         if not ts:  # no file meta: use the encoding pydicom guessed
             implicit, little = ds.original_encoding
             ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
@@ -110,15 +146,82 @@ def _read(data: bytes, max_decoded_bytes: int):
     return ds
 
 
-def _inflate(body: bytes, cap: int) -> bytes:
-    """Raw-deflate ``body`` into at most ``cap`` bytes; refuse streams that would inflate further."""
+class _BufferReader(io.RawIOBase):
+    """A read-only, seekable file over a buffer, without copying it (``io.BytesIO`` copies a bytearray)."""
+
+    def __init__(self, buf):
+        super().__init__()
+        self._view, self._pos = memoryview(buf), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        """One copy of the bytes asked for (RawIOBase.read would copy twice)."""
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        out = bytes(self._view[self._pos : end])
+        self._pos = max(self._pos, end)
+        return out
+
+    def readinto(self, b) -> int:
+        n = max(0, min(len(b), len(self._view) - self._pos))
+        b[:n] = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def _inflate_chunks(body, cap: int):
+    """Raw-inflate ``body`` in pieces of at most ``INFLATE_OUT_CHUNK`` bytes, refusing output beyond ``cap``."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    produced = 0
+    view = memoryview(body)
     try:
-        out = inflater.decompress(body, cap + 1)
+        for i in range(0, len(view), INFLATE_IN_CHUNK):
+            pending = view[i : i + INFLATE_IN_CHUNK]
+            while len(pending) and not inflater.eof:
+                piece = inflater.decompress(pending, INFLATE_OUT_CHUNK)
+                pending = inflater.unconsumed_tail
+                produced += len(piece)
+                if produced > cap:
+                    raise ImageDecodeError(f"image too large: Deflated DICOM inflates beyond {cap / 2**20:.1f} MiB")
+                yield piece
+            if inflater.eof:
+                break
+        piece = inflater.flush()
     except zlib.error as exc:
         raise ImageDecodeError(f"corrupt Deflated DICOM: {exc}") from None
-    if len(out) > cap or inflater.unconsumed_tail:
+    if produced + len(piece) > cap:
         raise ImageDecodeError(f"image too large: Deflated DICOM inflates beyond {cap / 2**20:.1f} MiB")
+    yield piece
+
+
+def inflated_size(body, cap: int) -> int:
+    """Bytes ``body`` inflates to, counted one chunk at a time (memory: one chunk); refused beyond ``cap``."""
+    return sum(len(piece) for piece in _inflate_chunks(body, cap))
+
+
+def _inflate(body, cap: int) -> bytearray:
+    """Raw-inflate ``body`` into a buffer of exactly its inflated size, at most ``cap`` bytes.
+
+    Two passes: count (refusing beyond the cap with one chunk in memory), then fill a
+    buffer of the counted size. Peak: the inflated size plus one chunk, never a copy.
+    """
+    out = bytearray(inflated_size(body, cap))
+    pos = 0
+    for piece in _inflate_chunks(body, len(out)):
+        out[pos : pos + len(piece)] = piece
+        pos += len(piece)
     return out
 
 
@@ -154,9 +257,9 @@ def _header_int(ds, keyword: str, default: int | None = None, lo: int = 0, hi: i
     return int(number)
 
 
-def _check_header(ds, max_pixels: int, max_decoded_bytes: int) -> int:
+def _check_header(ds, max_pixels: int, max_decoded_bytes: int, need_pixels: bool = True) -> int:
     """Refuse frames and files over the caps from the header alone; returns the frame count."""
-    if "PixelData" not in ds:
+    if need_pixels and "PixelData" not in ds:
         raise ImageDecodeError("DICOM holds no PixelData: not an image")
     rows, cols = _header_int(ds, "Rows", lo=1, hi=65535), _header_int(ds, "Columns", lo=1, hi=65535)
     frames = max(1, _header_int(ds, "NumberOfFrames", 1, hi=2**31))

@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from busgen.core.csvcells import safe_row
 from busgen.core.types import ResizeMode
 from busgen.data import schema as S
 from busgen.data.dicom import MAX_DECODED_BYTES
@@ -74,6 +75,16 @@ class IngestConfig(BaseModel):
     max_decoded_mb: float = Field(
         MAX_DECODED_BYTES / 2**20, gt=0, description="DICOM: all frames as stored, and Deflate output"
     )
+
+    @field_validator("domain")
+    @classmethod
+    def _safe_domain(cls, domain: str | None) -> str | None:
+        """Domains are names like labels (they reach folder names, reports and the playground's pages)."""
+        if domain is not None and not S.is_safe_label(domain):
+            raise ValueError(
+                f"domain {domain[:80]!r} must match {S.SAFE_LABEL_RE.pattern} (letters, digits, _ . -): rename it"
+            )
+        return domain
 
     def limits(self) -> FileLimits:
         return FileLimits(self.max_pixels, int(self.max_file_mb * 2**20), int(self.max_decoded_mb * 2**20))
@@ -132,6 +143,8 @@ def ingest(
     src_name = src.stem if src.is_file() else src.name
     # The source folder's own name may be a patient's: with redaction, unnamed domains are "unknown".
     default_domain = cfg.domain or (S.UNKNOWN_DOMAIN if redact.enabled else src_name)
+    if not S.is_safe_label(default_domain):  # a folder named "my data" or worse: domains must be safe names
+        default_domain = S.UNKNOWN_DOMAIN
     init_ray()
     quiet_ray_data_progress(progress)
 
@@ -261,14 +274,15 @@ def _split_counts(keep: dict[int, str], out: Path) -> dict[str, dict[str, int]]:
 
 
 def _write_reports(out: Path, quarantine: list[QuarantineEntry], duplicates: list) -> None:
-    with open(out / S.QUARANTINE_CSV, "w", newline="") as fh:
+    """quarantine.csv and duplicates.csv, every cell escaped (formulas, invalid UTF-8; see ``core.csvcells``)."""
+    with open(out / S.QUARANTINE_CSV, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=list(S.QUARANTINE_COLUMNS))
         w.writeheader()
-        w.writerows(asdict(q) for q in sorted(quarantine, key=lambda q: q.source))
-    with open(out / S.DUPLICATES_CSV, "w", newline="") as fh:
+        w.writerows(safe_row(asdict(q)) for q in sorted(quarantine, key=lambda q: q.source))
+    with open(out / S.DUPLICATES_CSV, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=list(S.DUPLICATE_COLUMNS))
         w.writeheader()
-        w.writerows(asdict(d) for d in duplicates)
+        w.writerows(safe_row(asdict(d)) for d in duplicates)
 
 
 def _write_dataset_json(out: Path, src: Path, layout: str, cfg: IngestConfig, summary: IngestSummary) -> None:

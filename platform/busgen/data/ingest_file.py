@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from busgen.core.csvcells import printable
 from busgen.data import schema as S
 from busgen.data.dicom import MAX_DECODED_BYTES, decode_dicom, looks_like_dicom
 from busgen.data.imageio import MAX_PIXELS, decode_image, encode_png, mask_to_box, resize_square
@@ -97,7 +98,7 @@ def _error_message(exc: Exception, task: dict, redact: bool) -> str:
         message = message.replace(task["path"], task["source"])
         for m in task.get("mask_paths") or []:
             message = message.replace(m, "<mask>")
-    return message[:500]
+    return printable(message[:500])  # an odd byte in a message must not fail the Parquet write of the batch
 
 
 def process_task(

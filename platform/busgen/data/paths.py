@@ -11,7 +11,9 @@ them is a request, not a permission:
   and the worker opens files with ``O_NOFOLLOW``;
 - only regular files are read (a FIFO would block a worker forever), and no more
   than ``max_bytes`` of them;
-- hidden entries (name starting with ``.``) found by a walk are reported, not read.
+- hidden entries (name starting with ``.``) found by a walk are reported, not read;
+- so are names that are not valid UTF-8 (they cannot be stored in Parquet or CSV) and
+  folders more than ``MAX_DEPTH`` levels down (a walk must not exhaust the stack).
 
 Every refusal carries a reason that ends up in ``quarantine.csv``.
 """
@@ -33,6 +35,10 @@ HIDDEN_FILE = "hidden file (name starts with '.'), not ingested: rename it witho
 HIDDEN_DIR = "hidden folder (name starts with '.'), not searched: rename it without the dot to ingest its files"
 NOT_REGULAR = "not a regular file (device, FIFO or socket), not read"
 MISSING = "file listed in the manifest is missing"
+NOT_UTF8 = "name is not valid UTF-8 (shown with \\x escapes), not read: rename it to ingest it"
+NOT_UTF8_DIR = "folder name is not valid UTF-8 (shown with \\x escapes), not searched: rename it to ingest its files"
+MAX_DEPTH = 64  # folder levels below the source root; BUS datasets are 1-4 deep
+TOO_DEEP = f"folder nested deeper than {MAX_DEPTH} levels, not searched: move its files higher up to ingest them"
 
 _EXT_RE = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
 
@@ -67,6 +73,8 @@ class PathPolicy:
         """
         if not listed or "\x00" in listed:
             return None, "manifest row has an empty or invalid path"
+        if not is_utf8(listed):
+            return None, NOT_UTF8
         p = Path(listed)
         cand = Path(os.path.normpath(p if p.is_absolute() else self.root / p))
         if not any(is_within(cand, r) for r in self.roots):
@@ -84,10 +92,20 @@ class PathPolicy:
         return cand, None
 
 
+def is_utf8(name: str) -> bool:
+    """False for a name holding bytes that are not UTF-8 (Python keeps them as surrogate escapes)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def walk(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Regular, visible files under ``root`` and every entry refused on the way, with its reason.
 
     Never follows symbolic links; a refused folder is one entry (its contents are not listed).
+    Folders deeper than ``MAX_DEPTH`` below ``root`` are refused, so the walk's depth is bounded.
     """
     files: list[Path] = []
     refused: list[tuple[Path, str]] = []
@@ -97,12 +115,17 @@ def walk(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
 
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=on_error):
         here = Path(dirpath)
+        too_deep = len(here.relative_to(root).parts) >= MAX_DEPTH
         keep = []
         for d in sorted(dirnames):
             if (here / d).is_symlink():
                 refused.append((here / d, SYMLINK_DIR))
             elif d.startswith("."):
                 refused.append((here / d, HIDDEN_DIR))
+            elif not is_utf8(d):
+                refused.append((here / d, NOT_UTF8_DIR))
+            elif too_deep:
+                refused.append((here / d, TOO_DEEP))
             else:
                 keep.append(d)
         dirnames[:] = keep
@@ -119,6 +142,8 @@ def walk(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
                 refused.append((p, NOT_REGULAR))
             elif f.startswith("."):
                 refused.append((p, HIDDEN_FILE))
+            elif not is_utf8(f):
+                refused.append((p, NOT_UTF8))
             else:
                 files.append(p)
     return sorted(files), sorted(refused)

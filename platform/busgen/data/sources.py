@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from busgen.core.csvcells import printable
 from busgen.data.dicom import DICOM_EXTS
 from busgen.data.paths import PathPolicy, walk
 from busgen.data.schema import SAFE_LABEL_RE, is_safe_label
@@ -82,10 +83,10 @@ class DiscoveredSource:
         return len(self.tasks) + len(self.quarantine) + len(self.duplicates)
 
 
-def unsafe_label_reason(label: str) -> str:
+def unsafe_label_reason(label: str, what: str = "label") -> str:
     return (
-        f"unsafe label {label[:80]!r}: labels become folder names, so they must match {SAFE_LABEL_RE.pattern} "
-        f"(letters, digits, _ . -; no path separators)"
+        f"unsafe {what} {printable(label[:80])!r}: {what}s become folder names and page text, so they must match "
+        f"{SAFE_LABEL_RE.pattern} (letters, digits, _ . -; no path separators)"
     )
 
 
@@ -149,7 +150,7 @@ def _find_masks(image: Path, index: dict[tuple[Path, str], list[Path]]) -> list[
 
 
 def _refused_entries(root: Path, refused: list[tuple[Path, str]]) -> list[QuarantineEntry]:
-    return [QuarantineEntry(str(p.relative_to(root)), reason) for p, reason in refused]
+    return [QuarantineEntry(printable(str(p.relative_to(root))), reason) for p, reason in refused]
 
 
 def _discover_class_folders(root: Path) -> DiscoveredSource:
@@ -193,18 +194,37 @@ def _orphan_masks(root: Path, index: dict, used: set[Path]) -> list[QuarantineEn
     return [QuarantineEntry(str(m.relative_to(root)), "mask without a matching image") for m in orphans]
 
 
-def _read_manifest_rows(manifest: Path) -> list[dict[str, str]]:
-    with open(manifest, newline="") as fh:
+def _read_manifest_rows(manifest: Path) -> tuple[list[dict[str, str]], list[QuarantineEntry]]:
+    """The manifest's rows, and one quarantine entry per row the CSV reader cannot parse.
+
+    Cells are bounded by the csv module's field limit (128 KiB); a longer cell fails its
+    own row only. Bytes that are not UTF-8 are kept as surrogate escapes, so such a path
+    is refused by name (``check_listed``) instead of aborting the whole read.
+    """
+    rows, bad = [], []
+    with open(manifest, newline="", encoding="utf-8", errors="surrogateescape") as fh:
         reader = csv.DictReader(fh)
-        cols = [c.strip().lower() for c in (reader.fieldnames or [])]
+        try:
+            cols = [c.strip().lower() for c in (reader.fieldnames or [])]
+        except csv.Error as exc:
+            raise SourceError(f"manifest {manifest} has an unreadable header ({exc}): fix the first line") from None
         if "path" not in cols or "label" not in cols:
             raise SourceError(
                 f"manifest {manifest} needs columns 'path' and 'label' (found {cols}); optional: mask, split, domain"
             )
-        rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:  # e.g. a cell over the field limit: this row only
+                reason = f"manifest row after line {reader.line_num} cannot be parsed ({exc}): fix or remove it"
+                bad.append(QuarantineEntry(f"{manifest.name}: row after line {reader.line_num}", reason))
+                continue
+            rows.append({k.strip().lower(): (v or "").strip() for k, v in row.items() if isinstance(k, str) and k})
     if not rows:
         raise SourceError(f"manifest {manifest} has no rows")
-    return rows
+    return rows, bad
 
 
 @dataclass
@@ -226,6 +246,8 @@ def _check_row(row: dict[str, str], policy: PathPolicy, index: dict) -> tuple[_L
         return None, path, "manifest row has an empty label"
     if not is_safe_label(label):
         return None, path, unsafe_label_reason(label)
+    if row.get("domain") and not is_safe_label(row["domain"]):
+        return None, path, unsafe_label_reason(row["domain"], "domain")
     if not row.get("mask"):
         return _Listed(path, row, _find_masks(path, index)), None, ""
     masks = []
@@ -239,17 +261,17 @@ def _check_row(row: dict[str, str], policy: PathPolicy, index: dict) -> tuple[_L
 
 
 def _discover_manifest(manifest: Path, policy: PathPolicy, report_unlisted: bool) -> DiscoveredSource:
-    rows = _read_manifest_rows(manifest)
+    rows, quarantine = _read_manifest_rows(manifest)
     root = policy.root
     files, refused = walk(root)
     index = _mask_index(files)
-    quarantine: list[QuarantineEntry] = []
     by_path: dict[Path, list[_Listed]] = {}
     seen = {manifest.resolve()}  # files accounted for by a manifest row (so not "unlisted")
     for row in rows:
         listed, path, reason = _check_row(row, policy, index)
         if listed is None:
-            quarantine.append(QuarantineEntry(row.get("path", ""), reason, row.get("label") or None))
+            label = printable(row["label"]) if row.get("label") else None
+            quarantine.append(QuarantineEntry(printable(row.get("path", "")), reason, label))
             seen.update([path] if path else [])
         else:
             by_path.setdefault(listed.path, []).append(listed)

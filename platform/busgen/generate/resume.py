@@ -21,7 +21,7 @@ from pydantic import Field
 from busgen.core import remote
 from busgen.core.storage import is_uri
 from busgen.generate.shards import GenerateConfig, GenerateError, generate, shard_ranges, validate
-from busgen.generate.store import MANIFEST, scan_shards
+from busgen.generate.store import MANIFEST, QUARANTINE_DIR, scan_shards
 
 
 class GenerateJobConfig(GenerateConfig):
@@ -52,12 +52,12 @@ class GenerateJobConfig(GenerateConfig):
 def publish_output(job: GenerateJobConfig) -> list[str]:
     """Publish a URI ``out`` from its staging folder (shards first, ``manifest.json`` last); [] for a local out.
 
-    Hidden files (the lock, temporary shards) and the MLflow store stay local.
+    Hidden files (the lock, temporary shards), the MLflow store and quarantined shards stay local.
     """
     if not is_uri(job.out):
         return []
     try:
-        return remote.publish(job.generate_config().out, job.out, marker=MANIFEST, skip=("mlruns",))
+        return remote.publish(job.generate_config().out, job.out, marker=MANIFEST, skip=("mlruns", QUARANTINE_DIR))
     except (OSError, ValueError) as exc:
         raise GenerateError(
             f"error: publishing to {job.out} failed ({exc}): re-run the same command to resume"
@@ -91,14 +91,17 @@ def run_with_resume(job: GenerateJobConfig):
 def check_output(out: str | Path, n: int, shard_size: int) -> int:
     """Rows in the shard files, after checking they tile ``[0, n)`` exactly (no gap, no overlap, full shards).
 
-    Reads only Parquet footers, so it is cheap even for millions of rows.
+    Reads only Parquet footers, so it is cheap even for millions of rows (the run verified
+    data pages when it resumed, or wrote them). Any other Parquet file a reader would see
+    (a stray shard off the tiling) is an error naming it: re-running the generation moves
+    it to ``_quarantine/``.
     """
     out = Path(out)
-    done, damaged = scan_shards(out)  # footers are read once, here
+    expected = set(shard_ranges(n, shard_size))
+    done, damaged = scan_shards(out, expected, verify_data=False)  # footers are read once, here
     if damaged:
         fp, problem = damaged[0]
-        raise GenerateError(f"{fp}: {problem}")
-    expected = set(shard_ranges(n, shard_size))
+        raise GenerateError(f"{fp}: {problem}: re-run the generation to regenerate it")
     if done != expected:
         raise GenerateError(f"{out}: shards {sorted(done ^ expected)[:5]} differ from the expected tiling of [0, {n})")
     return sum(end - start for start, end in done)

@@ -16,9 +16,10 @@ Design, and why:
 * **Flat memory.** The driver sees one small metadata row per finished shard;
   actors hold one micro-batch of images at a time; Parquet row groups are one
   micro-batch, so Arrow binary columns never approach their 2 GiB limit.
-* **Durable and verified.** Shards are fsynced before and after the rename, and a
-  resumed run counts a shard as done only when its Parquet footer holds the rows its
-  name promises; a damaged shard is regenerated with a warning (``store``).
+* **Durable and verified.** Shards are fsynced before and after the rename and carry
+  Parquet page checksums; a resumed run counts a shard as done only when its footer,
+  data pages, indices and image hashes check and its range is on the run's tiling.
+  Anything else is moved to ``_quarantine/`` with a warning and regenerated (``store``).
 * **One run per folder.** A lock file naming the holder's pid and host keeps a second
   run on the same ``--out`` from deleting the first one's temporary files (``outlock``).
 * ``manifest.json`` records the settings, model id and completed ranges, and a
@@ -31,6 +32,7 @@ public names are re-exported here.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +45,8 @@ from busgen.generate.store import (
     MANIFEST,
     SHARD_FMT,
     completed_shards,
-    drop_damaged_shards,
     load_or_create_manifest,
+    quarantine_shards,
     write_manifest,
 )
 from busgen.generate.writer import SYNTHETIC_SCHEMA, ShardWriter
@@ -94,8 +96,12 @@ def validate(cfg: GenerateConfig):
     unknown = sorted(set(ratio) - set(class_names))
     if unknown:
         raise GenerateError(f"unknown class {unknown} in --class-ratio; the model knows {class_names}")
-    if any(v < 0 for v in ratio.values()) or sum(ratio.values()) <= 0:
-        raise GenerateError(f"--class-ratio needs non-negative weights with a positive sum, got {ratio}")
+    for option, weights in (("--class-ratio", ratio), ("--domain", cfg.domain_ratio or {})):
+        if not all(math.isfinite(v) and v >= 0 for v in weights.values()) or (weights and sum(weights.values()) <= 0):
+            raise GenerateError(
+                f"{option} needs finite, non-negative weights with a positive sum, got {weights}: "
+                "pass e.g. benign=1,malignant=1"
+            )
     if cfg.domain_ratio:
         bad = sorted(set(cfg.domain_ratio) - set(gen_meta.get("domain_names", [])))
         if bad:
@@ -149,7 +155,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> GenerateSummary:
             in use by another live run.
 
     Warns:
-        GenerateWarning: a damaged shard is regenerated, or a dead run's lock is taken over.
+        GenerateWarning: a damaged or stray shard is quarantined and regenerated, or a dead run's lock is taken over.
     """
     model_id, plan = validate(cfg)
     out = Path(cfg.out)
@@ -168,7 +174,8 @@ def _generate_locked(cfg: GenerateConfig, model_id: str, plan: RowPlan, progress
     manifest = load_or_create_manifest(cfg, model_id)
     for stale in out.glob(".shard-*.tmp"):
         stale.unlink()  # partial shards of a killed run (the lock says no other run is writing)
-    done = drop_damaged_shards(out)
+    expected = set(shard_ranges(cfg.n, cfg.shard_size))
+    done = quarantine_shards(out, expected)  # damaged, stray and off-tiling files move aside, with a warning each
     todo = [r for r in shard_ranges(cfg.n, cfg.shard_size) if r not in done]
     skipped = sum(e - s for s, e in done)
     t0 = time.time()
@@ -198,7 +205,8 @@ def _generate_locked(cfg: GenerateConfig, model_id: str, plan: RowPlan, progress
                 t_written = time.time()
             bar.update(int(row["rows"]))
         bar.close()
-    manifest["completed"] = sorted(map(list, completed_shards(out)))  # footers re-read: what is really there
+    # Footers re-read (data was verified at the start or just written): what is really there.
+    manifest["completed"] = sorted(map(list, completed_shards(out, expected, verify_data=False)))
     manifest["n_rows"] = sum(e - s for s, e in manifest["completed"])
     write_manifest(out, manifest)
     if manifest["n_rows"] != cfg.n:

@@ -147,7 +147,8 @@ class ShardWriter:
         gen, step = self.gen, self._batch
         nbytes = 0
         pending: Future | None = None
-        with pq.ParquetWriter(tmp, SYNTHETIC_SCHEMA) as writer:
+        # Page checksums (CRC-32) let a resumed run tell damaged data pages from whole ones (``store``).
+        with pq.ParquetWriter(tmp, SYNTHETIC_SCHEMA, write_page_checksum=True) as writer:
             for b in range(0, end - start, step):
                 sl = slice(b, b + step)
                 images = gen.sample(

@@ -297,6 +297,9 @@ class AdapterError(ModelLoadError):
 
 REQUIRED_META = ("class_names", "domain_names", "image_size", "diffusion")
 ADAPTER_META = ("adapter", "base_model", "base_model_rel", "base_model_id")
+# Files of the folder itself named in busgen.json: each must resolve inside the folder. (An adapter's
+# base_model/base_model_rel name another model folder on purpose; its weights id is checked instead.)
+FOLDER_PATH_FIELDS = ("sampling_weights",)
 
 
 def read_meta(model_dir: str | Path) -> dict:
@@ -304,7 +307,8 @@ def read_meta(model_dir: str | Path) -> dict:
 
     Raises:
         ModelNotFoundError: no busgen.json in the folder.
-        ModelLoadError: busgen.json is not JSON, not an object, or lacks a required field.
+        ModelLoadError: busgen.json is not JSON, not an object, lacks a required field, or names a file outside
+            the folder.
     """
     fp = Path(model_dir) / BUSGEN_JSON
     remedy = "re-export the model with `busgen pretrain` or `busgen adapt`, or restore the folder from a copy"
@@ -325,7 +329,27 @@ def read_meta(model_dir: str | Path) -> dict:
         raise ModelLoadError(f"{fp} lacks {', '.join(missing)}: {remedy}")
     if not isinstance(meta["class_names"], list) or not meta["class_names"]:
         raise ModelLoadError(f"{fp}: class_names must be a non-empty list, got {meta['class_names']!r}: {remedy}")
+    for field in FOLDER_PATH_FIELDS:
+        if field in meta:
+            path_inside(Path(model_dir), meta[field], f"{fp}: {field}")
     return meta
+
+
+def path_inside(root: Path, rel, what: str) -> Path:
+    """``root / rel`` after resolving links and ``..``, refused unless it stays inside ``root``.
+
+    A folder received from elsewhere must not make us load (and fingerprint as its own)
+    weights from anywhere else on the machine.
+
+    Raises:
+        ModelLoadError: ``rel`` is not a relative path string, or it resolves outside ``root``.
+    """
+    if not isinstance(rel, str) or not rel or Path(rel).is_absolute():
+        raise ModelLoadError(f"{what} must be a path relative to the model folder, got {rel!r}: fix or re-export it")
+    target = (root / rel).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise ModelLoadError(f"{what} = {rel!r} leads outside the model folder: fix or re-export it")
+    return target
 
 
 def resolve_base(adapted_dir: Path, meta: dict) -> Path:
@@ -394,7 +418,9 @@ def load(
     if meta.get("kind") == "adapter":  # few-shot LoRA adapter: rebuild base + adapter (see busgen.model.lora)
         model = load_adapter(root, meta, device or default_device())
     else:
-        model = models.ConditionalUNet.from_pretrained(root / meta.get("sampling_weights", EMA_DIR))
+        model = models.ConditionalUNet.from_pretrained(
+            path_inside(root, meta.get("sampling_weights", EMA_DIR), "weights")
+        )
         model = model.to(device or default_device())
     models.maybe_enable_xformers(model)
     gen = Generator(

@@ -50,11 +50,13 @@ def access_record(
     n: int | None = None,
     request_id: str | None = None,
     client: str | None = None,
+    error: str | None = None,
 ) -> dict:
     """The fields of one access-log line; ``started`` is a ``time.perf_counter()`` value.
 
     ``client`` is the token id (``auth.token_id``) or "anonymous", never the token itself;
     ``request_id`` is echoed to the client in ``X-Request-ID`` to match complaints to lines.
+    ``error`` (only when set) is the server-side detail of a failure the client saw as one sentence.
     """
     return {
         "ts": round(time.time(), 3),
@@ -65,7 +67,7 @@ def access_record(
         "status": int(status),
         "latency_ms": round((time.perf_counter() - started) * 1000.0, 2),
         "n": n,
-    }
+    } | ({"error": error} if error else {})
 
 
 def log_access(record: dict) -> None:

@@ -69,8 +69,16 @@ class LimitArgs(BaseModel):
     default_steps: int = Field(25, ge=1)
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="request body size (413 above)")
     max_pixels: int = Field(4096 * 4096, ge=1, description="decoded pixels: decompression bombs stop here")
+    # A classify upload needs one frame (16 MP x 16 bit = 32 MiB), so 64 MiB leaves room for short cine loops.
+    max_decoded_mb: float = Field(
+        64, gt=0, description="DICOM uploads: all frames as stored, and the output of a Deflated body (413 above)"
+    )
     min_side: int = Field(16, ge=1, description="smaller images carry no diagnostic content")
     max_aspect: float = Field(8.0, ge=1.0, description="long side / short side")
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        return int(self.max_decoded_mb * 2**20)
 
     @model_validator(mode="after")
     def _default_within_max(self) -> LimitArgs:
@@ -98,6 +106,12 @@ class ServeArgs(BaseModel):
     )
     study_dir: str | None = Field(None, description="reader-study answers are written here as Parquet")
     study_items: int = Field(20, ge=2, le=500, description="items per reader: half real, half synthetic")
+    study_owner_token: str | None = Field(
+        None,
+        description="sees the reader-study scores (X-Study-Owner-Token) and closes the study; default "
+        "$BUSGEN_STUDY_OWNER_TOKEN",
+    )
+    study_owner_token_file: str | None = Field(None, description="file holding the study owner's token")
     token: str | None = Field(None, description="prefer BUSGEN_API_TOKEN or token_file: args may be logged")
     token_file: str | None = None
     insecure_local: bool = Field(False, description="no auth; demos on loopback only")

@@ -79,6 +79,18 @@ class DataDeployment:
         await asyncio.to_thread(study.save_answer, self.study_dir, record)
         return {"saved": True, "item": item, "next": item + 1 if item + 1 < len(items) else None}
 
-    async def study_results(self) -> dict:
+    async def study_results(self, owner: bool = False) -> dict:
+        """Scores; they reveal the truth, so only to the study owner, or to anyone once the study is closed."""
         self._study_sets()
-        return await asyncio.to_thread(study.results, self.study_dir)
+        closed = study.is_closed(self.study_dir)
+        if not (owner or closed):
+            raise RequestError(
+                403,
+                "error: study results are shown to the study owner (send the owner token in X-Study-Owner-Token) "
+                "or to everyone once the owner closes the study",
+            )
+        return {**await asyncio.to_thread(study.results, self.study_dir), "closed": closed}
+
+    async def study_close(self) -> dict:
+        self._study_sets()
+        return await asyncio.to_thread(study.close, self.study_dir)

@@ -14,6 +14,7 @@ from ray import serve
 from busgen.core.types import DEFAULT_GUIDANCE
 from busgen.serve.batching import classify_requests, encode_results, images_in, sample_jobs, uploads_in
 from busgen.serve.config import DeploymentArgs, GeneratorArgs, LimitArgs
+from busgen.serve.errors import RequestError
 from busgen.serve.registry import ModelRegistry, read_classifier_info
 
 
@@ -48,8 +49,8 @@ class GeneratorDeployment:
     async def generate(self, job: dict) -> dict:
         """One validated job (see ``schemas.validate_generate``) -> ``pngs`` (n PNG bytes) and what was used."""
         result = await self._generate_batch(job)
-        if "error" in result:
-            raise ValueError(result["error"])
+        if "error" in result:  # the request asked for something this model cannot do: the text is for the client
+            raise RequestError(422, result["error"])
         return result
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.02, batch_size_fn=images_in)

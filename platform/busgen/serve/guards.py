@@ -7,12 +7,11 @@ types other than PNG/JPEG/DICOM, 400 for corrupt bytes, 422 for implausible side
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import FormParser, parse_options_header
 
+from busgen.data.dicom import check_dicom_header
 from busgen.data.imageio import ImageDecodeError, decode_image
 from busgen.data.ingest import read_any_image
 from busgen.serve.config import LimitArgs
@@ -114,14 +113,15 @@ def is_dicom(data: bytes, filename: str) -> bool:
 def decode_upload(data: bytes, filename: str, limits: LimitArgs) -> np.ndarray:
     """Decode an uploaded PNG, JPEG or DICOM to uint8 (H, W), mapping every failure to a 4xx.
 
-    415: not PNG/JPEG/DICOM; 400: corrupt or truncated; 413: too many pixels
-    (checked from the header, before decoding); 422: sides too small or too elongated.
+    415: not PNG/JPEG/DICOM; 400: corrupt or truncated; 413: too many pixels or a DICOM
+    that decodes (or inflates) beyond ``limits.max_decoded_mb`` (checked before decoding);
+    422: sides too small or too elongated.
     """
     check_upload_type(data, filename)
     try:
         if is_dicom(data, filename):
-            check_dicom_size(data, limits.max_pixels)
-            image = read_any_image(data, filename or "upload.dcm")
+            check_dicom_size(data, limits)
+            image = read_any_image(data, filename or "upload.dcm", limits.max_pixels, limits.max_decoded_bytes)
         else:
             image = decode_image(data, max_pixels=limits.max_pixels)
     except ImageDecodeError as exc:
@@ -131,25 +131,17 @@ def decode_upload(data: bytes, filename: str, limits: LimitArgs) -> np.ndarray:
     return image
 
 
-def check_dicom_size(data: bytes, max_pixels: int) -> None:
-    """Refuse (413) DICOMs whose header declares more than ``max_pixels`` samples over all frames.
+def check_dicom_size(data: bytes, limits: LimitArgs) -> None:
+    """The header-only pre-check of a DICOM upload, through the same capped reader as decoding.
 
-    ``read_any_image`` decodes every frame to float64 before keeping the first, so
-    the header is checked before any pixel is touched.
+    Transfer syntax, Rows x Columns x Frames against ``max_pixels`` and ``max_decoded_mb``,
+    rescale values; a Deflated body is only counted against the cap, streamed, never held
+    (pydicom's own reader would inflate it whole first).
+
+    Raises:
+        ImageDecodeError: a refused header ("too large" for the caps; the caller maps it to 413/400).
     """
-    import pydicom  # ~0.3 s; only DICOM uploads need it (busgen.data.ingest defers it too)
-
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
-        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    except Exception as exc:  # pydicom raises many kinds on garbage
-        raise RequestError(400, f"cannot decode image: unreadable DICOM header: {exc}") from None
-    if rows * cols == 0:
-        raise RequestError(400, "cannot decode image: DICOM has no pixel dimensions")
-    if rows * cols * frames * samples > max_pixels:
-        raise RequestError(413, f"image too large: DICOM {cols}x{rows}x{frames} frames exceeds {max_pixels} pixels")
+    check_dicom_header(data, limits.max_pixels, limits.max_decoded_bytes)
 
 
 def check_dimensions(image: np.ndarray, limits: LimitArgs) -> None:

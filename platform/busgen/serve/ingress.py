@@ -24,9 +24,17 @@ import busgen
 from busgen.core.types import PROTECT_NAMES
 from busgen.serve import responses
 from busgen.serve.access_log import configure_access_log
-from busgen.serve.auth import BearerAuth, check_exposure, token_digest
+from busgen.serve.auth import (
+    STUDY_OWNER_HEADER,
+    BearerAuth,
+    check_exposure,
+    check_loopback_host,
+    is_study_owner,
+    study_owner_digest,
+    token_digest,
+)
 from busgen.serve.config import LimitArgs, ServeArgs
-from busgen.serve.errors import RequestError
+from busgen.serve.errors import RequestError, server_failure
 from busgen.serve.guards import check_upload_type, extract_uploads, read_body_limited
 from busgen.serve.middleware import AccessLogMiddleware
 from busgen.serve.registry import ModelRegistry, read_classifier_info
@@ -61,6 +69,7 @@ class IngressSettings(BaseModel):
     default_id: str
     classifier_dirs: dict[str, str]
     token_sha256: str | None = Field(description="None: insecure_local")
+    study_owner_sha256: str | None = Field(None, description="None: study scores only once the study is closed")
     limits: LimitArgs
     access_log_fp: str | None = None
 
@@ -71,6 +80,7 @@ class IngressSettings(BaseModel):
             default_id=args.default_id,
             classifier_dirs=args.classifier_dirs,
             token_sha256=token_digest(args),
+            study_owner_sha256=study_owner_digest(args),
             limits=args.limits,
             access_log_fp=args.access_log_fp,
         )
@@ -114,7 +124,16 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         return _busy(None)
     if isinstance(cause, RequestError):
         return await _request_error(request, cause)
-    return JSONResponse({"detail": f"internal error ({type(cause).__name__})"}, status_code=500)
+    return await _request_error(request, _failure(request, 500, "this request", cause))
+
+
+def _failure(request: Request, status_code: int, what: str, exc: BaseException) -> RequestError:
+    """The client's one sentence for a server-side failure; the detail goes to the logs under the request id.
+
+    The access-log line of the request carries the detail too (``error``), so operators need one file.
+    """
+    request.state.error = f"{type(exc).__name__}: {exc}"
+    return server_failure(status_code, what, getattr(request.state, "request_id", None), exc)
 
 
 @serve.deployment(name="Ingress", max_ongoing_requests=256)
@@ -143,7 +162,8 @@ class Ingress:
         """401 unless the bearer token matches; records the client identity (token id) for the access log."""
         header = request.headers.get("authorization") or ""
         scheme, _, token = header.partition(" ")
-        request.state.client = self.auth.check(token.strip() if scheme.lower() == "bearer" else None)
+        presented = token.strip() if scheme.lower() == "bearer" else None
+        request.state.client = self.auth.check(presented, request.headers.get("host"))
 
     def _data(self) -> DeploymentHandle:
         if self.data is None:
@@ -179,8 +199,10 @@ class Ingress:
         return RedirectResponse("/ui/index.html")
 
     @api.get("/ui/{name}", include_in_schema=False)
-    async def ui_file(self, name: str) -> FileResponse:
+    async def ui_file(self, request: Request, name: str) -> FileResponse:
         """The playground's static files (no data in them); every call they make needs the token."""
+        if self.auth.digest is None:  # DNS rebinding: the page itself must not load under a foreign name
+            check_loopback_host(request.headers.get("host"))
         if name not in STATIC_FILES:
             raise RequestError(404, f"no such playground file {name!r}")
         return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-cache"})
@@ -229,9 +251,11 @@ class Ingress:
         try:
             out = await self.generator.options(multiplexed_model_id=info.id).generate.remote(job)
         except Exception as exc:
-            if isinstance(_remote_error(exc), ValueError):
-                raise RequestError(422, str(_remote_error(exc))) from None
-            raise
+            cause = _remote_error(exc)
+            if isinstance(cause, (RequestError, BackPressureError, DeploymentUnavailableError)):
+                raise cause from None
+            # A model folder that does not load: its text names server paths, so it stays in the log.
+            raise _failure(request, 503, f"model {info.id!r}", cause) from None
         request.state.n = len(out["pngs"])
         if media == responses.PNG:
             return Response(out["pngs"][0], media_type=media, headers=responses.provenance_headers(out, info.id))
@@ -339,8 +363,22 @@ class Ingress:
             )
         return await self._data().study_answer.remote(reader, ans.item, ans.says_synthetic, ans.says_label)
 
+    def _study_owner(self, request: Request) -> bool:
+        return is_study_owner(self.settings.study_owner_sha256, request.headers.get(STUDY_OWNER_HEADER))
+
     @api.get("/v1/study/results")
     async def study_results(self, request: Request) -> dict:
-        """Per-reader accuracy and the AUC of telling synthetic from real (0.5: indistinguishable)."""
+        """Per-reader accuracy and the AUC of telling synthetic from real (0.5: indistinguishable).
+
+        The scores reveal the truth, so: to the owner (``X-Study-Owner-Token``), or to all once closed (else 403).
+        """
         self._auth(request)
-        return await self._data().study_results.remote()
+        return await self._data().study_results.remote(self._study_owner(request))
+
+    @api.post("/v1/study/close")
+    async def study_close(self, request: Request) -> dict:
+        """Close the study (owner only): no more answers, scores visible to every client."""
+        self._auth(request)
+        if not self._study_owner(request):
+            raise RequestError(403, "error: only the study owner can close the study: send X-Study-Owner-Token")
+        return await self._data().study_close.remote()

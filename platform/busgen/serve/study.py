@@ -2,14 +2,23 @@
 
 Each reader gets the same number of real and synthetic images in a shuffled order
 that depends only on the reader's name and the set sizes, so a session can be resumed
-and re-run. The truth never leaves the server until the answer is in. Answers are one
-Parquet file per (reader, item) under ``<study_dir>/answers/``: a re-answer replaces the
-file, and a crash loses at most the answer being written.
+and re-run. Answers are one Parquet file per (reader, item) under ``<study_dir>/answers/``,
+and a crash loses at most the answer being written.
+
+A reader must not be able to learn the truth and then correct an answer, so:
+
+* the first answer to an item is final: a later one is refused (409), atomically (the
+  file is linked into place, which fails if it exists, so two racing answers cannot both win);
+* scores (which reveal which items were synthetic) go only to the study owner, who sends
+  the owner token, or to anyone once the study is closed (``closed.json`` in the study
+  folder, written by ``close``); a closed study takes no more answers.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import time
 from pathlib import Path
@@ -54,16 +63,47 @@ def plan(reader: str, n_items: int, n_real: int, n_synthetic: int) -> list[tuple
     return [items[k] for k in order]
 
 
+CLOSED_MARKER = "closed.json"
+
+
 def save_answer(study_dir: str | Path, record: dict) -> Path:
-    """Write one answer as ``answers/<reader>/<item>.parquet`` (atomic rename; a re-answer replaces it)."""
+    """Write one answer as ``answers/<reader>/<item>.parquet``; the first answer to an item is final.
+
+    Raises:
+        RequestError: 409 when the reader already answered this item, or the study is closed.
+    """
+    if is_closed(study_dir):
+        raise RequestError(409, "error: the study is closed and takes no more answers; ask its owner to reopen it")
     out = Path(study_dir) / "answers" / record["reader"]
     out.mkdir(parents=True, exist_ok=True)
     final = out / f"{record['item']:05d}.parquet"
-    tmp = out / f".{final.name}.tmp"
+    tmp = out / f".{final.name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
     row = {**record, "answered_at": time.time()}
     pq.write_table(pa.Table.from_pylist([row], schema=ANSWER_SCHEMA), tmp)
-    tmp.replace(final)
+    try:
+        os.link(tmp, final)  # atomic and exclusive: fails when an answer is already there
+    except FileExistsError:
+        raise RequestError(
+            409,
+            f"error: reader {record['reader']!r} already answered item {record['item']}; "
+            "the first answer is final: go on with the next item",
+        ) from None
+    finally:
+        tmp.unlink()
     return final
+
+
+def is_closed(study_dir: str | Path) -> bool:
+    return (Path(study_dir) / CLOSED_MARKER).is_file()
+
+
+def close(study_dir: str | Path) -> dict:
+    """Close the study: no more answers, and the scores are shown to every client. Idempotent."""
+    fp = Path(study_dir) / CLOSED_MARKER
+    if not fp.is_file():
+        fp.parent.mkdir(parents=True, exist_ok=True)
+        fp.write_text(json.dumps({"closed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+    return {"closed": True}
 
 
 def load_answers(study_dir: str | Path) -> pa.Table:

@@ -1,8 +1,19 @@
 // BUSGen playground: a static page over the BUSGen HTTP API. Every call sends the bearer token
 // the user typed (kept in sessionStorage for this tab only); the page itself holds no data.
+// Every string from the server (labels, domains, model ids, class names) comes from data made
+// elsewhere, so it is written with textContent through el(), never as HTML: a label such as
+// <img src=x onerror=...> shows as text. The server's Content-Security-Policy forbids inline
+// script as a second line of defence.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+
+// el("div", {className: "card"}, child, "text", ...): an element whose text children are text nodes.
+function el(tag, props = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return node;
+}
 const state = { models: null, box: null, gallery: { page: 0, pages: 1 }, study: { item: 0, items: 0 } };
 
 function token() { return sessionStorage.getItem("busgen-token") || ""; }
@@ -18,13 +29,13 @@ async function api(path, options = {}) {
   const body = await resp.json().catch(() => ({}));
   if (!resp.ok) {
     const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail || body);
-    throw new Error(`${resp.status}: ${detail}`);
+    throw Object.assign(new Error(`${resp.status}: ${detail}`), { status: resp.status });
   }
   return body;
 }
 
 function options(select, values, labels) {
-  select.innerHTML = "";
+  select.replaceChildren();
   values.forEach((v, i) => {
     const o = document.createElement("option");
     o.value = v;
@@ -128,18 +139,16 @@ async function generate() {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     });
     const grid = $("gen-results");
-    grid.innerHTML = "";
+    grid.replaceChildren();
     out.images.forEach((img, i) => {
-      const card = document.createElement("div");
-      card.className = "card gen-item";
-      let html = `<img class="generated" src="${png(img)}" alt="generated"><div>seed ${out.seeds[i]}</div>`;
+      const card = el("div", { className: "card gen-item" },
+        el("img", { className: "generated", src: png(img), alt: "generated" }), el("div", {}, `seed ${out.seeds[i]}`));
       if (out.nearest) {
         const nn = out.nearest[i];
-        html += `<img class="nearest" src="${png(nn.image)}" alt="nearest training image">` +
-          `<div>nearest: <span class="similarity">${nn.similarity.toFixed(3)}</span></div>`;
+        card.append(el("img", { className: "nearest", src: png(nn.image), alt: "nearest training image" }),
+          el("div", {}, "nearest: ", el("span", { className: "similarity" }, Number(nn.similarity).toFixed(3))));
       }
-      card.innerHTML = html;
-      grid.appendChild(card);
+      grid.append(card);
     });
     say(`${out.images.length} image(s) from ${out.model} (${out.model_id}), ${out.sampler}, ${out.steps} steps.`, true);
   } catch (err) {
@@ -154,16 +163,19 @@ async function classify() {
   const file = $("clf-file").files[0];
   if (!file) { say("Choose a PNG, JPEG or DICOM file first."); return; }
   const out = $("clf-results");
-  out.innerHTML = "";
+  out.replaceChildren();
   for (const id of Object.keys(state.models.classifiers)) {
     const form = new FormData();
     form.append("file", file, file.name);
     try {
       const r = await api("/v1/classify?model=" + encodeURIComponent(id), { method: "POST", body: form });
-      const rows = Object.entries(r.probs).map(([k, p]) =>
-        `<tr><th>${k}</th><td>${p.toFixed(3)}</td><td><span class="bar" style="width:${Math.round(p * 150)}px"></span></td></tr>`);
-      out.insertAdjacentHTML("beforeend",
-        `<div class="clf-result"><h4>${id}: <span class="clf-label">${r.label}</span></h4><table>${rows.join("")}</table></div>`);
+      const rows = Object.entries(r.probs).map(([k, p]) => {
+        const bar = el("span", { className: "bar" });
+        bar.style.width = `${Math.round(Number(p) * 150)}px`;  // CSSOM, not a style attribute: allowed by the CSP
+        return el("tr", {}, el("th", {}, k), el("td", {}, Number(p).toFixed(3)), el("td", {}, bar));
+      });
+      out.append(el("div", { className: "clf-result" },
+        el("h4", {}, `${id}: `, el("span", { className: "clf-label" }, r.label)), el("table", {}, ...rows)));
     } catch (err) {
       say(`Classify (${id}) failed: ` + err.message);
       return;
@@ -188,10 +200,10 @@ async function loadGallery(page) {
       $(sel).value = keep;
     }
     $("gal-page").textContent = `page ${out.page + 1} / ${out.pages} (${out.total} images)`;
-    $("gal-grid").innerHTML = out.items.map((it) =>
-      `<div class="card gal-item"><img src="${png(it.image)}" alt="${it.label}">` +
-      `<div>${it.label} / ${it.domain}</div><div class="prov">model ${it.model_id ?? "-"}, seed ${it.seed ?? "-"}, ` +
-      `${it.sampler ?? "-"}</div></div>`).join("");
+    $("gal-grid").replaceChildren(...out.items.map((it) => el("div", { className: "card gal-item" },
+      el("img", { src: png(it.image), alt: String(it.label) }),
+      el("div", {}, `${it.label} / ${it.domain}`),
+      el("div", { className: "prov" }, `model ${it.model_id ?? "-"}, seed ${it.seed ?? "-"}, ${it.sampler ?? "-"}`))));
   } catch (err) {
     say("Browse failed: " + err.message);
   }
@@ -231,15 +243,23 @@ async function answer(saysSynthetic) {
 }
 
 async function studyResults() {
+  const body = document.querySelector("#study-results tbody");
+  const owner = $("study-owner").value;
   try {
-    const out = await api("/v1/study/results");
+    const out = await api("/v1/study/results", owner ? { headers: { "X-Study-Owner-Token": owner } } : {});
     const fmt = (v) => (v === null || v === undefined ? "-" : Number(v).toFixed(3));
     const rows = Object.entries(out.readers).concat([["all", out.all]]);
-    document.querySelector("#study-results tbody").innerHTML = rows.map(([name, s]) =>
-      `<tr data-reader="${name}"><th>${name}</th><td>${s.answered}</td><td>${fmt(s.accuracy)}</td>` +
-      `<td>${fmt(s.label_accuracy)}</td><td>${fmt(s.auc)}</td></tr>`).join("");
+    body.replaceChildren(...rows.map(([name, s]) => {
+      const row = el("tr", {}, el("th", {}, name), el("td", {}, s.answered), el("td", {}, fmt(s.accuracy)),
+        el("td", {}, fmt(s.label_accuracy)), el("td", {}, fmt(s.auc)));
+      row.dataset.reader = name;
+      return row;
+    }));
   } catch (err) {
-    say("Results failed: " + err.message);
+    if (err.status !== 403) { say("Results failed: " + err.message); return; }
+    // Scores reveal which items were synthetic: hidden from readers until the owner closes the study.
+    body.replaceChildren(el("tr", {}, el("td", { colSpan: 5, className: "muted" },
+      "Results are shown to the study owner, or to everyone once the study is closed.")));
   }
 }
 
@@ -255,6 +275,7 @@ $("gal-next").addEventListener("click", () => state.gallery.page + 1 < state.gal
 $("study-start").addEventListener("click", () => { loadStudyItem(0); studyResults(); });
 $("study-real").addEventListener("click", () => answer(false));
 $("study-synthetic").addEventListener("click", () => answer(true));
+$("study-refresh").addEventListener("click", studyResults);
 setupCanvas();
 showTab("generate");
 if (token()) connect();
