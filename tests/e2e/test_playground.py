@@ -50,6 +50,7 @@ def playground(ray_local, tmp_path_factory):
         reference_parquet=str(write_reference(root / "reference.parquet")),
         galleries={"synthetic": str(write_gallery(root / "synthetic"))},
         study_dir=str(root / "study"),
+        study_owner_token="playground-owner-0123456789",
         study_items=6,
         token=TOKEN,
         limits={"max_n": 4, "max_steps": 4, "default_steps": 2},
@@ -158,6 +159,7 @@ def test_playground_in_headless_chromium(playground):
         # Reader study: three answers, stored and scored
         page.click("button[data-tab=study]")
         page.fill("#study-reader", "dana")
+        page.fill("#study-owner", "playground-owner-0123456789")
         page.click("#study-start")
         for k, button in enumerate(["#study-real", "#study-synthetic", "#study-real"]):
             expect(page.locator("#study-progress")).to_have_text(f"item {k + 1} of 6")

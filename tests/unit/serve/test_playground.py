@@ -50,12 +50,13 @@ def test_study_plan_is_balanced_shuffled_and_repeatable_and_scores_readers(tmp_p
             tmp_path, {"reader": "alice", "item": item, "kind": kind, "row": row, "label": "benign",
                        "says_synthetic": says, "says_label": "benign"}
         )  # fmt: skip
-    study.save_answer(tmp_path, {"reader": "alice", "item": 0, "kind": items[0][0], "row": items[0][1],
-                                 "label": "benign", "says_synthetic": items[0][0] == "synthetic",
-                                 "says_label": "malignant"})  # fmt: skip
+    with pytest.raises(Exception, match="first answer is final"):  # a reader cannot re-answer after seeing more
+        study.save_answer(tmp_path, {"reader": "alice", "item": 0, "kind": items[0][0], "row": items[0][1],
+                                     "label": "benign", "says_synthetic": items[0][0] == "synthetic",
+                                     "says_label": "malignant"})  # fmt: skip
     out = study.results(tmp_path)["readers"]["alice"]
-    assert out["answered"] == 10, "a re-answer replaces the earlier one"
-    assert out["accuracy"] == 0.9 and out["label_accuracy"] == 0.9 and 0.5 < out["auc"] <= 1.0
+    assert out["answered"] == 10, "the first answer stands"
+    assert out["accuracy"] == 0.8 and out["label_accuracy"] == 1.0 and 0.5 < out["auc"] <= 1.0
     assert study.auc([True, False], [1, 0]) == 1.0 and study.auc([True, True], [1, 0]) is None
     with pytest.raises(Exception, match="reader must be"):
         study.check_reader("../etc")
