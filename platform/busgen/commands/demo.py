@@ -252,7 +252,6 @@ def write_demo(cfg: DemoConfig) -> Path:
     )
     rep.table(["operation", "run", "status", "link"], run_links(tracking_uri))
     path = rep.write()
-    print(f"\nreport: {path}")
     return path
 
 
