@@ -301,6 +301,7 @@ def test_build_app_refuses_no_token_and_insecure_off_loopback(server, monkeypatc
     build_app(ServeArgs(generators="a=/m", token=TOKEN))  # a token is fine on any address
 
 
+@pytest.mark.slow  # a bounded flood of requests
 def test_flood_sheds_load_with_503_retry_after_then_recovers(server):
     """~10x what the small test queues hold, for a bounded time: only 200s and 503s, then normal service."""
     from concurrent.futures import ThreadPoolExecutor

@@ -21,6 +21,7 @@ def write_lock(out, pid: int, host: str) -> None:
     (out / LOCK_FILE).write_text(json.dumps({"pid": pid, "host": host, "started_at": "then", "token": "x"}))
 
 
+@pytest.mark.slow  # two generation runs; tests/ray/test_hardening2_generate.py covers damaged shards in make test
 def test_empty_or_truncated_shard_with_a_done_name_is_regenerated(ray_local, model_dir, tmp_path):
     cfg = GenerateConfig(model=str(model_dir), out=str(tmp_path / "g"), n=12, shard_size=4, seed=3, **FAST)
     generate(cfg, progress=False)

@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 from pydantic import BaseModel
 
 from busgen.eval import sweep
@@ -11,6 +12,7 @@ class WaitSettings(BaseModel):
     seconds: float
 
 
+@pytest.mark.slow  # a Tune grid (the suites' grids run in make test-all)
 def test_a_tiny_grid_prints_one_progress_line_per_trial(ray_local, monkeypatch, tmp_path, capfd):
     def wait(settings: dict) -> dict:  # a closure: Tune ships it to workers by value
         import time
