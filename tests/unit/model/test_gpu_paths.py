@@ -219,15 +219,6 @@ def test_fp32_batch_size_changes_rounding_only(trained_dir):
     assert np.abs(a.astype(int) - b).max() <= 1
 
 
-@pytest.mark.slow
-def test_compiled_sampler_matches_eager_on_cpu(trained_dir):
-    """torch.compile on CPU takes minutes on 2 cores (inductor + a C++ toolchain): slow set only."""
-    labels = list(CLASSES)
-    eager = generator.load(trained_dir, device="cpu").sample(labels, steps=4, seed=3)
-    compiled = generator.load(trained_dir, device="cpu", optimize=accel.AccelConfig(compile="on"))
-    assert np.abs(compiled.sample(labels, steps=4, seed=3).astype(np.float64) - eager).mean() < 0.5
-
-
 def test_gpu_generation_helpers_are_no_ops_on_cpu(trained_dir):
     from busgen.generate.writer import micro_batch
 
