@@ -198,6 +198,8 @@ def start_cluster(temp_dir: Path, num_workers: int = 2, timeout: float = 180) ->
         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
         # job entrypoints say `python ...`: make that the venv's interpreter
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        # this file runs as the cluster's script: it imports the test helpers as pytest does
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT / "tests"), os.environ.get("PYTHONPATH")])),
     )
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve-cluster", str(num_workers), str(temp_dir)],
