@@ -14,14 +14,20 @@ from busgen.commands.command import docstring_summary
 from busgen.commands.registry import COMMANDS
 
 
+def run_python(code: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter (what a user's shell starts); it must exit 0."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
 def test_the_summary_is_read_without_importing_the_config_module():
     code = (
         "import sys; from busgen.commands.command import docstring_summary\n"
         "print(docstring_summary('busgen.train.pretrain:PretrainConfig'))\n"
         "print('busgen.train.pretrain' in sys.modules, 'torch' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
+    out = run_python(code)
     assert out.stdout.split("\n")[0].startswith("Pretrain the diffusion generator")
     assert out.stdout.split()[-2:] == ["False", "False"]
     with pytest.raises(ValueError, match="defines no class"):
@@ -34,8 +40,7 @@ def test_version_and_help_are_instant_and_import_neither_torch_nor_ray():
         "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
         "print('torch' in sys.modules, 'ray' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
+    out = run_python(code)
     assert out.stdout.split()[-2:] == ["False", "False"] and "busgen 0.1.0" in out.stdout
 
 

@@ -14,23 +14,23 @@ from pathlib import Path
 from typing import Callable
 
 from busgen.core.timings import Timings
-from busgen.generate.shards import GenerateConfig
-from busgen.train.adapt import AdaptConfig
-from busgen.train.pretrain import PretrainConfig
-
-MODEL_MARKER = "busgen.json"
+from busgen.generate.config import GenerateError
+from busgen.generate.resume import check_output
+from busgen.generate.shards import GenerateConfig, generate
+from busgen.model.generator import BUSGEN_JSON
+from busgen.train.adapt import AdaptConfig, adapt
+from busgen.train.pretrain import PretrainConfig, pretrain
 
 
 def is_model(folder: str | Path) -> bool:
-    return (Path(folder) / MODEL_MARKER).is_file()
+    """A finished model folder: the export writes ``busgen.json`` after the weights."""
+    return (Path(folder) / BUSGEN_JSON).is_file()
 
 
 def generator(
     out: str | Path, make: Callable[[], PretrainConfig] | None, timings: Timings, stage: str = "pretrain"
 ) -> str | None:
     """The generator at ``out``, pretrained there from ``make()`` when missing; None when missing and no ``make``."""
-    from busgen.train.pretrain import pretrain
-
     out = Path(out).resolve()
     if is_model(out):
         return str(out)
@@ -44,8 +44,6 @@ def generator(
 
 def adapter(cfg: AdaptConfig, timings: Timings, stage: str = "adapt") -> str:
     """The adapter at ``cfg.out``, adapted there when missing."""
-    from busgen.train.adapt import adapt
-
     if not is_model(cfg.out):
         timings.timed(stage, adapt, cfg)
     return str(Path(cfg.out).resolve())
@@ -53,10 +51,6 @@ def adapter(cfg: AdaptConfig, timings: Timings, stage: str = "adapt") -> str:
 
 def synthetic_set(cfg: GenerateConfig, timings: Timings, stage: str = "generate", tag: str | None = None) -> str:
     """The synthetic set at ``cfg.out``; generated (resuming from the shards written) unless it tiles ``[0, n)``."""
-    from busgen.generate.config import GenerateError
-    from busgen.generate.resume import check_output
-    from busgen.generate.shards import generate
-
     try:  # manifest.json is written first: only shards tiling [0, n) mean a finished set
         check_output(cfg.out, cfg.n, cfg.shard_size)
         return cfg.out

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from busgen.data import schema
-from busgen.data.dataset import read_arrays, read_table
-from busgen.measure.metrics import label_indices
+from busgen.data.dataset import read_arrays
+from busgen.measure.arrays import concat_splits, require_labelled, row_ids
 
 Arrays = tuple[np.ndarray, list, list, list]  # images uint8 (N, H, W), labels, boxes, domains
 
@@ -37,29 +36,19 @@ class SuiteData:
 
     def splits(self, path: str | Path, splits: Sequence[str] | None, classes: Sequence[str] | None) -> Arrays:
         """Images, labels, boxes and domains of several splits (None = every row), concatenated, of ``classes``."""
-        parts = [_of_classes(self._split(path, s), classes) for s in (splits or [None])]
-        filled = [p[0] for p in parts if len(p[0])]
-        images = np.concatenate(filled) if filled else np.zeros((0, 1, 1), np.uint8)
-        return images, *([v for p in parts for v in p[k]] for k in (1, 2, 3))
+        return concat_splits([_of_classes(self._split(path, s), classes) for s in (splits or [None])])
 
     def labelled(self, path: str | Path, split: str | None, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(images, label indices into ``classes``) of one split; an empty selection is an error."""
         images, labels, _, _ = self.splits(path, [split] if split else None, classes)
-        if len(images) == 0:
-            raise ValueError(
-                f"error: no images of classes {list(classes)} in {path} (split {split}); "
-                "check the dataset's labels and splits or the suite's `classes`"
-            )
-        return images, label_indices(labels, classes)
+        return require_labelled(images, labels, classes, path, split)
 
     def synthetic_with_ids(self, path: str | Path, classes: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
         """Images of a synthetic set and their row ids (its ``index`` column, else the read position)."""
         images, labels, _, _ = self._split(path, None)
         key = str(Path(path).resolve())
         if key not in self._ids:
-            table = read_table(path, [schema.INDEX])  # same files and order as the images
-            has_ids = schema.INDEX in table.column_names
-            self._ids[key] = np.asarray(table.column(schema.INDEX).to_pylist() if has_ids else range(len(images)))
+            self._ids[key] = row_ids(path, len(images))  # same files and order as the images
         keep = _class_mask(labels, classes)
         return images[keep], self._ids[key][keep]
 

@@ -84,11 +84,11 @@ class Stages:
         self.work = cfg.work
         self.work.mkdir(parents=True, exist_ok=True)
         self.clock = Timings(tag="multisite", path=self.work / TIMINGS_JSON)
-        self.timings = self.clock.seconds
         self.domains = {s: site_domain(s, p) for s, p in cfg.sites.items()}
 
-    def timed(self, stage: str, fn, *args):
-        return self.clock.timed(stage, fn, *args)
+    @property
+    def timings(self) -> dict[str, float]:
+        return self.clock.seconds
 
     # -- data
 
@@ -100,7 +100,7 @@ class Stages:
         if not (out / "dataset.json").is_file():
             from busgen.data.combine import CombineConfig, combine
 
-            self.timed("combine", combine, CombineConfig(inputs=list(self.cfg.sites.values()), out=str(out)))
+            self.clock.timed("combine", combine, CombineConfig(inputs=list(self.cfg.sites.values()), out=str(out)))
         return str(out)
 
     def kreal(self, target: str, shots: Shots) -> tuple[str, set[str]]:
@@ -233,7 +233,7 @@ class Stages:
             dry_run=cfg.dry_run,
             tracking=cfg.tracking,
         )
-        return self.timed(f"evaluate:{v.key}", run_suite, scfg)
+        return self.clock.timed(f"evaluate:{v.key}", run_suite, scfg)
 
 
 # ----------------------------------------------------------------------------- run
