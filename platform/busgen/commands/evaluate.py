@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,6 +52,18 @@ def run_share_filter(cfg: ShareFilterRun) -> dict:
     return {k: record[k] for k in ("rows_in", "rows_out", "n_copies", "n_mem")} | {"summary": summary}
 
 
+def run_reference_encoder(cfg) -> dict:
+    from busgen.measure.reference_fit import fit_reference
+
+    weights = fit_reference(cfg)
+    meta = json.loads((weights.parent / f"{cfg.version}.json").read_text())
+    summary = (
+        f"reference encoder {cfg.version} (sha256 {meta['sha256'][:12]}), {meta['n_train']} train images, "
+        f"best val AUC {meta['best_val_auc']:.3f} -> {weights}"
+    )
+    return {"sha256": meta["sha256"], "weights": str(weights), "summary": summary}
+
+
 _HERE = __name__
 COMMANDS = (
     Command(
@@ -63,4 +76,10 @@ COMMANDS = (
         "sweep", "busgen.eval.sweep:SweepConfig", "busgen.eval.sweep:run_sweep", location_fields=("out", "storage_path")
     ),
     Command("share-filter", f"{_HERE}:ShareFilterRun", f"{_HERE}:run_share_filter", ("synthetic",)),
+    Command(
+        "reference-encoder",
+        "busgen.measure.reference_fit:ReferenceFitConfig",
+        f"{_HERE}:run_reference_encoder",
+        ("out",),
+    ),
 )

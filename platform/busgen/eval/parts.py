@@ -13,10 +13,12 @@ from busgen.eval import sweep
 from busgen.eval.data import SuiteData
 from busgen.eval.results import (
     Detector,
+    EncoderIdentity,
     FidelityResult,
     Membership,
     Memorization,
     PrivacyResult,
+    ReferenceFidelity,
     SamplerStepsResult,
     SamplerStepsRow,
     UtilityResult,
@@ -27,6 +29,7 @@ from busgen.eval.utility.grid import trial_base
 from busgen.model import classifier
 
 REAL_FEATURES = "real_features.npz"  # under work/: features of the held-out real images
+REF_REAL_FEATURES = "real_features_reference.npz"  # the same images in the reference encoder's space
 
 
 def encoder_dir(cfg: SuiteConfig, real_dir: str, utility: UtilityResult | None, work: Path) -> str:
@@ -62,7 +65,22 @@ def run_fidelity(
         **report,
         real_vs_real=floor["overall"],  # what FID looks like between two real sets with this encoder
         detector=Detector(**privacy.detector_auc(f_real, f_syn)),
+        reference=reference_part(cfg, data, real_dir, syn),
     )
+
+
+def reference_part(cfg: SuiteConfig, data: SuiteData, real_dir: str, syn: np.ndarray) -> ReferenceFidelity:
+    """Headline fidelity on the frozen reference encoder: synthetic vs the first held-out split, floor vs the second.
+
+    With ``real_splits`` [val, test] the synthetic row and the floor share one real
+    reference (val), so their KID/FID read on the same scale.
+    """
+    from busgen.measure.fidelity import reference_fidelity
+
+    splits = list(cfg.fidelity.real_splits)
+    ref_real = data.splits(real_dir, splits[:1], cfg.classes)[0]
+    floor = data.splits(real_dir, splits[1:2], cfg.classes)[0] if len(splits) > 1 else None
+    return ReferenceFidelity(**reference_fidelity(ref_real, syn, floor, cfg.fidelity.k, seed=0))
 
 
 def _sample_arrays(real, real_labels, syn, syn_labels, classes, per_class: int = 8) -> dict[str, np.ndarray]:
@@ -133,18 +151,20 @@ def run_sampler_steps(
     cfg: SuiteConfig, data: SuiteData, real_dir: str, model_dir: str, enc_dir: str, work: Path
 ) -> SamplerStepsResult:
     """Tune grid over (sampler, steps): FID of each setting against the held-out real features."""
+    from busgen.measure.reference import load_reference
+
     s = cfg.sampler_steps
-    real_fp = work / REAL_FEATURES
-    if not real_fp.is_file():  # fidelity part off: embed the reference images here
-        enc, _, _ = classifier.load_classifier(enc_dir)
+    encoder = load_reference()
+    real_fp = work / REF_REAL_FEATURES
+    if not real_fp.is_file():
         real = data.splits(real_dir, cfg.fidelity.real_splits, cfg.classes)[0]
-        np.savez_compressed(real_fp, features=classifier.embed(enc, real))
+        np.savez_compressed(real_fp, features=encoder.features(real))
     base = {
         "model": model_dir,
         "guidance": s.guidance,
         "classes": cfg.classes,
         "n_per_class": s.n_per_class,
-        "encoder_dir": enc_dir,
+        "encoder_dir": None,
         "real_features": str(real_fp),
         "batch_size": s.batch_size,
         "torch_threads": cfg.torch_threads,
@@ -159,4 +179,6 @@ def run_sampler_steps(
         cfg.resources_per_trial,
         cfg.max_concurrent_trials,
     )
-    return SamplerStepsResult(rows=[SamplerStepsRow(**r) for r in rows])
+    return SamplerStepsResult(
+        rows=[SamplerStepsRow(**r) for r in rows], encoder=EncoderIdentity(**encoder.identity())
+    )

@@ -23,6 +23,8 @@ from busgen.eval.results import (
     FidelityResult,
     PairedDelta,
     PrivacyResult,
+    ReferenceFidelity,
+    ReferenceMetrics,
     SamplerStepsResult,
     SetMetrics,
     UtilityResult,
@@ -152,14 +154,52 @@ def _fid_row(name: str, m: SetMetrics) -> list:
     return [name, m.n_real, m.n_synthetic, *values]
 
 
+def _ref_row(name: str, m: ReferenceMetrics) -> list:
+    kid = "n/a" if m.kid is None else f"{m.kid:.4f} [{m.kid_ci_low:.4f}, {m.kid_ci_high:.4f}]"
+    fid = "n/a" if m.fid is None else f"{m.fid:.3f} (n={m.fid_n})"
+    prdc = [_f(getattr(m, k), 3) for k in ("precision", "recall", "density", "coverage")]
+    return [name, m.n_real, m.n_synthetic, kid, fid, *prdc]
+
+
+def reference_table(rep: Report, ref: ReferenceFidelity, what: str = "synthetic vs held-out real") -> None:
+    """The headline fidelity table, always under the encoder's version and hash."""
+    rep.text(
+        f"Reference encoder: **{ref.encoder.label}** (frozen, shipped with busgen; images resized to "
+        f"{ref.encoder.image_size} px). KID is unbiased, with a conservative 95% interval; FID is computed on "
+        "equal-sized sets and its n is stated. The floor row is real val vs real test: what no difference reads."
+    )
+    rows = [_ref_row(what, ref.synthetic)]
+    if ref.floor is not None:
+        rows.append(_ref_row("floor: real val vs real test", ref.floor))
+    rep.table(["set", "n real", "n synthetic", "KID [95% CI]", "FID (n)", "precision", "recall", "density",
+               "coverage"], rows)
+
+
 def fidelity_section(rep: Report, fid: FidelityResult | None, out: Path) -> None:
     rep.section("Fidelity and diversity")
     if not fid:
         return _not_run(rep, "fidelity")
-    rep.text(
-        "Features: penultimate layer of the real-only classifier (in-domain encoder). Reference: held-out real "
-        "images. The `real train vs held-out` row is the floor these numbers reach between two real sets."
-    )
+    if fid.reference is not None:
+        reference_table(rep, fid.reference)
+        rep.text(
+            "Secondary (not comparable across runs): the same metrics on this run's own real-only classifier "
+            "features. The `real train vs held-out` row is their floor."
+        )
+    elif fid.legacy:
+        rep.text(
+            "Reference encoder: **none** (old instrument). These numbers were computed on this run's own "
+            "real-only classifier features, before busgen shipped a frozen reference encoder: they are not "
+            "comparable across runs, models or reports."
+        )
+        rep.text(
+            "Features: penultimate layer of the real-only classifier (in-domain encoder). Reference: held-out real "
+            "images. The `real train vs held-out` row is the floor these numbers reach between two real sets."
+        )
+    else:
+        raise ValueError(
+            "error: a fidelity result without the reference encoder's identity cannot be reported; "
+            "measure it with busgen.measure.fidelity.reference_fidelity"
+        )
     rows = [_fid_row("overall", fid.overall)] + [_fid_row(c, m) for c, m in fid.per_class.items()]
     rows.append(_fid_row("real train vs held-out", fid.real_vs_real))
     rep.table(["set", "n real", "n synthetic", "FID", "KID", "precision", "recall", "density", "coverage"], rows)
@@ -227,6 +267,14 @@ def sampler_section(rep: Report, steps: SamplerStepsResult | None) -> None:
         return
     rows = sorted(steps.rows, key=lambda r: (r.sampler, r.steps))
     rep.section("FID vs sampler and steps")
+    if steps.encoder is not None:
+        n = next((r.fid_n for r in rows if r.fid_n), None)
+        rep.text(f"Reference encoder: **{steps.encoder.label}**; FID on equal-sized sets (n={n}), unbiased KID.")
+    else:
+        rep.text(
+            "Reference encoder: **none** (old instrument): FID/KID on this run's own real-only classifier "
+            "features, not comparable across runs."
+        )
     rep.table(
         ["sampler", "steps", "FID", "KID", "precision", "recall", "img/s", "status"],
         [

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from busgen.core.storage import write_tables
 from busgen.eval.suites import REAL_TEST, SYN_ONLY, SuiteConfig
@@ -67,12 +67,63 @@ class Detector(Record):
     n_synthetic: int
 
 
+class EncoderIdentity(Record):
+    """Which frozen reference encoder measured a result (`busgen.measure.reference.ReferenceEncoder.identity`)."""
+
+    name: str
+    sha256: str
+    image_size: int
+    label: str
+
+
+class ReferenceMetrics(Record):
+    """`busgen.measure.fidelity.reference_metrics`: KID with interval, FID at equal n, PRDC."""
+
+    n_real: int
+    n_synthetic: int
+    kid: float | None = None
+    kid_ci_low: float | None = None
+    kid_ci_high: float | None = None
+    kid_subset: int | None = None
+    fid: float | None = None
+    fid_n: int | None = None
+    precision: float | None = None
+    recall: float | None = None
+    density: float | None = None
+    coverage: float | None = None
+
+
+class ReferenceFidelity(Record):
+    """Fidelity in the reference encoder's space: synthetic vs held-out real, and the real-vs-real floor."""
+
+    encoder: EncoderIdentity
+    synthetic: ReferenceMetrics
+    floor: ReferenceMetrics | None = Field(None, description="real val vs real test: what no difference reads")
+
+
 class FidelityResult(Record):
+    """Fidelity of a suite: the reference-encoder numbers (headline) and per-run classifier-feature ones (secondary).
+
+    ``legacy`` marks results written before the reference encoder existed: their numbers
+    are per-run classifier features only, and reports say so. A new result without
+    ``reference`` is refused by the report writer.
+    """
+
     overall: SetMetrics
     per_class: dict[str, SetMetrics]
     ms_ssim: MsSsim | None = None
     real_vs_real: SetMetrics = Field(description="real train vs held-out real: the floor with this encoder")
     detector: Detector = Field(description="real-vs-synthetic classifier on the same features")
+    reference: ReferenceFidelity | None = None
+    legacy: bool = Field(False, description="written by the old instrument (no reference encoder)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_files_are_legacy(cls, data):
+        # results.json files from before the reference encoder carry neither key
+        if isinstance(data, dict) and "reference" not in data and "legacy" not in data:
+            data = {**data, "legacy": True}
+        return data
 
 
 # ----------------------------------------------------------------------------- privacy
@@ -131,6 +182,7 @@ class SamplerStepsRow(Record):
     status: Status
     error: str = ""
     fid: float | None = None
+    fid_n: int | None = None  # FID on equal-sized sets of this n
     kid: float | None = None
     kid_std: float | None = None
     precision: float | None = None
@@ -144,6 +196,7 @@ class SamplerStepsRow(Record):
 
 class SamplerStepsResult(Record):
     rows: list[SamplerStepsRow]
+    encoder: EncoderIdentity | None = Field(None, description="None: an old result (per-run classifier features)")
 
     def failed(self) -> list[SamplerStepsRow]:
         return [r for r in self.rows if r.status != "ok"]
@@ -175,6 +228,8 @@ class HeadlineMetrics(Record):
     fid: float | None = None
     fid_precision: float | None = None
     fid_recall: float | None = None
+    kid: float | None = None  # reference encoder (below); the FID above is too when it is set
+    reference_encoder: str | None = None  # label of the encoder behind fid/kid; None = per-run features (old)
     detector_auc: float | None = None
     n_copies: int | None = None
     n_mem: int | None = None
@@ -239,7 +294,11 @@ class EvalResult(Record):
             if best_mix := u.best_mix(REAL_TEST):
                 h["delta_auc_best_mixed"] = deltas[best_mix].value
         if f := self.fidelity:
-            h.update(fid=f.overall.fid, fid_precision=f.overall.precision, fid_recall=f.overall.recall)
+            ref = f.reference
+            m = ref.synthetic if ref else f.overall
+            h.update(fid=m.fid, fid_precision=m.precision, fid_recall=m.recall)
+            if ref:
+                h.update(kid=ref.synthetic.kid, reference_encoder=ref.encoder.label)
             h["detector_auc"] = f.detector.auc
         if p := self.privacy:
             m = p.memorization

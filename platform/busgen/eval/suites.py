@@ -169,6 +169,26 @@ class UtilitySettings(_Section):
     target_synthetic_only_delta: float = Field(-0.02, description="synthetic only at most 0.02 AUC below real only")
     target_mixed_delta: float = Field(0.03, description="the best real + synthetic mix at least 0.03 above real only")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_budget_rule(cls, data):
+        """``samples_per_epoch`` alone means the equal-draws variant (what every result before it measured).
+
+        Naming ``budget_rule: converge`` beside a ``samples_per_epoch`` is a contradiction and an error.
+        """
+        clf = data.get("classifier") if isinstance(data, dict) else None
+        if isinstance(clf, dict) and clf.get("samples_per_epoch"):
+            rule = clf.get("budget_rule")
+            if rule == "converge":
+                raise ValueError(
+                    f"error: utility.classifier.samples_per_epoch={clf['samples_per_epoch']} caps every arm's epoch, "
+                    "but budget_rule is converge (each arm's epoch is its own data). Remove samples_per_epoch, "
+                    "or set utility.classifier.budget_rule=equal_draws for the old variant"
+                )
+            if rule is None:
+                data = {**data, "classifier": {**clf, "budget_rule": "equal_draws"}}
+        return data
+
 
 class FidelitySettings(_Section):
     """Distribution metrics on the real-only classifier's features."""

@@ -195,8 +195,10 @@ class FidTrialConfig(BaseModel):
     guidance: float = Field(DEFAULT_GUIDANCE, ge=0)
     classes: list[str] = Field(description="classes sampled, n_per_class each")
     n_per_class: int = Field(100, ge=1)
-    encoder_dir: str = Field(description="saved classifier whose penultimate layer is the feature space")
-    real_features: str = Field(description=".npz with `features` (N, D) of the real reference images")
+    encoder_dir: str | None = Field(
+        None, description="saved classifier whose penultimate layer is the feature space; None = the reference encoder"
+    )
+    real_features: str = Field(description=".npz with `features` (N, D) of the real reference images, same encoder")
     seed: int = 0
     batch_size: int = Field(64, ge=1)
     torch_threads: int = Field(1, ge=1)
@@ -221,16 +223,21 @@ def fid_trial(config: dict) -> dict:
         batch_size=cfg.batch_size,
     )
     seconds = time.perf_counter() - t0
-    encoder, _, _ = classifier.load_classifier(cfg.encoder_dir)
-    syn = classifier.embed(encoder, images)
+    if cfg.encoder_dir:  # a named classifier's features (secondary, not comparable across runs)
+        encoder, _, _ = classifier.load_classifier(cfg.encoder_dir)
+        syn = classifier.embed(encoder, images)
+    else:
+        from busgen.measure.reference import load_reference
+
+        syn = load_reference().features(images)
     real = np.load(cfg.real_features)["features"]
-    kid, kid_std = fidelity.kernel_inception_distance(
-        real, syn, n_subsets=50, subset_size=min(1000, len(real), len(syn))
-    )
+    kid = fidelity.kid_interval(real, syn, n_subsets=50)
+    fid, fid_n = fidelity.fid_equal_n(real, syn)
     result = {
-        "fid": fidelity.frechet_distance(real, syn),
-        "kid": kid,
-        "kid_std": kid_std,
+        "fid": fid,
+        "fid_n": fid_n,
+        "kid": kid["kid"],
+        "kid_std": (kid["kid_ci_high"] - kid["kid"]) / 1.96,
         "n": len(images),
         "sample_seconds": seconds,
         "images_per_s": len(images) / seconds,

@@ -13,6 +13,7 @@ The network, its persistence and ``Predictor`` live in ``busgen.model.classifier
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -183,7 +184,8 @@ def fit(
     early-stopping decision without extra communication.
 
     Returns:
-        history: one dict per epoch (epoch, train_loss, val_loss, val_acc, val_auc, lr).
+        history: one dict per epoch (epoch, lr, train_loss, draws, val_loss, val_acc, val_auc, stop);
+        ``stop`` is 0 until the last row, which holds the `STOP_REASONS` code.
     """
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     n_epoch = max(1, (cfg.samples_per_epoch or len(y_tr)) // world_size)
@@ -194,16 +196,17 @@ def fit(
         TensorDataset(x_tr, y_tr), batch_size=cfg.batch_size, sampler=sampler, drop_last=n_epoch > cfg.batch_size
     )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    schedule = LrSchedule(opt, cfg)
     ema = WeightEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     history, best, best_state, stale = [], -np.inf, None, 0
+    started = time.monotonic()
     for epoch in range(cfg.epochs):
         record = {
             "epoch": epoch,
-            "lr": sched.get_last_lr()[0],
+            "lr": opt.param_groups[0]["lr"],
             "train_loss": _train_epoch(model, loader, opt, cfg, gen, ema),
+            "draws": float(len(sampler) * world_size),
         }
-        sched.step()
         judged = ema.model if ema is not None else model
         record.update(evaluate(judged, x_val, y_val, class_names, cfg.positive))
         history.append(record)
@@ -212,15 +215,57 @@ def fit(
         # A NaN AUC (single-class validation) falls back to loss so stopping still works.
         use_auc = cfg.monitor == "auc" and np.isfinite(record["val_auc"])
         score = record["val_auc"] if use_auc else -record["val_loss"]
-        if score > best + 1e-4:
+        improved = score > best + 1e-4
+        schedule.step(improved)
+        if improved:
             best, best_state, stale = score, copy.deepcopy(unwrap(judged).state_dict()), 0
         else:
             stale += 1
-            if stale >= cfg.patience:
-                break
+        record["stop"] = float(_stop_reason(stale, epoch, cfg, time.monotonic() - started))
+        if record["stop"]:
+            break
     if best_state is not None:
         unwrap(model).load_state_dict(best_state)
     return history
+
+
+# Why a run stopped, recorded as the last history row's ``stop`` (history rows are numbers).
+STOP_REASONS = {0: "running", 1: "converged (early stopping)", 2: "epoch cap", 3: "wall budget"}
+
+
+def _stop_reason(stale: int, epoch: int, cfg: ClassifierConfig, elapsed: float) -> int:
+    if stale >= cfg.patience:
+        return 1
+    if epoch + 1 >= cfg.epochs:
+        return 2
+    if cfg.max_seconds is not None and elapsed >= cfg.max_seconds:
+        return 3
+    return 0
+
+
+class LrSchedule:
+    """Cosine decay to 0 at ``cfg.epochs``, or a plateau rule: halve the LR after ``plateau_patience`` stale epochs.
+
+    The plateau rule exists for the utility yardstick: a cosine schedule sized to an
+    epoch cap anneals to zero at the cap whether or not an arm has converged, so arms
+    with more (or slower-to-fit) data were judged half-trained. Under the plateau rule
+    only the validation curve lowers the LR, and early stopping ends the run.
+    """
+
+    def __init__(self, opt: torch.optim.Optimizer, cfg: ClassifierConfig):
+        self.opt, self.rule, self.patience = opt, cfg.schedule, cfg.plateau_patience
+        self.cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.schedule == "cosine" else None
+        self.stale = 0
+
+    def step(self, improved: bool) -> None:
+        if self.cosine is not None:
+            self.cosine.step()
+            return
+        self.stale = 0 if improved else self.stale + 1
+        if self.stale >= self.patience:
+            for group in self.opt.param_groups:
+                group["lr"] *= 0.5
+            self.stale = 0
 
 
 def train_classifier(

@@ -2,9 +2,13 @@
 
 Inception features (ImageNet, RGB, 299 px) are neither available offline nor
 meaningful for 64 px grayscale ultrasound, so every distribution metric here
-takes *features* from an in-domain encoder: the real-data classifier's
-penultimate layer (`busgen.measure.classify.embed`) or the self-supervised copy encoder
-(`busgen.measure.privacy.encoder.encode`). Numbers are comparable only within one encoder.
+takes *features* from an in-domain encoder. Reports use one: the frozen reference
+encoder shipped with the package (`busgen.measure.reference`), through
+`reference_fidelity`, which records the encoder's version and sha256 beside the
+numbers. Numbers are comparable only within one encoder.
+
+KID (unbiased) is the headline at small n, with an interval; FID is biased by n, so
+`reference_fidelity` computes it on equal-sized sets (the larger subsampled) and states n.
 
 * FID (Heusel et al. 2017) and KID (Binkowski et al. 2018, unbiased, fine for small sets);
 * precision / recall / density / coverage (Naeem et al. 2020, k = 5): fidelity and
@@ -220,3 +224,70 @@ def fidelity_report(
             "synthetic": ms_ssim_diversity(syn_images, syn_labels, seed=seed),
         }
     return report
+
+
+# Reference-encoder fidelity (what reports print)
+
+
+def kid_interval(
+    feats_a: np.ndarray, feats_b: np.ndarray, n_subsets: int = 100, seed: int = 0
+) -> dict[str, float]:
+    """Unbiased KID with a conservative 95% interval: mean ± 1.96 sd over half-size subsets.
+
+    Each subset draws half of each set without replacement; the spread of half-set
+    estimates is wider than the full-set estimate's, so the interval errs wide. Used
+    for the planted check "two disjoint real halves: KID's interval contains 0".
+    """
+    m = max(2, min(len(feats_a), len(feats_b)) // 2)
+    mean, sd = kernel_inception_distance(feats_a, feats_b, n_subsets=n_subsets, subset_size=m, seed=seed)
+    return {"kid": mean, "kid_ci_low": mean - 1.96 * sd, "kid_ci_high": mean + 1.96 * sd, "kid_subset": m}
+
+
+def fid_equal_n(feats_a: np.ndarray, feats_b: np.ndarray, seed: int = 0) -> tuple[float, int]:
+    """FID on equal-sized sets (the larger one subsampled, seeded): FID's bias depends on n, so n is stated."""
+    n = min(len(feats_a), len(feats_b))
+    rng = np.random.default_rng(seed)
+    a = feats_a if len(feats_a) == n else feats_a[np.sort(rng.choice(len(feats_a), n, replace=False))]
+    b = feats_b if len(feats_b) == n else feats_b[np.sort(rng.choice(len(feats_b), n, replace=False))]
+    return frechet_distance(a, b), n
+
+
+def reference_metrics(real_feats: np.ndarray, syn_feats: np.ndarray, k: int = 5, seed: int = 0) -> dict:
+    """KID with interval, FID at equal n (with n), PRDC of one pair of reference-feature sets."""
+    out = {"n_real": int(len(real_feats)), "n_synthetic": int(len(syn_feats))}
+    if min(len(real_feats), len(syn_feats)) < 4:
+        return out
+    out.update(kid_interval(real_feats, syn_feats, seed=seed))
+    out["fid"], out["fid_n"] = fid_equal_n(real_feats, syn_feats, seed=seed)
+    if min(len(real_feats), len(syn_feats)) > k:
+        out.update(prdc(real_feats, syn_feats, k))
+    return out
+
+
+def reference_fidelity(
+    real_images: np.ndarray,
+    syn_images: np.ndarray,
+    floor_images: np.ndarray | None = None,
+    k: int = 5,
+    seed: int = 0,
+    encoder=None,
+) -> dict:
+    """Fidelity of synthetic images against real ones in the reference encoder's space, with its identity.
+
+    Args:
+        real_images: held-out real images (uint8 (N, H, W)), e.g. the val split.
+        syn_images: synthetic images (any size; resized to the encoder's).
+        floor_images: a second held-out real set (e.g. test): the real-vs-real floor
+            ``real`` vs ``floor`` (what the metrics read when nothing differs).
+        encoder: a `busgen.measure.reference.ReferenceEncoder` (default: the shipped one).
+
+    Returns:
+        {"encoder": identity, "synthetic": metrics, "floor": metrics or None}.
+    """
+    from busgen.measure.reference import load_reference
+
+    enc = encoder or load_reference()
+    real = enc.features(real_images)
+    out = {"encoder": enc.identity(), "synthetic": reference_metrics(real, enc.features(syn_images), k, seed)}
+    out["floor"] = reference_metrics(real, enc.features(floor_images), k, seed) if floor_images is not None else None
+    return out

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from busgen.data.imageio import to_model_tensor
@@ -43,7 +43,21 @@ class ClassifierConfig(BaseModel):
     image_size: int = Field(64, description="inputs of another size are resized to this")
     epochs: int = Field(30, description="upper bound; early stopping usually ends sooner")
     batch_size: int = 64
-    lr: float = Field(1e-3, description="AdamW, cosine-decayed over `epochs`")
+    lr: float = Field(1e-3, description="AdamW peak learning rate (see `schedule`)")
+    schedule: Literal["cosine", "plateau"] = Field(
+        "cosine",
+        description="cosine: decay to 0 at `epochs`; plateau: constant LR halved after `plateau_patience` epochs "
+        "without validation improvement (no cap decides when the LR is spent: train to convergence)",
+    )
+    plateau_patience: int = Field(2, ge=1, description="plateau schedule: epochs without improvement before LR/2")
+    max_seconds: float | None = Field(
+        None, gt=0, description="wall budget of one training run (None = none); stops after the epoch that passes it"
+    )
+    budget_rule: Literal["converge", "equal_draws"] = Field(
+        "converge",
+        description="utility arms: converge = every arm's epoch is its own data, early stopping decides; "
+        "equal_draws = every arm draws `samples_per_epoch` images per epoch (the old, labelled variant)",
+    )
     weight_decay: float = 1e-4
     patience: int = Field(5, description="epochs without validation improvement before stopping")
     monitor: Literal["auc", "loss"] = Field("auc", description="early-stopping criterion on real validation data")
@@ -68,12 +82,24 @@ class ClassifierConfig(BaseModel):
     def yardstick(cls, **overrides) -> ClassifierConfig:
         """The steadier recipe the utility suites measure with (seed-to-seed AUC spread is their noise floor).
 
-        Cosine LR and early stopping on real validation AUC are always on; this adds label
+        Early stopping on real validation AUC is always on, under a plateau LR rule (no epoch
+        cap anneals an arm that is still improving: it trains to convergence); this adds label
         smoothing (less over-confident fits of ~450 images), an EMA of the weights (the
         selected checkpoint is an average, not one noisy SGD iterate) and flip
         test-time averaging (ultrasound is left-right symmetric in meaning).
         """
-        return cls(**{"label_smoothing": 0.1, "ema_decay": 0.98, "tta_flip": True, **overrides})
+        return cls(
+            **{"label_smoothing": 0.1, "ema_decay": 0.98, "tta_flip": True, "schedule": "plateau", **overrides}
+        )
+
+    @model_validator(mode="after")
+    def _equal_draws_needs_a_size(self) -> ClassifierConfig:
+        if self.budget_rule == "equal_draws" and not self.samples_per_epoch:
+            raise ValueError(
+                "error: budget_rule equal_draws needs samples_per_epoch (the draws every arm gets per epoch); "
+                "set it, or use budget_rule converge"
+            )
+        return self
 
 
 class BasicBlock(nn.Module):

@@ -6,8 +6,9 @@ support set:
 * ``domain_score``: the share of samples a target-vs-reference domain classifier
   (logistic regression on texture statistics and 8x8 thumbnails, trained on real
   images of both) assigns to the target. 1.0 = every sample looks like the new site.
-* ``fid``: Fréchet distance to held-out target images, on features of a copy
-  encoder trained here on the real images of both domains (no downloaded weights).
+* ``kid`` / ``fid``: unbiased KID and FID (equal n, ``fid_n``) against held-out target
+  images, on the frozen reference encoder (`busgen.measure.reference`; its label is in
+  every row), so K rows and runs compare.
 
 K = 0 rows score the unadapted base model, the baseline every K must beat.
 """
@@ -71,12 +72,17 @@ def fit_domain_classifier(target: np.ndarray, reference: np.ndarray):
 
 
 def score_samples(samples: np.ndarray, clf, encoder, held_out_feats: np.ndarray) -> dict:
-    from busgen.measure.fidelity import frechet_distance
-    from busgen.measure.privacy.encoder import encode
+    """Domain score and KID / FID (equal n) against held-out target images, on the reference encoder."""
+    from busgen.measure.fidelity import fid_equal_n, kid_interval
 
+    feats = encoder.features(samples)
+    fid, n = fid_equal_n(held_out_feats, feats)
     return {
         "domain_score": float(clf.predict(texture_features(samples)).mean()),
-        "fid": float(frechet_distance(encode(encoder, samples), held_out_feats)),
+        "kid": kid_interval(held_out_feats, feats)["kid"],
+        "fid": float(fid),
+        "fid_n": n,
+        "reference_encoder": encoder.label,
     }
 
 
@@ -90,18 +96,18 @@ def sample_for(model_dir: Path, class_names: list[str], domain: str | None, cfg:
 
 def run_few_shot(cfg: FewShotConfig) -> list[dict]:
     """Adapt per K, sample, score; writes ``results.json`` and ``results.csv``/``.parquet`` into ``cfg.out``."""
-    from busgen.measure.privacy.encoder import encode, train_copy_encoder
+    from busgen.measure.reference import load_reference
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     target, target_labels, _, _ = data.read_arrays(cfg.target_dir, split="train")
     reference, _, _, _ = data.read_arrays(cfg.reference_dir, split="train")
     clf = fit_domain_classifier(target, reference)
-    encoder = train_copy_encoder(np.concatenate([target, reference]), seed=cfg.seed)
+    encoder = load_reference()
     classes = sorted(set(target_labels))
     rows = []
     base_samples = sample_for(Path(cfg.base), classes, None, cfg)
-    rows.append({"shots": 0, "model": cfg.base, **score_samples(base_samples, clf, encoder, encode(encoder, target))})
+    rows.append({"shots": 0, "model": cfg.base, **score_samples(base_samples, clf, encoder, encoder.features(target))})
     for k in cfg.shots:
         t0 = time.time()
         adapted = adapt.adapt(
@@ -126,7 +132,7 @@ def run_few_shot(cfg: FewShotConfig) -> list[dict]:
                 "shots": k,
                 "model": str(adapted),
                 "seconds": round(time.time() - t0, 1),
-                **score_samples(samples, clf, encoder, encode(encoder, held_out)),
+                **score_samples(samples, clf, encoder, encoder.features(held_out)),
             }
         )
         print(f"[few_shot] K={k}: {rows[-1]}", flush=True)

@@ -25,6 +25,7 @@ the same images: the scaling curve varies data, not luck of the draw.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -141,23 +142,45 @@ def plan_phases(cfg) -> list[Phase]:
     return [_mix_phase("mix", parts)]
 
 
+def real_share(phase: Phase) -> float:
+    """Expected fraction of a phase's draws that are real images (its weights over real rows)."""
+    real = np.array([src != "synthetic" for src in phase.sources], dtype=bool)
+    total = float(phase.weights.sum())
+    return float(phase.weights[real].sum() / total) if total > 0 else 0.0
+
+
 def train_phases(cfg, phases: list[Phase], x_val: np.ndarray, y_val: np.ndarray):
     """Train the phases in order (each from the previous weights); returns (model, ClassifierConfig, history).
 
-    The classifier's ``samples_per_epoch``, when set, overrides each phase's own epoch
-    length (equal compute per arm); history rows carry their phase's index.
+    Budget rules (``classifier.budget_rule``):
+
+    * ``converge`` (default) -- each phase's epoch is its own data (the mix rule) and early
+      stopping on real validation ends it; the LR follows the classifier's ``schedule``.
+      ``max_seconds`` is the arm's whole wall budget: a two-phase recipe shares it (the
+      first phase gets half, the second what the first left), so fine-tuning is not
+      given twice the budget of a one-phase arm.
+    * ``equal_draws`` -- the labelled old variant: every phase draws ``samples_per_epoch``
+      images per epoch, whatever its data size (it starves arms with more data).
+
+    History rows carry their phase's index and ``real_draws``, the expected real images
+    drawn that epoch (real exposure per arm).
     """
     ccfg = cfg.classifier.model_copy(update={"seed": cfg.seed, "positive": cfg.positive})
     model, history = None, []
+    started = time.monotonic()
     for i, phase in enumerate(phases):
-        pcfg = ccfg.model_copy(
-            update={
-                "samples_per_epoch": ccfg.samples_per_epoch or phase.samples_per_epoch,
-                "lr": ccfg.lr * phase.lr_factor,
-            }
-        )
+        update = {"lr": ccfg.lr * phase.lr_factor}
+        if ccfg.budget_rule == "equal_draws":
+            update["samples_per_epoch"] = ccfg.samples_per_epoch
+        else:
+            update["samples_per_epoch"] = phase.samples_per_epoch
+            if ccfg.max_seconds is not None:  # an even share of what is left: phase 1 of 2 gets half
+                left = ccfg.max_seconds - (time.monotonic() - started)
+                update["max_seconds"] = max(left / (len(phases) - i), 1.0)
+        pcfg = ccfg.model_copy(update=update)
         model, hist = classify.train_classifier(
             phase.x, phase.y, x_val, y_val, pcfg, cfg.classes, sample_weights=phase.weights, init_model=model
         )
-        history += [{**h, "phase": float(i)} for h in hist]
+        share = real_share(phase)
+        history += [{**h, "phase": float(i), "real_draws": h.get("draws", 0.0) * share} for h in hist]
     return model, ccfg, history

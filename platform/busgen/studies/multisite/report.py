@@ -72,6 +72,7 @@ def rows_of(cfg: MultisiteConfig, results: list[tuple[Variant, EvalResult, str]]
                     "auc_cross": _auc(res, v.source, arm),
                     **{f"{k}_cross": x for k, x in dx.items()},
                     "fid": m.fid,
+                    "reference_encoder": m.reference_encoder,
                     "memorization_rate": m.memorization_rate,
                     "mia_auc": m.membership_auc,
                     **{f"auc_{n}": _auc(res, n, arm) for n in cfg.utility.external_test},
@@ -91,6 +92,14 @@ def _ci(r: dict, side: str) -> str:
     if r.get(f"delta_{side}") is None:
         return "-"
     return f"{_f(r[f'delta_{side}'], True)} [{_f(r[f'ci_low_{side}'], True)}, {_f(r[f'ci_high_{side}'], True)}]"
+
+
+def encoder_line(rows: list[dict]) -> str:
+    """Which feature space the FID column was measured in (rows of old runs carry none)."""
+    label = next((r["reference_encoder"] for r in rows if r.get("reference_encoder")), None)
+    if label:
+        return f"Reference encoder: **{label}** (FID (T) on equal-sized sets)."
+    return "Reference encoder: **none** (old instrument): FID (T) on each run's own classifier features."
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -231,6 +240,8 @@ def write(cfg: MultisiteConfig, domains, counts, results, timings: dict, seconds
         f"bootstrap 95% CI. Bold arm = the mix fixed up front ({cfg.headline_arm}). "
         f"Seeds {cfg.utility.seeds}, ratios {cfg.utility.ratios}"
         + (" (dry run: every size shrunk)." if cfg.dry_run else "."),
+        "",
+        encoder_line(rows),
         "",
         *table(rows),
         "",

@@ -13,11 +13,25 @@ def _tpr(row: dict) -> float:
     return max(v["tpr_at_1pct_fpr"] for v in row["dcr"].values())
 
 
+def encoder_line(results: dict) -> str:
+    """Which feature space the FID/KID column was measured in (old results: the per-run copy encoder)."""
+    ref = results.get("reference_encoder")
+    if ref:
+        n = next((r.get("fid_n") for r in results["rows"] if r.get("fid_n")), None)
+        return f"Reference encoder: **{ref['label']}**; FID on equal-sized sets (n={n}), unbiased KID."
+    return (
+        "Reference encoder: **none** (old instrument): FID on this run's copy encoder (L2-normalised "
+        "features, retrained per run), not comparable across runs."
+    )
+
+
 def table(results: dict) -> str:
     """Markdown: one line per strength; the default is marked with *."""
     pick = results["default"]["strength"]
+    new = bool(results.get("reference_encoder"))
+    fid_head = "KID / FID (reference enc.)" if new else "FID (copy enc.)"
     lines = [
-        "| alpha | FID (copy enc.) | synthetic-only AUC | memorisation | copies | DCR-MIA AUC pixel / feature "
+        f"| alpha | {fid_head} | synthetic-only AUC | memorisation | copies | DCR-MIA AUC pixel / feature "
         "| TPR@1%FPR (max) | img/s |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -25,8 +39,9 @@ def table(results: dict) -> str:
         dcr = r["dcr"]
         mark = " *" if r["strength"] == pick else ""
         feat = f"{dcr['feature']['auc']:.3f}" if "feature" in dcr else "-"
+        fid = f"{r['kid']:.4f} / {r['fid']:.3f}" if new else f"{r['fid']:.3f}"
         lines.append(
-            f"| {r['strength']:g}{mark} | {r['fid']:.3f} | {r['auc']:.3f} | {r['memorization_rate']:.3%} "
+            f"| {r['strength']:g}{mark} | {fid} | {r['auc']:.3f} | {r['memorization_rate']:.3%} "
             f"| {r['copy_rate']:.3%} | {dcr['pixel']['auc']:.3f} / {feat} | {_tpr(r):.3f} | {r['img_per_s']:.2f} |"
         )
     return "\n".join(lines)
@@ -54,7 +69,7 @@ def plot(results: dict, fp: Path) -> None:
             [r["memorization_rate"] for r in rows],
             [r["fid"] for r in rows],
             "memorisation rate",
-            "FID vs held-out (copy encoder)",
+            "FID vs held-out (reference encoder)" if results.get("reference_encoder") else "FID vs held-out (copy encoder)",
         ),
     )
     for ax, x, y, xl, yl in panels:
@@ -85,6 +100,8 @@ def write_report(results: dict, out: Path) -> None:
         f"(members: {cfg['member_split']}; non-members: {', '.join(cfg['heldout_splits'])}); "
         f"{cfg['n']} images per alpha, {cfg['sampler']} {cfg['steps']} steps, CFG {cfg['guidance']}, "
         f"threshold {cfg['threshold']}, window {tuple(cfg['window'])}; protection classifier: {results['protect']}.",
+        "",
+        encoder_line(results),
         "",
         table(results),
         "",

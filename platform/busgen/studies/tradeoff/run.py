@@ -3,8 +3,8 @@
 For each alpha (0 = unprotected) the same labels, boxes and seeds are sampled, so rows
 differ only by the protection. Each row measures
 
-* utility: FID against held-out real images (copy-encoder space: in-domain, trained on the
-  generator's training images) and the real-test AUC of a classifier trained on the
+* utility: KID and FID (equal n) against held-out real images on the frozen reference
+  encoder (`busgen.measure.reference`, named in the report) and the real-test AUC of a classifier trained on the
   synthetic set alone (``busgen.measure.classify.train_classifier``, validated on real val);
 * privacy: the memorisation rate (audit flags against the training images, pixel and
   copy-encoder space) and the DCR membership attack (members = the training split,
@@ -142,10 +142,9 @@ def measure(
     import torch
 
     from busgen.measure.classify import evaluate, train_classifier
-    from busgen.measure.fidelity import frechet_distance
+    from busgen.measure.fidelity import fid_equal_n, kid_interval
     from busgen.measure.metrics import label_indices
     from busgen.measure.privacy import audit, dcr
-    from busgen.measure.privacy.encoder import encode
     from busgen.model.classifier import ClassifierConfig, to_tensor
 
     members, held = real["members"], real["held"]
@@ -155,8 +154,12 @@ def measure(
     x_te = to_tensor(real["test"][0], ccfg.image_size)
     y_te = torch.from_numpy(label_indices(real["test"][1], classes))
     test = evaluate(model, x_te, y_te, classes, ccfg.positive)
+    syn_ref = real["reference"].features(syn)
+    fid, fid_n = fid_equal_n(real["held_ref"], syn_ref, seed=cfg.seed)
     return {
-        "fid": frechet_distance(encode(encoder, syn), real["held_feats"]),
+        "fid": fid,
+        "fid_n": fid_n,
+        "kid": kid_interval(real["held_ref"], syn_ref, seed=cfg.seed)["kid"],
         "auc": test["val_auc"],
         "accuracy": test["val_acc"],
         "classifier_epochs": len(history),
@@ -181,7 +184,8 @@ def run_tradeoff(cfg: TradeoffConfig, log=print) -> dict:
     """Sample, measure and report every strength; returns the results (also written to ``out/results.json``)."""
     import torch
 
-    from busgen.measure.privacy.encoder import CopyEncoderConfig, encode, train_copy_encoder
+    from busgen.measure.privacy.encoder import CopyEncoderConfig, train_copy_encoder
+    from busgen.measure.reference import load_reference
     from busgen.model import generator, protect
     from busgen.studies.tradeoff.report import write_report
     from busgen.train.protect import to_size
@@ -199,7 +203,8 @@ def run_tradeoff(cfg: TradeoffConfig, log=print) -> dict:
     encoder = train_copy_encoder(
         real["members"][0], epochs=cfg.encoder_epochs, seed=cfg.seed, cfg=CopyEncoderConfig(image_size=size)
     )
-    real["held_feats"] = encode(encoder, real["held"][0])
+    real["reference"] = load_reference()
+    real["held_ref"] = real["reference"].features(real["held"][0])
     domain = real["members"][3][0] if real["members"][3] and real["members"][3][0] in gen.domain_names else None
     labels = sample_plan(list(real["members"][1]), classes, cfg.n, cfg.seed)
     rows, out = [], Path(cfg.out)
@@ -231,6 +236,7 @@ def run_tradeoff(cfg: TradeoffConfig, log=print) -> dict:
     results = {
         "config": cfg.model_dump(mode="json"),
         "generator_model_id": gen.model_id,
+        "reference_encoder": real["reference"].identity(),
         "protect": {k: protect_meta.get(k) for k in ("protect_id", "fit_accuracy", "fitted", "epochs", "n_images")},
         "rows": rows,
         "default": choose_default(rows, cfg),
