@@ -144,7 +144,8 @@ def _train_epoch(
     cfg: ClassifierConfig,
     gen: torch.Generator,
     ema: WeightEma | None = None,
-) -> float:
+) -> tuple[float, int]:
+    """One pass over the loader; returns (mean loss, images drawn)."""
     model.train()
     device = next(model.parameters()).device
     total, n = 0.0, 0
@@ -158,7 +159,7 @@ def _train_epoch(
         if ema is not None:
             ema.update(model)
         total, n = total + loss.item() * len(yb), n + len(yb)
-    return total / max(n, 1)
+    return total / max(n, 1), n
 
 
 def fit(
@@ -201,12 +202,9 @@ def fit(
     history, best, best_state, stale = [], -np.inf, None, 0
     started = time.monotonic()
     for epoch in range(cfg.epochs):
-        record = {
-            "epoch": epoch,
-            "lr": opt.param_groups[0]["lr"],
-            "train_loss": _train_epoch(model, loader, opt, cfg, gen, ema),
-            "draws": float(len(sampler) * world_size),
-        }
+        lr = opt.param_groups[0]["lr"]
+        loss, drawn = _train_epoch(model, loader, opt, cfg, gen, ema)
+        record = {"epoch": epoch, "lr": lr, "train_loss": loss, "draws": float(drawn * world_size)}
         judged = ema.model if ema is not None else model
         record.update(evaluate(judged, x_val, y_val, class_names, cfg.positive))
         history.append(record)

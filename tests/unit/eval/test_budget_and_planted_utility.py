@@ -87,8 +87,8 @@ def test_converge_sizes_each_epoch_by_the_arms_own_data_and_records_real_exposur
     real = _real(tmp_path)
     syn = _copy_of_train(real, tmp_path / "copy", shuffle_labels=False)
     _, _, history, sizes = train_arm(_cfg(real, syn, 0, ratio=2))
-    assert {h["draws"] for h in history} == {3 * 120}  # real 120 + 2 x 120 synthetic per epoch
-    assert history[0]["real_draws"] == pytest.approx(120)
+    assert {h["draws"] for h in history} == {3 * 120 // 32 * 32}  # 120 real + 2 x 120 synthetic, whole batches
+    assert history[0]["real_draws"] == pytest.approx(history[0]["draws"] / 3)
     assert history[-1]["stop"] in (1.0, 2.0) and all(h["stop"] == 0 for h in history[:-1])
 
 
