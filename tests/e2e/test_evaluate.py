@@ -26,6 +26,7 @@ from busgen.eval import report as evalreport
 from busgen.eval import runner as evaluate
 from busgen.eval.results import EvalResult
 from busgen.eval.suites import SuiteConfig
+from busgen.measure.reference import REFERENCE_VERSION
 
 SIZE = 32
 
@@ -159,6 +160,10 @@ def test_fidelity_privacy_and_sampler_parts(suite_run):
     fid = result.fidelity
     assert set(fid.per_class) == {"benign", "malignant"} and np.isfinite(fid.overall.fid)
     assert 0 <= fid.detector.auc <= 1
+    ref = fid.reference  # the headline: the shipped reference encoder, named, with the real-vs-real floor
+    assert ref.encoder.name == REFERENCE_VERSION and ref.synthetic.fid_n == min(ref.synthetic.n_real, 48)
+    assert ref.floor is not None and np.isfinite(ref.synthetic.kid) and not fid.legacy
+    assert result.metrics.reference_encoder == ref.encoder.label and result.sampler_steps.encoder == ref.encoder
     priv = result.privacy
     assert priv.memorization.n_synthetic == 48
     assert 0 <= priv.membership.auc <= 1 and priv.membership.n_members == 24

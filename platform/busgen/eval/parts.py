@@ -179,6 +179,4 @@ def run_sampler_steps(
         cfg.resources_per_trial,
         cfg.max_concurrent_trials,
     )
-    return SamplerStepsResult(
-        rows=[SamplerStepsRow(**r) for r in rows], encoder=EncoderIdentity(**encoder.identity())
-    )
+    return SamplerStepsResult(rows=[SamplerStepsRow(**r) for r in rows], encoder=EncoderIdentity(**encoder.identity()))

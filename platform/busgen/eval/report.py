@@ -171,8 +171,9 @@ def reference_table(rep: Report, ref: ReferenceFidelity, what: str = "synthetic 
     rows = [_ref_row(what, ref.synthetic)]
     if ref.floor is not None:
         rows.append(_ref_row("floor: real val vs real test", ref.floor))
-    rep.table(["set", "n real", "n synthetic", "KID [95% CI]", "FID (n)", "precision", "recall", "density",
-               "coverage"], rows)
+    rep.table(
+        ["set", "n real", "n synthetic", "KID [95% CI]", "FID (n)", "precision", "recall", "density", "coverage"], rows
+    )
 
 
 def fidelity_section(rep: Report, fid: FidelityResult | None, out: Path) -> None:

@@ -252,7 +252,9 @@ class LrSchedule:
 
     def __init__(self, opt: torch.optim.Optimizer, cfg: ClassifierConfig):
         self.opt, self.rule, self.patience = opt, cfg.schedule, cfg.plateau_patience
-        self.cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.schedule == "cosine" else None
+        self.cosine = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.schedule == "cosine" else None
+        )
         self.stale = 0
 
     def step(self, improved: bool) -> None:

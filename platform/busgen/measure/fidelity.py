@@ -229,9 +229,7 @@ def fidelity_report(
 # Reference-encoder fidelity (what reports print)
 
 
-def kid_interval(
-    feats_a: np.ndarray, feats_b: np.ndarray, n_subsets: int = 100, seed: int = 0
-) -> dict[str, float]:
+def kid_interval(feats_a: np.ndarray, feats_b: np.ndarray, n_subsets: int = 100, seed: int = 0) -> dict[str, float]:
     """Unbiased KID with a conservative 95% interval: mean ± 1.96 sd over half-size subsets.
 
     Each subset draws half of each set without replacement; the spread of half-set

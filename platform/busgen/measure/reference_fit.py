@@ -99,16 +99,14 @@ def fit_reference(cfg: ReferenceFitConfig) -> Path:
         "sha256": file_sha256(weights),
         "config": ccfg.model_dump(mode="json"),
         "class_names": classes,
-        "trained_on": {
-            site: {"dataset": Path(p).name, "split": "train"} for site, p in cfg.datasets.items()
-        },
+        "trained_on": {site: {"dataset": Path(p).name, "split": "train"} for site, p in cfg.datasets.items()},
         "n_train": len(y_tr),
         "data_fingerprint": data_fingerprint(x_tr, y_tr),
         "best_val_auc": max(h["val_auc"] for h in history),
         "epochs": len(history),
         "torch": torch.__version__,
-        "command": "busgen reference-encoder " + " ".join(f"{k}={v}" for k, v in cfg.model_dump().items()
-                                                        if k not in ("datasets", "out")),
+        "command": "busgen reference-encoder "
+        + " ".join(f"{k}={v}" for k, v in cfg.model_dump().items() if k not in ("datasets", "out")),
     }
     card_path(cfg.version, out).write_text(json.dumps(card, indent=2, default=float) + "\n")
     return weights

@@ -88,9 +88,7 @@ class ClassifierConfig(BaseModel):
         selected checkpoint is an average, not one noisy SGD iterate) and flip
         test-time averaging (ultrasound is left-right symmetric in meaning).
         """
-        return cls(
-            **{"label_smoothing": 0.1, "ema_decay": 0.98, "tta_flip": True, "schedule": "plateau", **overrides}
-        )
+        return cls(**{"label_smoothing": 0.1, "ema_decay": 0.98, "tta_flip": True, "schedule": "plateau", **overrides})
 
     @model_validator(mode="after")
     def _equal_draws_needs_a_size(self) -> ClassifierConfig:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.data import write_parquet_dataset
 
 from busgen.data.phantom import make_phantom_arrays
 from busgen.eval.trials import UtilityTrialConfig, train_arm
 from busgen.eval.utility import recipes
 from busgen.measure import metrics
 from busgen.model import classifier
-from helpers.data import write_parquet_dataset
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -50,8 +50,14 @@ def _cfg(real_dir: str, syn_dir: str | None, seed: int, **kw) -> UtilityTrialCon
         width=8, blocks=(1, 1, 1, 1), image_size=SIZE, epochs=25, patience=4, batch_size=32, ema_decay=0.9
     )
     return UtilityTrialConfig(
-        real_dir=real_dir, synthetic_dir=syn_dir, classes=CLASSES, positive="malignant", classifier=clf,
-        artifacts_dir="unused", seed=seed, **kw,
+        real_dir=real_dir,
+        synthetic_dir=syn_dir,
+        classes=CLASSES,
+        positive="malignant",
+        classifier=clf,
+        artifacts_dir="unused",
+        seed=seed,
+        **kw,
     )
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.paths import SHARED
 from PIL import Image
 
 from busgen.measure import fidelity
 from busgen.measure.privacy.audit import detector_auc
 from busgen.measure.reference import REFERENCE_VERSION, card_path, file_sha256, load_reference, weights_path
-from helpers.paths import SHARED
 
 BUSI = SHARED / "data" / "busi128"
 
@@ -87,8 +87,9 @@ def test_fid_is_taken_at_equal_n_and_says_which_n():
 
 
 def _tiny_site(out: Path, seed: int) -> str:
-    from busgen.data.phantom import make_phantom_arrays
     from helpers.data import write_parquet_dataset
+
+    from busgen.data.phantom import make_phantom_arrays
 
     images, masks, labels = make_phantom_arrays(24, 32, seed)[:3]
     splits = ["train"] * 16 + ["val"] * 8
@@ -101,8 +102,9 @@ def test_the_fit_command_is_deterministic_byte_for_byte(tmp_path: Path):
     sites = {"a": _tiny_site(tmp_path / "a", 0), "b": _tiny_site(tmp_path / "b", 1)}
     hashes = []
     for run in ("one", "two"):
-        cfg = ReferenceFitConfig(datasets=sites, version="tiny", out=str(tmp_path / run), epochs=2, width=8,
-                                 image_size=32)
+        cfg = ReferenceFitConfig(
+            datasets=sites, version="tiny", out=str(tmp_path / run), epochs=2, width=8, image_size=32
+        )
         hashes.append(file_sha256(fit_reference(cfg)))
         assert load_reference("tiny", str(tmp_path / run)).card["n_train"] == 32
     assert hashes[0] == hashes[1]

@@ -69,7 +69,9 @@ def plot(results: dict, fp: Path) -> None:
             [r["memorization_rate"] for r in rows],
             [r["fid"] for r in rows],
             "memorisation rate",
-            "FID vs held-out (reference encoder)" if results.get("reference_encoder") else "FID vs held-out (copy encoder)",
+            "FID vs held-out (reference encoder)"
+            if results.get("reference_encoder")
+            else "FID vs held-out (copy encoder)",
         ),
     )
     for ax, x, y, xl, yl in panels:
