@@ -129,3 +129,16 @@ def test_paired_deltas_use_the_combined_interval(tmp_path):
         (expected.value, expected.ci_low, expected.ci_high, expected.case_sd)
     )
     assert d.ci_low < d.ci_seed_low < d.value < d.ci_seed_high < d.ci_high and d.n_runs == 3
+
+
+def test_one_seed_pair_reports_no_interval_rather_than_a_zero_width_one(tmp_path):
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 40)
+    trials = [_scored_trial(tmp_path, 0, 0, y, y + rng.normal(0, 1, 40))]
+    trials.append(_scored_trial(tmp_path, 1, 0, y, y + rng.normal(0, 1, 40)))
+    d = paired_deltas(trials, n_boot=50, resample_seeds=True)["real_test"][X1]
+    assert np.isnan(d.ci_low) and np.isnan(d.ci_high) and d.case_sd > 0 and d.n_runs == 1
+    assert d.text(signed=True).endswith("[n/a]")
+    assert (
+        report.verdict(d.model_copy(update={"value": 0.5}), 0.03) == "met on the point estimate, not resolved (no CI)"
+    )

@@ -35,6 +35,8 @@ def verdict(d: PairedDelta | None, target: float) -> str:
         return "not measured"
     if d.value < target:
         return f"missed by {target - d.value:.3f}"
+    if not np.isfinite(d.ci_low):  # one seed pair: no interval to resolve anything with
+        return "met on the point estimate, not resolved (no CI)"
     return "met" if d.ci_low >= target else "met on the point estimate, not resolved (CI crosses the target)"
 
 

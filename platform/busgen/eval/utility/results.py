@@ -36,7 +36,10 @@ class CI(Record):
     ci_high: float
 
     def text(self, signed: bool = False) -> str:
+        """``value [low, high]``; ``value [n/a]`` when there is no interval (e.g. a Δ over one seed pair)."""
         f = "{:+.3f}" if signed else "{:.3f}"
+        if not (np.isfinite(self.ci_low) and np.isfinite(self.ci_high)):
+            return f"{f.format(self.value)} [n/a]"
         return f"{f.format(self.value)} [{f.format(self.ci_low)}, {f.format(self.ci_high)}]"
 
 
