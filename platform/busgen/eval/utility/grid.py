@@ -3,7 +3,7 @@
 Recipes (fine-tune, confidence filter, guidance sweep, minority balance) and scaling
 points are arms of the same grid (`busgen.eval.utility.prep`); what each arm trains on
 is `busgen.eval.utility.recipes`. The yardstick's own noise and the scaling curve are
-summarised here from the trials (``yardstick_noise``, ``scaling_rows``).
+summarised here from the trials (``yardstick_noise``, ``yardstick_power``, ``scaling_rows``).
 """
 
 from __future__ import annotations
