@@ -84,10 +84,15 @@ def _deltas_section(rep: Report, util: UtilityResult, test_set: str, targets: Ut
     if not deltas:
         return
     summary = util.arm_summary(test_set)
+    how = (
+        "95% CI: mean ± t·√(sd²_seeds/n + var_cases), the seed spread by t and the test-case noise by a paired "
+        "bootstrap over cases, which cancels the test set's shared sampling noise"
+        if util.stats_version >= 2 and (targets is None or targets.delta_ci == "cases+seeds")
+        else "95% CI from a paired bootstrap over test cases, which cancels the test set's shared sampling noise"
+    )
     rep.text(
         "AUC difference vs real only on the same test cases (each seed paired with the real-only classifier of "
-        "that seed; mean over seeds; 95% CI from a paired bootstrap over test cases, which cancels the test set's "
-        "shared sampling noise):"
+        f"that seed; mean over seeds; {how}):"
     )
     rep.table(
         ["arm", "mean AUC", "Δ AUC vs real [95% CI]", "seeds"],
@@ -99,11 +104,12 @@ def _deltas_section(rep: Report, util: UtilityResult, test_set: str, targets: Ut
     )
     if targets is None:
         return
-    best = util.best_mix(test_set)
+    best = util.best_recipe(test_set)
+    what = "best mix on validation" if util.stats_version >= 2 else "best mix"
     lines = [
         _target_line("synthetic only vs real only", deltas.get(SYN_ONLY), targets.target_synthetic_only_delta),
         _target_line(
-            f"best mix ({best}) vs real only" if best else "best mix vs real only",
+            f"{what} ({best}) vs real only" if best else f"{what} vs real only",
             deltas.get(best) if best else None,
             targets.target_mixed_delta,
         ),

@@ -282,8 +282,12 @@ class EvalResult(Record):
                 h["auc_real_only"] = summary["real"].auc_mean
             candidates = set(u.recipe_arms()) | {SYN_ONLY}  # full-data arms, not scaling points
             mixed = {a: s for a, s in summary.items() if a in candidates}
+            # ranked on validation AUC from stats_version 2 (a winner picked on test AUC reports a test AUC biased
+            # up); older results keep the test-AUC ranking they were written with
+            rank = u.val_auc_means() if u.stats_version >= 2 else {a: s.auc_mean for a, s in mixed.items()}
+            mixed = {a: s for a, s in mixed.items() if a in rank}
             if mixed:
-                best = max(mixed, key=lambda a: mixed[a].auc_mean)
+                best = max(mixed, key=rank.get)
                 h.update(best_arm=best, auc_best_arm=mixed[best].auc_mean)
                 if "auc_real_only" in h:
                     h["delta_auc_best_vs_real"] = mixed[best].auc_mean - h["auc_real_only"]
@@ -291,7 +295,7 @@ class EvalResult(Record):
             deltas = u.deltas.get(REAL_TEST, {})
             if SYN_ONLY in deltas:
                 h["delta_auc_synthetic_only"] = deltas[SYN_ONLY].value
-            if best_mix := u.best_mix(REAL_TEST):
+            if (best_mix := u.best_recipe(REAL_TEST)) in deltas:
                 h["delta_auc_best_mixed"] = deltas[best_mix].value
         if f := self.fidelity:
             ref = f.reference

@@ -158,8 +158,8 @@ class UtilitySettings(_Section):
     seeds: list[int] = Field([0, 1, 2, 3, 4], description="classifier seeds per arm (spread of training noise)")
     recipes: RecipeSettings = RecipeSettings()
     scaling: ScalingSettings = ScalingSettings()
-    # paired-delta CI: "cases" resamples test cases (test-set noise only); "cases+seeds" also resamples
-    # the seed pairs, so the CI holds training noise too (the honest one with few seeds)
+    # paired-delta CI: "cases" resamples test cases (test-set noise only); "cases+seeds" adds training noise:
+    # t over the seed pairs combined with a paired bootstrap over cases (busgen.measure.stats.delta_interval)
     delta_ci: Literal["cases", "cases+seeds"] = "cases+seeds"
     external_test: dict[str, str] = Field({}, description="name -> dataset dir: train on this suite's data, test there")
     external_split: str | None = Field("test", description="split of the external datasets; None = every row")

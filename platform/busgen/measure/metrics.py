@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, roc_auc_score, roc_curve
 
+from busgen.measure.stats import rank_auc  # one AUC-per-column kernel for both modules
+
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
 
@@ -197,18 +199,6 @@ def paired_auc_delta(
     # one (N, 2 * runs) score matrix: bootstrap_ci resamples its rows, i.e. cases, jointly for all runs
     point, lo, hi = bootstrap_ci(mean_delta, y, np.concatenate([base, arm]).T, n_boot=n_boot, alpha=alpha, seed=seed)
     return {"value": point, "ci_low": lo, "ci_high": hi, "n_runs": runs}
-
-
-def rank_auc(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """ROC AUC of every column of ``scores`` (N, K) at once (Mann-Whitney U with midranks for ties)."""
-    from scipy.stats import rankdata
-
-    pos = np.asarray(y).astype(bool)
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if not n_pos or not n_neg:
-        return np.full(scores.shape[1], np.nan)
-    ranks = rankdata(scores, axis=0)
-    return (ranks[pos].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def _two_level_delta(y, base: np.ndarray, arm: np.ndarray, n_boot: int, alpha: float, seed: int) -> dict:

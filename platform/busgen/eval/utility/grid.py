@@ -3,19 +3,21 @@
 Recipes (fine-tune, confidence filter, guidance sweep, minority balance) and scaling
 points are arms of the same grid (`busgen.eval.utility.prep`); what each arm trains on
 is `busgen.eval.utility.recipes`. The yardstick's own noise and the scaling curve are
-summarised here from the trials (``yardstick_noise``, ``scaling_rows``).
+summarised here from the trials (``yardstick_noise``, ``yardstick_power``, ``scaling_rows``).
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from busgen.core.storage import resolve_location
 from busgen.eval import sweep
 from busgen.eval.data import SuiteData
-from busgen.eval.suites import SuiteConfig
+from busgen.eval.suites import SYN_ONLY, SuiteConfig
 from busgen.eval.trials import TrialArtifacts
 from busgen.eval.utility import prep as recipe_prep
 from busgen.eval.utility.results import (
@@ -27,7 +29,7 @@ from busgen.eval.utility.results import (
     UtilityResult,
     UtilityTrial,
 )
-from busgen.measure import metrics
+from busgen.measure import metrics, stats
 
 # scalars of a utility trial besides test-set metrics
 TRIAL_KEYS = ("val_auc", "epochs_run", "seconds", "artifacts", "n_real_train", "n_syn_train")
@@ -126,7 +128,9 @@ def summarise(cfg: SuiteConfig, trials: list[UtilityTrial], info: RecipeInfo | N
     """Trials -> the utility result: first-seed ROCs, paired deltas, scaling rows."""
     deltas = paired_deltas(trials, cfg.utility.n_boot, cfg.utility.delta_ci == "cases+seeds")
     seed = min((t.seed for t in trials), default=0)
-    result = UtilityResult(trials=trials, roc=first_seed_rocs(trials, seed), deltas=deltas, recipes=info)
+    result = UtilityResult(
+        trials=trials, roc=first_seed_rocs(trials, seed), deltas=deltas, recipes=info, stats_version=2
+    )
     result.scaling = {name: scaling_rows(result, name) for name in result.test_sets()}
     result.scaling = {k: v for k, v in result.scaling.items() if v}
     return result
@@ -211,7 +215,9 @@ def scaling_rows(util: UtilityResult, test_set: str) -> list[ScalingRow]:
 def yardstick_noise(util: UtilityResult, test_set: str) -> dict[str, float] | None:
     """The yardstick's own noise: real-only AUC sd over seeds and the smallest delta it can resolve.
 
-    ``resolvable_delta`` = 1.96 x sd x sqrt(2 / n_seeds): the 95% half-width of a
+    ``resolvable_delta`` is rendered for results before issue 26 only (``yardstick_power``
+    replaced it: it used z for t, one arm's sd for both and 50% power, so it promised about
+    a third of the effect a 5-seed study can find). It is 1.96 x sd x sqrt(2 / n_seeds): the 95% half-width of a
     difference of two arms' seed means when each carries the real-only seed-to-seed sd
     (training noise only; the paired test-case bootstrap covers the test set's noise).
     ``median_paired_half_width`` is the median half-width of the reported paired-delta CIs,
@@ -230,14 +236,51 @@ def yardstick_noise(util: UtilityResult, test_set: str) -> dict[str, float] | No
     }
 
 
+RESOLVE_TARGET = 0.02  # AUC difference the noise paragraph asks "how many seeds would resolve it?" about
+
+
+class ArmPower(NamedTuple):
+    """One arm vs real only on one test set: how small a Δ its seeds can find, and what finding 0.02 takes."""
+
+    arm: str
+    n_seeds: int
+    auc_sd: float
+    mde: float  # 80%-power minimum detectable effect (NaN below two seeds in either arm)
+    seeds_needed: float  # per arm, to resolve RESOLVE_TARGET at 80% power (inf: beyond stats.SEEDS_CAP)
+
+
+def yardstick_power(util: UtilityResult, test_set: str, target: float = RESOLVE_TARGET) -> list[ArmPower]:
+    """Per full-data arm vs real only: the 80%-power MDE from both arms' seed sds (Welch) and the seeds needed.
+
+    Both arms' spreads enter, not twice the real-only one: synthetic-trained arms often move
+    more from seed to seed, and the comparison is only as sharp as its noisier side.
+    """
+    summary = util.arm_summary(test_set)
+    real = summary.get("real")
+    if real is None or real.n_seeds < 2:
+        return []
+    arms = [a for a in util.arm_order() if a in summary and (a in util.recipe_arms() or a == SYN_ONLY)]
+    rows = []
+    for arm in arms:
+        s = summary[arm]
+        mde = stats.min_detectable_effect(s.auc_std, s.n_seeds, real.auc_std, real.n_seeds)
+        need = stats.seeds_needed(s.auc_std, real.auc_std, target) if s.n_seeds > 1 else float("nan")
+        rows.append(ArmPower(arm, s.n_seeds, s.auc_std, mde, need))
+    return rows
+
+
 def paired_deltas(
     trials: list[UtilityTrial], n_boot: int, resample_seeds: bool = False
 ) -> dict[str, dict[str, PairedDelta]]:
-    """Test set -> arm -> AUC(arm) - AUC(real only), seed-paired, with a paired bootstrap CI.
+    """Test set -> arm -> AUC(arm) - AUC(real only), seed-paired, with its 95% CI.
 
     Arms share their test cases, so the difference has a far tighter CI than either AUC;
     the synthetic-vs-real targets are judged on it. Seeds present in both arms are paired.
-    ``resample_seeds`` also resamples the seed pairs in each draw (CI includes training noise).
+    ``resample_seeds`` (``delta_ci: cases+seeds``) gives the interval that holds training noise
+    too: t over the seed pairs combined with a paired bootstrap over test cases
+    (`busgen.measure.stats.delta_interval`; a percentile bootstrap over 3-5 seed pairs
+    covers ~80%, not 95%). Without it, the percentile bootstrap over test cases alone
+    (test-set noise around these particular classifiers).
     """
     scores: dict[str, dict[str, dict[int, object]]] = {}  # test set -> arm -> seed -> CaseScores
     for t in trials:
@@ -259,13 +302,12 @@ def paired_deltas(
                     flush=True,
                 )
                 continue
-            delta = metrics.paired_auc_delta(
-                np.asarray(base[seeds[0]].positive),
-                [base[s].score for s in seeds],
-                [by_seed[s].score for s in seeds],
-                n_boot=n_boot,
-                resample_runs=resample_seeds and len(seeds) > 1,
-            )
+            y = np.asarray(base[seeds[0]].positive)
+            base_scores, arm_scores = [base[s].score for s in seeds], [by_seed[s].score for s in seeds]
+            if resample_seeds:
+                delta = asdict(stats.delta_interval(y, np.stack(base_scores), np.stack(arm_scores), n_boot))
+            else:
+                delta = metrics.paired_auc_delta(y, base_scores, arm_scores, n_boot=n_boot)
             out.setdefault(name, {})[arm] = PairedDelta(**delta)
     return out
 

@@ -7,6 +7,10 @@ only, three ways, because a point estimate inside the noise is not a result:
 * **met** -- the CI's lower bound clears the target (resolved);
 * **met on the point estimate, not resolved** -- the mean clears it, the CI does not;
 * **missed** -- the mean does not clear it.
+
+The "best recipe" is picked on mean validation AUC over seeds (results from issue 26 on,
+``stats_version`` 2), so the test Δ it is judged by was not also the contest that picked
+it; older results render as they were written (picked on the test Δ, 1.96·sd·√(2/n) noise floor).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import numpy as np
 from busgen.data.report import Report
 from busgen.eval import plots
 from busgen.eval.suites import REAL_TEST, SYN_ONLY, UtilitySettings
-from busgen.eval.utility.grid import yardstick_noise
+from busgen.eval.utility.grid import RESOLVE_TARGET, yardstick_noise, yardstick_power
 from busgen.eval.utility.results import PairedDelta, UtilityResult
+from busgen.measure import stats
 
 
 def _f(v, digits: int = 3) -> str:
@@ -30,18 +35,21 @@ def verdict(d: PairedDelta | None, target: float) -> str:
         return "not measured"
     if d.value < target:
         return f"missed by {target - d.value:.3f}"
+    if not np.isfinite(d.ci_low):  # one seed pair: no interval to resolve anything with
+        return "met on the point estimate, not resolved (no CI)"
     return "met" if d.ci_low >= target else "met on the point estimate, not resolved (CI crosses the target)"
 
 
 def target_lines(util: UtilityResult, test_set: str, settings: UtilitySettings) -> list[str]:
     """The two BUSGen targets on one test set, judged on the paired delta."""
     deltas = util.deltas.get(test_set, {})
-    best = util.best_mix(test_set)
+    best = util.best_recipe(test_set)
+    picked = "best recipe on validation" if util.stats_version >= 2 else "best recipe"
     out = []
     for what, d, t in (
         ("synthetic only vs real only", deltas.get(SYN_ONLY), settings.target_synthetic_only_delta),
         (
-            f"best recipe ({best or 'none'}) vs real only",
+            f"{picked} ({best or 'none'}) vs real only",
             deltas.get(best) if best else None,
             settings.target_mixed_delta,
         ),
@@ -65,7 +73,48 @@ def _recipe_table(rep: Report, util: UtilityResult) -> None:
     rep.table(header, rows)
 
 
+def _seeds(n: float) -> str:
+    if np.isnan(n):
+        return "n/a"
+    return f"> {stats.SEEDS_CAP:,}" if np.isinf(n) else f"{int(n):,}"
+
+
+def _power(rep: Report, util: UtilityResult) -> None:
+    """The noise paragraph from issue 26 on: real-only spread, then per arm the 80%-power MDE and seeds needed."""
+    sets = [s for s in util.test_sets() if yardstick_noise(util, s) is not None]
+    if not sets:
+        return
+    lines = []
+    for s in sets:
+        n = yardstick_noise(util, s)
+        lines.append(
+            f"- `{s}`: real-only AUC {_f(n['real_auc_mean'])} ± {_f(n['real_auc_sd'])} (sd over {n['n_seeds']} "
+            f"seeds); median half-width of the paired-Δ CIs = {_f(n['median_paired_half_width'])}."
+        )
+    rep.text("The yardstick's own noise:\n\n" + "\n".join(lines))
+    rep.text(
+        "Smallest Δ each arm can detect against real only with 80% power at the two-sided 5% level, from both "
+        "arms' seed spreads (MDE = (t.975 + t.80)·√(sd_arm²/n_arm + sd_real²/n_real), Welch df), and the seeds "
+        f"per arm that would resolve Δ = {RESOLVE_TARGET:g} (`busgen.measure.stats`):"
+    )
+    power = {s: {p.arm: p for p in yardstick_power(util, s)} for s in sets}
+    arms = [a for a in util.arm_order() if any(a in power[s] for s in sets)]
+    header = ["arm"] + [
+        h for s in sets for h in (f"{s} AUC sd", f"{s} MDE (80% power)", f"{s} seeds for {RESOLVE_TARGET:g}")
+    ]
+    rows = []
+    for a in arms:
+        row = [a]
+        for s in sets:
+            p = power[s].get(a)
+            row += [_f(p.auc_sd), _f(p.mde), _seeds(p.seeds_needed)] if p else ["n/a"] * 3
+        rows.append(row)
+    rep.table(header, rows)
+
+
 def _noise(rep: Report, util: UtilityResult) -> None:
+    if util.stats_version >= 2:
+        return _power(rep, util)
     lines = []
     for s in util.test_sets():
         n = yardstick_noise(util, s)
@@ -100,10 +149,13 @@ def _recipe_details(rep: Report, util: UtilityResult) -> None:
             for a in arms
         ]  # fmt: skip
         if rows:
-            best = max((r for r in rows if r[0] in summary), key=lambda r: summary[r[0]].auc_mean, default=None)
             rep.text("Guidance sweep (one synthetic set per guidance scale):")
             rep.table(["arm", "images", f"{REAL_TEST} AUC mean ± sd", "Δ vs real [95% CI]"], rows)
-            if best:
+            if util.stats_version >= 2:
+                val = util.val_auc_means()
+                if best := max((r[0] for r in rows if r[0] in val), key=val.get, default=None):
+                    rep.text(f"Trains best on validation (mean val AUC over seeds): **{best}**.")
+            elif best := max((r for r in rows if r[0] in summary), key=lambda r: summary[r[0]].auc_mean, default=None):
                 rep.text(f"Trains best on the mean: **{best[0]}** (compare the CIs before calling it).")
     for note in info.notes if info else []:
         rep.text(f"_Note: {note}._")
@@ -126,20 +178,31 @@ def _scaling(rep: Report, util: UtilityResult) -> None:
         rep.plot(f"scaling{suffix}.png", plots.scaling_curve(rows, name), f"AUC vs N on {name}")
 
 
+def _delta_ci_text(util: UtilityResult, settings: UtilitySettings) -> str:
+    """How the paired-Δ CIs were computed (`busgen.eval.utility.grid.paired_deltas`)."""
+    if util.stats_version < 2:  # as written before issue 26
+        return "paired bootstrap over " + (
+            "test cases and seed pairs" if settings.delta_ci == "cases+seeds" else "test cases"
+        )
+    if settings.delta_ci == "cases+seeds":
+        return "t over the seed pairs (training noise) combined with a paired bootstrap over test cases"
+    return "paired percentile bootstrap over test cases only (test-set noise; training noise left out)"
+
+
 def recipes_section(rep: Report, util: UtilityResult, settings: UtilitySettings) -> None:
     """Recipes x test sets, the yardstick's noise, verdicts per target and test set, recipe details, scaling."""
-    over = "test cases and seed pairs" if settings.delta_ci == "cases+seeds" else "test cases"
     rep.section(
         "Recipes and yardstick",
         "Every arm x test set: AUC mean ± sd over seeds, and the seed-paired AUC difference vs real only "
-        f"(95% CI: paired bootstrap over {over}).",
+        f"(95% CI: {_delta_ci_text(util, settings)}).",
     )
     _recipe_table(rep, util)
     _noise(rep, util)
     lines = [line for s in util.test_sets() for line in target_lines(util, s, settings)]
-    rep.text(
-        "Verdicts (judged on the paired Δ; **met** needs the CI's lower bound past the target):\n\n" + "\n".join(lines)
-    )
+    head = "Verdicts (judged on the paired Δ; **met** needs the CI's lower bound past the target)"
+    if util.stats_version >= 2:
+        head += ". The best recipe is the arm with the highest mean validation AUC over seeds, never the largest test Δ"
+    rep.text(head + ":\n\n" + "\n".join(lines))
     targets = (settings.target_synthetic_only_delta, settings.target_mixed_delta)
     for s in util.test_sets():
         if deltas := util.deltas.get(s):

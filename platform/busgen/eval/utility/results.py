@@ -36,14 +36,26 @@ class CI(Record):
     ci_high: float
 
     def text(self, signed: bool = False) -> str:
+        """``value [low, high]``; ``value [n/a]`` when there is no interval (e.g. a Δ over one seed pair)."""
         f = "{:+.3f}" if signed else "{:.3f}"
+        if not (np.isfinite(self.ci_low) and np.isfinite(self.ci_high)):
+            return f"{f.format(self.value)} [n/a]"
         return f"{f.format(self.value)} [{f.format(self.ci_low)}, {f.format(self.ci_high)}]"
 
 
 class PairedDelta(CI):
-    """AUC(arm) - AUC(real only) on the same test cases, mean over ``n_runs`` seed pairs."""
+    """AUC(arm) - AUC(real only) on the same test cases, mean over ``n_runs`` seed pairs.
+
+    Results from issue 26 on (``UtilityResult.stats_version`` 2, `busgen.measure.stats`):
+    ``ci_low``/``ci_high`` = mean ± t_{n-1}·√(sd_seed²/n + case_sd²), with its seed-only part
+    (t over the seed pairs) and ``case_sd`` (paired bootstrap over test cases) kept beside it.
+    Older results have none of the three (None), and one seed gives NaN widths.
+    """
 
     n_runs: int
+    ci_seed_low: float | None = None
+    ci_seed_high: float | None = None
+    case_sd: float | None = Field(None, description="sd of the seed-mean Δ over test-case resamples")
 
 
 class Roc(Record):
@@ -220,6 +232,10 @@ class UtilityResult(Record):
     deltas: dict[str, dict[str, PairedDelta]] = Field({}, description="test set -> arm -> vs real only")
     recipes: RecipeInfo | None = None
     scaling: dict[str, list[ScalingRow]] = Field({}, description="test set -> scaling points")
+    # 1 = results written before issue 26 (percentile bootstrap Δ CIs, the 1.96·sd·√(2/n) noise floor, best
+    # recipe picked on the test Δ); 2 = t + case-bootstrap Δ CIs, 80%-power MDE, best recipe picked on
+    # validation. Old files lack the key and so read, and render, as they were written.
+    stats_version: int = 1
 
     def rows(self) -> list[UtilityRow]:
         return [row for t in self.trials for row in t.rows()]
@@ -258,9 +274,32 @@ class UtilityResult(Record):
             for a, v in by_arm.items()
         }
 
+    def val_auc_means(self) -> dict[str, float]:
+        """Arm -> mean over seeds of the best real-validation AUC (successful trials with a finite one)."""
+        by_arm = defaultdict(list)
+        for t in self.trials:
+            if t.status == "ok" and t.val_auc is not None and np.isfinite(t.val_auc):
+                by_arm[t.arm].append(t.val_auc)
+        return {a: float(np.mean(v)) for a, v in by_arm.items()}
+
+    def best_on_validation(self) -> str | None:
+        """The real + synthetic arm (any recipe, full data) with the highest mean validation AUC.
+
+        Chosen on validation so that the test Δ it is then judged by is an honest estimate:
+        the arm with the largest test Δ among many carries the winner's curse, and its
+        unadjusted CI would overstate how sure the gain is.
+        """
+        val = self.val_auc_means()
+        mixed = [a for a in self.recipe_arms() if a in val]
+        return max(mixed, key=val.get) if mixed else None
+
     def best_mix(self, test_set: str = REAL_TEST) -> str | None:
-        """The real + synthetic arm (any recipe, full data) with the largest paired AUC gain over real only."""
+        """Results before issue 26 only: the arm with the largest paired AUC gain *on the test set* itself."""
         deltas = self.deltas.get(test_set, {})
         candidates = set(self.recipe_arms()) if self.trials else set(deltas)
         mixed = [a for a in deltas if a != SYN_ONLY and a in candidates]
         return max(mixed, key=lambda a: deltas[a].value) if mixed else None
+
+    def best_recipe(self, test_set: str = REAL_TEST) -> str | None:
+        """The "best recipe" a report judges: on validation (``stats_version`` 2), as written for older results."""
+        return self.best_on_validation() if self.stats_version >= 2 else self.best_mix(test_set)
