@@ -149,7 +149,8 @@ def operating_point(model, cfg: UtilityTrialConfig) -> float:
 def utility_trial(config: dict) -> dict:
     """Train one arm, test it on every test set, save its artifacts; returns flat metrics.
 
-    Keys: ``val_auc``, ``epochs_run``, ``seconds``, ``artifacts``, ``n_real_train``, ``n_syn_train``
+    Keys: ``val_auc``, ``epochs_run``, ``seconds``, ``artifacts``, ``n_real_train``, ``n_syn_train``,
+    ``draws``, ``real_draws``, ``stopped``
     and ``<test set>/<metric>``
     (the columns of `busgen.eval.results.ClassifierMetrics`).
     """
@@ -175,7 +176,9 @@ def utility_trial(config: dict) -> dict:
     artifacts = TrialArtifacts(config=cfg, reports=reports, scores=scores, history=history, sizes=sizes)
     (out_dir / ARTIFACTS_FILE).write_text(artifacts.model_dump_json())
     result = {"val_auc": best_val, "epochs_run": len(history), "seconds": time.time() - t0, "artifacts": str(out_dir)}
-    result.update(sizes)
+    from busgen.eval.utility.recipes import exposure
+
+    result.update(sizes, **exposure(history))
     for name, rep in reports.items():
         result.update({f"{name}/{k}": v for k, v in ClassifierMetrics.from_report(rep).model_dump().items()})
     return result

@@ -142,3 +142,12 @@ def test_a_two_phase_recipe_shares_one_wall_budget(tmp_path: Path, monkeypatch):
     train_arm(cfg)
     # phase 1 gets half; phase 2 gets what is left of the same 100 s (not a fresh 100 s)
     assert budgets[0] == pytest.approx(50.0) and 50.0 < budgets[1] < 100.0
+
+
+def test_exposure_sums_draws_and_names_the_stop_reason():
+    history = [
+        {"draws": 100.0, "real_draws": 50.0, "stop": 0.0},
+        {"draws": 100.0, "real_draws": 50.0, "stop": 1.0},
+    ]
+    assert recipes.exposure(history) == {"draws": 200.0, "real_draws": 100.0, "stopped": "converged (early stopping)"}
+    assert recipes.exposure([{"val_auc": 0.5}]) == {"draws": None, "real_draws": None, "stopped": None}  # old history

@@ -20,6 +20,7 @@ from busgen.eval.data import SuiteData
 from busgen.eval.suites import SYN_ONLY, SuiteConfig
 from busgen.eval.trials import TrialArtifacts
 from busgen.eval.utility import prep as recipe_prep
+from busgen.eval.utility import recipes
 from busgen.eval.utility.results import (
     ArmRoc,
     ClassifierMetrics,
@@ -32,7 +33,9 @@ from busgen.eval.utility.results import (
 from busgen.measure import metrics, stats
 
 # scalars of a utility trial besides test-set metrics
-TRIAL_KEYS = ("val_auc", "epochs_run", "seconds", "artifacts", "n_real_train", "n_syn_train")
+TRIAL_KEYS = (
+    "val_auc", "epochs_run", "seconds", "artifacts", "n_real_train", "n_syn_train", "draws", "real_draws", "stopped"
+)  # fmt: skip
 RECIPES_FILE = "recipes.json"  # <work>/recipes.json: what prepare_recipes made
 POINT_KEYS = ("recipe", "label", "series", "n_synthetic", "real_fraction")  # recipe keys a grid point may set
 
@@ -143,7 +146,9 @@ def trials_from_artifacts(artifacts_dir: str | Path) -> list[UtilityTrial]:
         art = TrialArtifacts.read(fp.parent)
         c = art.config
         keys = c.model_dump(include={"ratio", "synthetic_only", "seed", "recipe", "label", "series"})
-        keys.update(c.model_dump(include={"n_synthetic", "real_fraction"}), **art.sizes)
+        keys.update(
+            c.model_dump(include={"n_synthetic", "real_fraction"}), **art.sizes, **recipes.exposure(art.history)
+        )
         vals = [h["val_auc"] for h in art.history if np.isfinite(h["val_auc"])]
         trials.append(
             UtilityTrial(

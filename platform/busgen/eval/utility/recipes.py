@@ -184,3 +184,14 @@ def train_phases(cfg, phases: list[Phase], x_val: np.ndarray, y_val: np.ndarray)
         share = real_share(phase)
         history += [{**h, "phase": float(i), "real_draws": h.get("draws", 0.0) * share} for h in hist]
     return model, ccfg, history
+
+
+def exposure(history: list[dict]) -> dict:
+    """Compute an arm used, from its training history: draws, real draws, why it stopped (None for old histories)."""
+    if not history or "draws" not in history[-1]:
+        return {"draws": None, "real_draws": None, "stopped": None}
+    return {
+        "draws": float(sum(h["draws"] for h in history)),
+        "real_draws": float(sum(h.get("real_draws", 0.0) for h in history)),
+        "stopped": classify.STOP_REASONS.get(int(history[-1].get("stop", 0)), "running"),
+    }

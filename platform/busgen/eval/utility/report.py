@@ -73,6 +73,48 @@ def _recipe_table(rep: Report, util: UtilityResult) -> None:
     rep.table(header, rows)
 
 
+def _compute(rep: Report, util: UtilityResult, settings: UtilitySettings) -> None:
+    """Per arm: what it was trained with (reported, not equalised) -- epochs, draws, real exposure, why it stopped."""
+    ok = [t for t in util.trials if t.status == "ok" and t.draws is not None]
+    if not ok:
+        return
+    c = settings.classifier
+    if c.budget_rule == "equal_draws":
+        rule = f"**equal draws** (labelled variant: every arm draws {c.samples_per_epoch} images per epoch)"
+    else:
+        budget = f", wall budget {c.max_seconds:g} s per arm" if c.max_seconds else ""
+        rule = (
+            f"**converge**: each arm's epoch is its own data, {c.schedule} LR schedule, early stopping on real "
+            f"validation (patience {c.patience}), at most {c.epochs} epochs{budget}; "
+            "a two-phase recipe shares one budget"
+        )
+    rep.text(
+        f"Compute per arm (means over seeds; reported, not equalised). Budget rule: {rule}. Real passes = "
+        "expected real images drawn / real train images."
+    )
+    rows = []
+    for arm in util.arm_order():
+        ts = [t for t in ok if t.arm == arm]
+        if not ts:
+            continue
+        passes = [t.real_draws / t.n_real_train for t in ts if t.n_real_train]
+        stops = sorted({t.stopped for t in ts})
+        counts = ", ".join(f"{sum(t.stopped == x for t in ts)} {x}" for x in stops)
+        rows.append(
+            [
+                arm,
+                f"{np.mean([t.epochs_run for t in ts]):.1f}",
+                f"{np.mean([t.draws for t in ts]):,.0f}",
+                f"{np.mean(passes):.1f}" if passes else "0",
+                f"{np.mean([t.seconds for t in ts if t.seconds is not None]):.0f}"
+                if any(t.seconds for t in ts)
+                else "n/a",
+                counts,
+            ]
+        )
+    rep.table(["arm", "epochs", "images drawn", "real passes", "seconds", "stopped"], rows)
+
+
 def _seeds(n: float) -> str:
     if np.isnan(n):
         return "n/a"
@@ -197,6 +239,7 @@ def recipes_section(rep: Report, util: UtilityResult, settings: UtilitySettings)
         f"(95% CI: {_delta_ci_text(util, settings)}).",
     )
     _recipe_table(rep, util)
+    _compute(rep, util, settings)
     _noise(rep, util)
     lines = [line for s in util.test_sets() for line in target_lines(util, s, settings)]
     head = "Verdicts (judged on the paired Δ; **met** needs the CI's lower bound past the target)"

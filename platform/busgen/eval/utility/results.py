@@ -163,6 +163,12 @@ class UtilityTrial(Record):
     real_fraction: float = 1.0
     n_real_train: int | None = Field(None, description="unique images the classifier trained on")
     n_syn_train: int | None = None
+    # compute, reported (not equalised): None in results written before the converging yardstick
+    draws: float | None = Field(None, description="images drawn over all epochs and phases")
+    real_draws: float | None = Field(None, description="expected real images among them (real exposure)")
+    stopped: str | None = Field(
+        None, description="why training ended (last phase): converged / epoch cap / wall budget"
+    )
 
     @property
     def arm(self) -> str:
