@@ -166,3 +166,49 @@ def test_the_real_pair_trains_on_both_sites_train_splits_and_validates_and_tests
     assert not scfg.fidelity.enabled and not scfg.privacy.enabled
     tested = sha(*trial(st, v, real_dir).evaluation_sets()["b"])
     assert not tested & train  # S's train rows train it; only S's test rows test it
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _rows() -> list[dict]:
+    """Rows of one target x with source y: real only at K=5, the augmentation arms, the real T+S control."""
+    common = {"target": "x", "source": "y"}
+    aug = {"arm": "real+syn x4", "headline": True, "shots": "all", "val_per_class": "all"}
+    return [
+        {**common, "variant": "real only", "arm": "real", "shots": "5", "auc_in": 0.6, "auc_cross": 0.5}
+        | {"val_per_class": "5"},
+        {**common, "variant": "aug: real T only", "arm": "real", "shots": "all", "auc_in": 0.7, "auc_cross": 0.55}
+        | {"val_per_class": "all"},
+        {**common, **aug, "variant": "aug:y", "auc_in": 0.68, "auc_cross": 0.66}
+        | {"delta_cross": 0.11, "ci_low_cross": 0.02, "ci_high_cross": 0.2}
+        | {"delta_ts_cross": -0.04, "ci_low_ts_cross": -0.1, "ci_high_ts_cross": 0.03}
+        | {"delta_ts_in": 0.0, "ci_low_ts_in": -0.05, "ci_high_ts_in": 0.05},
+        {**common, "variant": REAL_TS, "arm": "real", "shots": "all", "auc_in": 0.69, "auc_cross": 0.70}
+        | {"val_per_class": "all"},
+    ]
+
+
+def test_the_report_sets_augmentation_against_the_real_pair_and_states_the_validation(tmp_path):
+    from busgen.studies.multisite import report
+    from busgen.studies.multisite.config import MultisiteConfig
+
+    cfg = MultisiteConfig(sites={"x": "/x", "y": "/y"}, targets=["x"], shots=[5, ALL], out=str(tmp_path))
+    rows = _rows()
+    (line,) = [x for x in report.target_check(cfg, rows) if "aug:y" in x]
+    assert "over real T only" in line and "vs real T+S (cross-site AUC 0.700): Δ -0.040 [-0.100, +0.030]" in line
+    assert "**does not beat** S's labelled images" in line
+    (text,) = report.instrument(cfg, rows)
+    assert "K images per class of T's val split" in text and "real T+S = one classifier" in text
+    assert any(f"| x (y) | {REAL_TS} | all | real | 0.690 |" in x for x in report.table(rows))
+    assert report.auc_vs_k(cfg, rows, tmp_path).stat().st_size > 0  # in-site vs K + the cross-site panel
+
+
+def test_rows_of_an_earlier_protocol_render_without_the_new_statements():
+    from busgen.studies.multisite import report
+    from busgen.studies.multisite.config import MultisiteConfig
+
+    cfg = MultisiteConfig(sites={"x": "/x", "y": "/y"}, targets=["x"])
+    old = [{k: v for k, v in r.items() if "ts_" not in k and k != "val_per_class"} for r in _rows()[:3]]
+    assert report.instrument(cfg, old) == []
+    assert not any("real T+S" in x for x in report.target_check(cfg, old))
