@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pyarrow as pa
@@ -113,10 +114,8 @@ def test_a_k_shot_suite_keeps_the_unseen_val_rows_as_fidelity_and_privacy_refere
 def test_a_work_dir_of_the_earlier_protocol_is_refused(sites, tmp_path):
     root, site_dirs = sites
     st = stages(root, site_dirs, tmp_path, shots=[5])
-    real_dir, _ = st.kreal("a", 5)
+    st.kreal("a", 5)
     marker = tmp_path / "work" / "kreal" / "a-k5" / "kreal.json"
-    import json
-
     record = json.loads(marker.read_text())
     del record["val_per_class"]
     marker.write_text(json.dumps(record))
