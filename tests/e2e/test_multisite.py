@@ -1,8 +1,9 @@
 """The multi-site protocol end to end at dry-run size on two phantom sites (devices a and b).
 
-Fast: both targets, foundation + few-shot by LoRA and by full fine-tune at K=5, in-site and
-cross-site AUC with paired CIs (utility only). Slow: every variant (target-only, joint, the
-device-augmentation arms) with FID, memorisation and membership inference.
+Fast: both targets, foundation + few-shot by LoRA and by full fine-tune at K=5 and the real T+S
+control, in-site and cross-site AUC with paired CIs (utility only). Slow: every variant (target-only,
+joint, the device-augmentation arms, each set against real T+S) with FID, memorisation and
+membership inference.
 Generators are untrained exports (plumbing, not quality: pretraining is tested elsewhere); the
 adapters really train (two Ray Train steps each). The bad-input rules are checked before any work.
 """
@@ -56,8 +57,8 @@ def test_each_target_is_adapted_from_the_other_site_and_tested_in_site_and_cross
     cfg, record = dry_run[target]
     rows = record["rows"]
     assert {r["target"] for r in rows} == {target} and {r["source"] for r in rows} == {source}
-    assert {r["variant"] for r in rows} == {"real only", method}
-    assert {r["shots"] for r in rows} == {"5"}
+    assert {r["variant"] for r in rows} == {"real only", method, "real T+S"}
+    assert {(r["shots"], r["val_per_class"]) for r in rows} == {("5", "5"), ("all", "all")}  # real T+S: K=all
     for r in rows:
         assert 0 <= r["auc_in"] <= 1 and 0 <= r["auc_cross"] <= 1  # T's test split and S's test split
         if r["variant"] == method:
@@ -67,6 +68,7 @@ def test_each_target_is_adapted_from_the_other_site_and_tested_in_site_and_cross
     out = cfg.work.parent / f"report_{target}"
     report = (out / "report.md").read_text()
     assert f"| {target} ({source}) | {method} | 5 |" in report and "Not run" in report
+    assert f"| {target} ({source}) | real T+S | all | real |" in report and "K images per class of T's val" in report
     for name in ("auc_vs_k.png", "samples_a.png", "samples_b.png", "results.csv"):
         assert (out / name).stat().st_size > 0
 
@@ -90,10 +92,13 @@ def test_every_variant_with_fidelity_and_privacy(sites, ray_local):
             f"aug:{source}",
             "aug:all",
             f"aug:{target}",
+            "real T+S",
         } <= variants
         for r in mine:
             if r["variant"] in ("target-only", "lora", "full", "joint"):
                 assert r["fid"] is not None and 0 <= r["memorization_rate"] <= 1 and 0 <= r["mia_auc"] <= 1
+            if r["variant"].startswith("aug:") and r["arm"] != "real":  # paired with the real T+S control
+                assert r["ci_low_ts_cross"] <= r["delta_ts_cross"] <= r["ci_high_ts_cross"]
 
 
 def test_support_set_is_seeded_recorded_and_the_same_for_every_arm(dry_run):
@@ -103,7 +108,12 @@ def test_support_set_is_seeded_recorded_and_the_same_for_every_arm(dry_run):
         train = {r["sha256"] for r in kreal if r["split"] == "train"}
         assert len(train) == 2 * 5  # K per class, the suite's two classes
         assert support_hashes(cfg.work / "adapted" / f"{target}-{method}-k5") == train  # the adapter's own record
-        assert {r["split"] for r in kreal} == {"train", "val", "test"}  # T's whole val/test split too
+        val = [r["label"] for r in kreal if r["split"] == "val"]  # early stopping / threshold: K per class at most
+        assert (
+            max(val.count(c) for c in cfg.classes) <= 5
+            and not {r["sha256"] for r in kreal if r["split"] == "val"} & train
+        )
+        assert {r["split"] for r in kreal} == {"train", "val", "val_heldout", "test"}  # T's whole val/test split too
 
 
 def test_a_finished_run_is_resumed_not_repeated(dry_run):
@@ -111,4 +121,4 @@ def test_a_finished_run_is_resumed_not_repeated(dry_run):
     timings = json.loads((cfg.work / "timings.json").read_text())
     again = run_multisite(cfg)  # every stage's output exists: nothing trains or evaluates again
     assert json.loads((cfg.work / "timings.json").read_text()) == timings
-    assert again["rows"] == 2
+    assert again["rows"] == 3  # real only, the adapted variant, real T+S

@@ -29,6 +29,7 @@ ALL = "all"  # K = every labelled train image of the target
 Shots = Union[int, Literal["all"]]
 VariantKind = Literal["target_only", "foundation", "joint"]
 JOINT = "joint"  # key of the joint generator in ``models``
+CROSS_SITE_SPLIT = "test"  # the source site's split behind the cross-site AUC, whatever utility.external_split says
 
 AdaptSection = _library_section(
     "AdaptSection",
@@ -74,6 +75,11 @@ class MultisiteConfig(_Section):
     )
     augmentation: bool = Field(
         True, description="device-type augmentation arms (joint generator, other domains' conditions)"
+    )
+    real_target_source: bool = Field(
+        True,
+        description="control arm 'real T+S': a classifier on T's and S's real labelled train images, no synthetic "
+        "(what S's labels alone buy cross-site, against the augmentation arms)",
     )
     support_seed: int = Field(0, description="seeds the K-shot support set: the same rows for every arm of a (T, K)")
     classes: list[str] = Field(["benign", "malignant"], description="task labels")
@@ -127,6 +133,13 @@ class MultisiteConfig(_Section):
             raise ValueError(f"positive={self.positive!r} is not one of classes={self.classes}")
         if self.privacy.member_dir:
             raise ValueError("privacy.member_dir is set per variant by the runner; leave it unset")
+        if self.utility.external_split not in (None, CROSS_SITE_SPLIT):
+            raise ValueError(
+                f"utility.external_split={self.utility.external_split!r}: the cross-site test is the source site's "
+                f"{CROSS_SITE_SPLIT!r} split alone (the runner tests a copy holding only those rows, in which "
+                f"{self.utility.external_split!r} selects nothing); set utility.external_split to "
+                f"{CROSS_SITE_SPLIT!r} or null (null: every row of the extra external_test sets)"
+            )
         return self
 
     @property

@@ -9,17 +9,24 @@ For every target site T (source S = the other site) and every K:
 each evaluated with the K real support images as the real arm. Then, with all of T's
 train split, the device-type augmentation arms: the joint generator sampled under S's
 domain (``aug:S``), under every known domain (``aug:all``) and under T's (``aug:T``, the
-same-domain control), each tested on S's test split too.
+same-domain control), each tested on S's test split too, beside the control ``real T+S``: a
+classifier on T's and S's real labelled train images, no generator, which tells "device-type
+augmentation helps cross-site" apart from "S's labelled images help".
+
+K-shot evaluations (K an integer) early-stop and pick their threshold on K images per class of
+T's val split (`busgen.studies.multisite.runner.cap_val`), never on the whole val split.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from busgen.studies.multisite.config import ALL, JOINT, MultisiteConfig, Shots
 
 TARGET_ONLY, JOINT_LABEL = "target-only", "joint"
 AUGMENT = "aug"
+REAL_TS = "real T+S"  # the real-data control of the augmentation arms (no generator)
 
 
 @dataclass(frozen=True)
@@ -28,9 +35,9 @@ class Variant:
 
     target: str  # site T
     source: str  # site S
-    label: str  # target-only | lora | full | joint | aug:<domain or all>
+    label: str  # target-only | lora | full | joint | aug:<domain or all> | real T+S
     shots: Shots  # K real images per class in the real arm ("all" = T's whole train split)
-    generator: str  # site name or "joint" (pretrained), or "adapted" (lora/full)
+    generator: str | None  # site name or "joint" (pretrained), "adapted" (lora/full), None (real T+S)
     domains: tuple[str, ...] = ()  # sites whose domain conditions the synthetic set is sampled under
 
     @property
@@ -42,9 +49,19 @@ class Variant:
         return self.label.startswith(AUGMENT)
 
     @property
+    def is_real_pair(self) -> bool:
+        """The ``real T+S`` control: T's and S's real train images, no synthetic set."""
+        return self.label == REAL_TS
+
+    @property
+    def caps_val(self) -> bool:
+        """A K-shot evaluation: its classifiers validate on K images per class of T's val split."""
+        return self.shots != ALL
+
+    @property
     def key(self) -> str:
-        """Folder-safe id, unique in the run: ``<T>-<label>-k<K>``."""
-        return f"{self.target}-{self.label.replace(':', '_')}-k{self.shots}"
+        """Folder-safe id, unique in the run: ``<T>-<label>-k<K>``, e.g. ``busi-aug_uclm-kall``, ``x-real_T_S-kall``."""
+        return f"{self.target}-{re.sub(r'[^A-Za-z0-9-]+', '_', self.label)}-k{self.shots}"
 
 
 def plan(cfg: MultisiteConfig) -> list[Variant]:
@@ -65,6 +82,8 @@ def plan(cfg: MultisiteConfig) -> list[Variant]:
                 Variant(t, s, f"{AUGMENT}:all", ALL, JOINT, tuple(sorted(cfg.sites))),
                 Variant(t, s, f"{AUGMENT}:{t}", ALL, JOINT, (t,)),
             ]
+        if cfg.real_target_source:
+            out.append(Variant(t, s, REAL_TS, ALL, None))
     return out
 
 
@@ -72,5 +91,6 @@ def generators_needed(cfg: MultisiteConfig, variants: list[Variant]) -> list[str
     """Pretrained generators the variants use: target sites, source sites (adapted from) and the joint one."""
     keys: set[str] = set()
     for v in variants:
-        keys.add(v.source if v.generator == "adapted" else v.generator)
+        if v.generator is not None:
+            keys.add(v.source if v.generator == "adapted" else v.generator)
     return sorted(keys - {JOINT}) + [JOINT] * (JOINT in keys)

@@ -3,6 +3,10 @@
 Rows come from each variant's `EvalResult`: in-site AUC (T's test split), cross-site AUC
 (S's test split), each with the seed-paired AUC difference to the real-only arm (the K real
 images alone) and its 95% CI, FID on T, memorisation rate and membership-inference AUC.
+The ``real T+S`` control (T's and S's real train images) is one row per target; each device
+augmentation arm also carries its seed-paired difference to it (``*_ts_cross``, ``*_ts_in``).
+Rows written before these fields existed (no ``val_per_class``, no ``real T+S`` row) render as
+they did.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ import numpy as np
 from busgen.core.storage import write_tables
 from busgen.eval.results import EvalResult
 from busgen.eval.suites import REAL_TEST, SYN_ONLY
-from busgen.studies.multisite.config import MultisiteConfig
-from busgen.studies.multisite.plan import Variant
+from busgen.studies.multisite.config import ALL, MultisiteConfig
+from busgen.studies.multisite.plan import REAL_TS, Variant
 
 RESULTS_JSON = "results.json"
 PLOT = "auc_vs_k.png"
 REAL_ONLY = "real only"
+AUG_REAL = "aug: real T only"  # the augmentation suites' real arm: all of T's train split
 COLORS = {REAL_ONLY: "k", "target-only": "tab:green", "lora": "tab:blue", "full": "tab:orange", "joint": "tab:purple"}
+COLORS |= {REAL_TS: "tab:red", AUG_REAL: "tab:gray"}
 
 
 def headline_arm(cfg: MultisiteConfig, result: EvalResult) -> str | None:
@@ -41,26 +47,64 @@ def _delta(result: EvalResult, test_set: str, arm: str) -> dict:
     return {} if d is None else {"delta": d.value, "ci_low": d.ci_low, "ci_high": d.ci_high, "n_runs": d.n_runs}
 
 
-def rows_of(cfg: MultisiteConfig, results: list[tuple[Variant, EvalResult, str]]) -> list[dict]:
-    """One row per (variant, K, synthetic arm), plus one real-only row per (target, K)."""
+def versus_real_pair(cfg: MultisiteConfig, results: list[tuple[Variant, EvalResult, str | None]]) -> dict:
+    """(target, augmentation label) -> test set -> arm -> seed-paired AUC(arm) - AUC(real T+S), from trial artifacts.
+
+    Both suites test on the same cases (T's test split, the copy of S's test split) with the same seeds,
+    so the augmentation arm and the real T+S classifier pair as the arms of one suite do.
+    """
+    from busgen.eval.utility.grid import paired_deltas
+
+    pair = {v.target: res for v, res, _ in results if v.is_real_pair and res.utility}
+    out = {}
+    for v, res, _ in results:
+        if not (v.is_augmentation and v.target in pair and res.utility):
+            continue
+        base = [t for t in pair[v.target].utility.trials if t.arm == "real"]
+        arms = [t for t in res.utility.trials if t.arm != "real"]
+        out[(v.target, v.label)] = paired_deltas(base + arms, cfg.utility.n_boot, cfg.utility.delta_ci == "cases+seeds")
+    return out
+
+
+def _pair_delta(deltas: dict, test_set: str, arm: str) -> dict:
+    d = deltas.get(test_set, {}).get(arm)
+    return {} if d is None else {"delta": d.value, "ci_low": d.ci_low, "ci_high": d.ci_high}
+
+
+def rows_of(cfg: MultisiteConfig, results: list[tuple[Variant, EvalResult, str | None]]) -> list[dict]:
+    """One row per (variant, K, synthetic arm), one real-only row per (target, K), one real T+S row per target.
+
+    ``val_per_class``: T's val images per class the row's classifiers early-stopped and thresholded on
+    (K for a K-shot row, ``all`` = T's whole val split).
+    """
     rows, seen_real = [], set()
+    vs_pair = versus_real_pair(cfg, results)
     for v, res, syn_dir in results:
         common = {"target": v.target, "source": v.source, "shots": str(v.shots)}
+        val = {"val_per_class": str(v.shots) if v.caps_val else ALL}
+        if v.is_real_pair:
+            rows.append(
+                {**common, "variant": REAL_TS, "arm": "real", "auc_in": _auc(res, REAL_TEST, "real")}
+                | {"auc_cross": _auc(res, v.source, "real"), **val}
+            )
+            continue
         if (v.target, v.shots) not in seen_real and not v.is_augmentation:
             seen_real.add((v.target, v.shots))
             rows.append(
                 {**common, "variant": REAL_ONLY, "arm": "real", "auc_in": _auc(res, REAL_TEST, "real")}
-                | {"auc_cross": _auc(res, v.source, "real")}
+                | {"auc_cross": _auc(res, v.source, "real"), **val}
             )
         if v.is_augmentation and (v.target, "aug-real") not in seen_real:
             seen_real.add((v.target, "aug-real"))
             rows.append(
-                {**common, "variant": "aug: real T only", "arm": "real", "auc_in": _auc(res, REAL_TEST, "real")}
-                | {"auc_cross": _auc(res, v.source, "real")}
+                {**common, "variant": AUG_REAL, "arm": "real", "auc_in": _auc(res, REAL_TEST, "real")}
+                | {"auc_cross": _auc(res, v.source, "real"), **val}
             )
         m = res.metrics
         for arm in [a for a in (res.utility.arm_order() if res.utility else []) if a != "real"]:
             din, dx = _delta(res, REAL_TEST, arm), _delta(res, v.source, arm)
+            ts = vs_pair.get((v.target, v.label), {})
+            tin, tx = _pair_delta(ts, REAL_TEST, arm), _pair_delta(ts, v.source, arm)
             rows.append(
                 {
                     **common,
@@ -71,11 +115,14 @@ def rows_of(cfg: MultisiteConfig, results: list[tuple[Variant, EvalResult, str]]
                     **{f"{k}_in": x for k, x in din.items()},
                     "auc_cross": _auc(res, v.source, arm),
                     **{f"{k}_cross": x for k, x in dx.items()},
+                    **{f"{k}_ts_in": x for k, x in tin.items()},
+                    **{f"{k}_ts_cross": x for k, x in tx.items()},
                     "fid": m.fid,
                     "reference_encoder": m.reference_encoder,
                     "memorization_rate": m.memorization_rate,
                     "mia_auc": m.membership_auc,
                     **{f"auc_{n}": _auc(res, n, arm) for n in cfg.utility.external_test},
+                    **val,
                     "synthetic_dir": syn_dir,
                 }
             )
@@ -115,8 +162,31 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _cross_site_bars(ax, rows: list[dict], target: str, source: str) -> None:
+    """Cross-site AUC at K=all: real T only, real T+S, and each augmentation arm (headline mix)."""
+    bars = [
+        (r["variant"], r["auc_cross"])
+        for r in rows
+        if r["target"] == target
+        and r["auc_cross"] is not None
+        and (r["variant"] in (AUG_REAL, REAL_TS) or (r["variant"].startswith("aug:") and r.get("headline")))
+    ]
+    names = [b[0] for b in bars]
+    colors = [COLORS.get(n, "tab:cyan") for n in names]
+    ax.bar(range(len(bars)), [b[1] for b in bars], color=colors)
+    ax.set_xticks(range(len(bars)), names, rotation=20, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.axhline(0.5, color="k", lw=0.5, ls=":")
+    ax.set_ylabel(f"AUC on {source} test (cross-site)")
+    ax.set_title(f"target {target}: all of T's train images", fontsize=9)
+
+
 def auc_vs_k(cfg: MultisiteConfig, rows: list[dict], out: Path) -> Path:
-    """In-site AUC vs K per target: real only, target-only, LoRA, full fine-tune, joint (headline mix)."""
+    """In-site AUC vs K per target: real only, target-only, LoRA, full, joint (headline mix), real T+S at K=all.
+
+    With a real T+S row, a second row of panels: cross-site AUC of real T only, real T+S and the
+    device-type augmentation arms, side by side.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,27 +194,32 @@ def auc_vs_k(cfg: MultisiteConfig, rows: list[dict], out: Path) -> Path:
 
     ks = [str(k) for k in sorted(cfg.shots, key=lambda k: (k == "all", k if k != "all" else 0))]
     targets = cfg.target_sites
-    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.6), squeeze=False)
+    cross = any(r["variant"] == REAL_TS for r in rows)
+    fig, axes = plt.subplots(1 + cross, len(targets), figsize=(5 * len(targets), 3.6 * (1 + cross)), squeeze=False)
     for ax, t in zip(axes[0], targets):
-        for variant in (REAL_ONLY, "target-only", "lora", "full", "joint"):
+        for variant in (REAL_ONLY, "target-only", "lora", "full", "joint", REAL_TS):
             pts = [
                 (ks.index(r["shots"]), r["auc_in"])
                 for r in rows
                 if r["target"] == t
                 and r["variant"] == variant
-                and (variant == REAL_ONLY or r.get("headline"))
+                and (variant in (REAL_ONLY, REAL_TS) or r.get("headline"))
                 and r["shots"] in ks
                 and r["auc_in"] is not None
             ]
             if pts:
                 x, y = zip(*sorted(pts))
-                ax.plot(x, y, "s--" if variant == REAL_ONLY else "o-", color=COLORS[variant], label=variant)
+                style = {REAL_ONLY: "s--", REAL_TS: "*"}.get(variant, "o-")
+                ax.plot(x, y, style, color=COLORS[variant], label=variant, markersize=10 if variant == REAL_TS else 6)
         ax.set_xticks(range(len(ks)), ks)
         ax.set_xlabel("K labelled target images per class")
         ax.set_ylabel(f"AUC on {t} test")
         ax.set_title(f"target {t} (source {cfg.source_of(t)})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    if cross:
+        for ax, t in zip(axes[1], targets):
+            _cross_site_bars(ax, rows, t, cfg.source_of(t))
     fig.tight_layout()
     path = out / PLOT
     fig.savefig(path, dpi=110)
@@ -189,6 +264,19 @@ def sample_grids(cfg: MultisiteConfig, domains: dict[str, str], results, out: Pa
     return paths
 
 
+def _versus_pair(r: dict, rows: list[dict]) -> str:
+    """``; vs real T+S ...`` for an augmentation row, when the run has the real T+S control ("" otherwise)."""
+    pair = next((x for x in rows if x["target"] == r["target"] and x["variant"] == REAL_TS), None)
+    if pair is None:
+        return ""
+    beats = (r.get("ci_low_ts_cross") or -1) > 0
+    verdict = f": **{'beats' if beats else 'does not beat'}** S's labelled images" if "delta_ts_cross" in r else ""
+    return (
+        f"; vs real T+S (cross-site AUC {_f(pair['auc_cross'])}): Δ {_ci(r, 'ts_cross')}{verdict} "
+        f"(in-site Δ {_ci(r, 'ts_in')})"
+    )
+
+
 def target_check(cfg: MultisiteConfig, rows: list[dict]) -> list[str]:
     """The issue's targets as measured: the K-shot gain at ``target_shots``, the augmentation's cross-site gain."""
     lines = []
@@ -210,12 +298,31 @@ def target_check(cfg: MultisiteConfig, rows: list[dict]) -> list[str]:
         lines.append(
             f"- {r['target']} device augmentation {r['variant']} ({r['arm']}): Δ cross-site AUC on "
             f"{r['source']} {_ci(r, 'cross')}: **{'raised' if ok else 'not raised'}** over real T only{vs_same}"
+            + _versus_pair(r, rows)
         )
     if not any(r["variant"] in ("lora", "full") and r["shots"] == k for r in rows):
         lines.append(f"- K={k} few-shot target: no finished LoRA / full fine-tune variant at K={k}")
     if not aug:
         lines.append("- device-type augmentation: no finished variant (needs the joint generator)")
     return lines
+
+
+def instrument(cfg: MultisiteConfig, rows: list[dict]) -> list[str]:
+    """What the classifiers validated on and which controls ran; nothing for rows from before these were recorded."""
+    if not any("val_per_class" in r for r in rows):
+        return []  # an earlier protocol's rows: K-shot arms validated on T's whole val split (its report says so)
+    pair = any(r["variant"] == REAL_TS for r in rows)
+    return [
+        f"Validation (early stopping and the Youden threshold): a K-shot row's classifiers use K images per class of "
+        f"T's val split (seed {cfg.support_seed}, none of them a support image; the rest of T's val split is a "
+        "fidelity/privacy reference only); `all` rows use T's whole val split. Cross-site = S's test split alone. "
+        + (
+            f"{REAL_TS} = one classifier on T's and S's real train images (no synthetic): the control that tells "
+            "device-type augmentation apart from S's labelled images (Δ vs real T+S: seed-paired, same cases)."
+            if pair
+            else f"No {REAL_TS} control in this run (`real_target_source: false`)."
+        )
+    ]
 
 
 def write(cfg: MultisiteConfig, domains, counts, results, timings: dict, seconds: float, pending=()) -> dict:
@@ -240,6 +347,7 @@ def write(cfg: MultisiteConfig, domains, counts, results, timings: dict, seconds
         f"bootstrap 95% CI. Bold arm = the mix fixed up front ({cfg.headline_arm}). "
         f"Seeds {cfg.utility.seeds}, ratios {cfg.utility.ratios}"
         + (" (dry run: every size shrunk)." if cfg.dry_run else "."),
+        *instrument(cfg, rows),
         "",
         encoder_line(rows),
         "",

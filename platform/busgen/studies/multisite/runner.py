@@ -5,7 +5,12 @@ adapter folder with ``busgen.json``, a synthetic set whose shards tile it, a K-r
 with ``kreal.json``, a suite folder with ``results.json``), so an interrupted run resumes
 where it stopped. Classifier training, fidelity and privacy are `busgen.eval.runner.run_suite`
 per variant, with the *K-real* dataset as its real data: T's K support rows per class as the
-train split (the very rows the adapter trained on, checked by hash) plus T's whole val/test.
+train split (the very rows the adapter trained on, checked by hash), T's test split, and as
+the val split (early stopping, the Youden threshold) K rows per class of T's val split for an
+integer K (`cap_val`; the rest of val is kept as ``val_heldout`` for fidelity and privacy only)
+or T's whole val split for ``all``. The cross-site test is a copy of S's test split alone
+(`Stages.cross_site`), whatever ``utility.external_split`` says. The ``real T+S`` control
+trains on T's and S's real train splits (`Stages.real_pair`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from busgen.core.timings import Timings
@@ -26,11 +30,14 @@ from busgen.eval.results import EvalResult
 from busgen.eval.runner import run_suite
 from busgen.eval.suites import SuiteConfig
 from busgen.studies.multisite import report
-from busgen.studies.multisite.config import ALL, JOINT, MultisiteConfig, Shots
+from busgen.studies.multisite.config import ALL, CROSS_SITE_SPLIT, JOINT, MultisiteConfig, Shots
 from busgen.studies.multisite.plan import Variant, generators_needed, plan
 
 KREAL_JSON = "kreal.json"
+PAIR_JSON = "real_pair.json"
+CROSS_JSON = "cross_site.json"
 TIMINGS_JSON = "timings.json"
+VAL_REST = "val_heldout"  # T's val rows a K-shot dataset does not validate on (fidelity / privacy reference only)
 
 
 class MultisiteError(ValueError):
@@ -73,6 +80,35 @@ def support_shots(shots: Shots, counts: dict[str, int]) -> int:
     return min(counts.values()) if shots == ALL else int(shots)
 
 
+def cap_val(val: pa.Table, shots: int, classes: list[str], seed: int, exclude: set[str]) -> pa.Table:
+    """At most K rows per class of a val split, seeded, none of them in ``exclude`` (the support set's sha256).
+
+    The rows not picked come back relabelled ``val_heldout``: classifiers never validate on them. Rows are
+    sorted by sha256 before the seeded draw (independent of Parquet file order), as `select_support` does.
+
+    Returns:
+        The val table with a ``split`` of ``val`` (at most K per class) or ``val_heldout`` on every row.
+    """
+    import numpy as np
+
+    labels = val.column(schema.LABEL).to_pylist()
+    hashes = val.column(schema.SHA256).to_pylist()
+    rng = np.random.default_rng([seed, 1])  # its own stream: never the support draw's
+    keep: set[int] = set()
+    for c in classes:
+        rows = sorted((i for i, x in enumerate(labels) if x == c and hashes[i] not in exclude), key=hashes.__getitem__)
+        keep |= {rows[int(j)] for j in rng.permutation(len(rows))[:shots]}
+    field = val.schema.field(schema.SPLIT)
+    split = pa.array(["val" if i in keep else VAL_REST for i in range(val.num_rows)]).cast(field.type)
+    return val.set_column(val.schema.get_field_index(schema.SPLIT), field, split)
+
+
+def val_counts(path: str, classes: list[str]) -> dict[str, int]:
+    """Class -> images of a dataset's val split: what its classifiers early-stop and pick thresholds on."""
+    labels = data.read_table(path, [schema.LABEL], split="val").column(schema.LABEL).to_pylist()
+    return {c: labels.count(c) for c in classes}
+
+
 # ----------------------------------------------------------------------------- stages
 
 
@@ -104,14 +140,25 @@ class Stages:
         return str(out)
 
     def kreal(self, target: str, shots: Shots) -> tuple[str, set[str]]:
-        """The K-real dataset of (T, K) and its support hashes: K rows per class of T's train + T's val/test."""
+        """The K-real dataset of (T, K) and its support hashes: K rows per class of T's train, T's val and test.
+
+        For an integer K the val split is capped at K rows per class (`cap_val`): a K-shot arm sees no
+        more labels of T than K per class for training and as many again for validation.
+        """
         from busgen.train.adapt import select_support
 
         out = self.work / "kreal" / f"{target}-k{shots}"
         marker = out / KREAL_JSON
         src = self.cfg.sites[target]
+        val_cap = ALL if shots == ALL else int(shots)
         if marker.is_file():
             record = json.loads(marker.read_text())
+            if "val_per_class" not in record:
+                raise MultisiteError(
+                    f"{out} was made by an earlier protocol (its classifiers validated on T's whole val split): "
+                    f"use another work_dir, or delete {self.work / 'kreal'} and {self.work / 'suites'} to re-run "
+                    "the evaluations"
+                )
             if Path(record["dataset"]).resolve() != Path(src).resolve() or record["seed"] != self.cfg.support_seed:
                 raise MultisiteError(
                     f"{out} was made from {record['dataset']} with seed {record['seed']}, not from {src} with "
@@ -122,14 +169,48 @@ class Stages:
             train = data.read_table(src, split="train", classes=self.cfg.classes)
         else:
             train = select_support(src, int(shots), self.cfg.classes, self.cfg.support_seed)
-        held = data.read_table(src, classes=self.cfg.classes)
-        held = held.filter(pc.invert(pc.equal(held.column(schema.SPLIT), "train")))
-        out.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.concat_tables([train, held.select(train.column_names)]), out / "part-00000.parquet")
         hashes = sorted(train.column(schema.SHA256).to_pylist())
+        val = data.read_table(src, split="val", classes=self.cfg.classes).select(train.column_names)
+        if shots != ALL:
+            val = cap_val(val, int(shots), self.cfg.classes, self.cfg.support_seed, set(hashes))
+        test = data.read_table(src, split="test", classes=self.cfg.classes).select(train.column_names)
+        out.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.concat_tables([train, val, test]), out / "part-00000.parquet")
         record = {"site": target, "dataset": src, "shots": shots, "seed": self.cfg.support_seed}
+        record |= {"val_per_class": val_cap, "val_counts": val_counts(str(out), self.cfg.classes)}
         marker.write_text(json.dumps(record | {"support_sha256": hashes}, indent=2))
         return str(out), set(hashes)
+
+    def real_pair(self, target: str, source: str) -> str:
+        """The ``real T+S`` dataset: T's and S's real train splits as train, T's whole val and test."""
+        out = self.work / "real_pair" / f"{target}+{source}"
+        marker = out / PAIR_JSON
+        t_dir, s_dir = (str(Path(self.cfg.sites[x]).resolve()) for x in (target, source))
+        record = {"target": t_dir, "source": s_dir, "classes": self.cfg.classes}
+        if marker.is_file():
+            if json.loads(marker.read_text()) != record:
+                raise MultisiteError(f"{out} was made from other sites or classes: use another work_dir or delete it")
+            return str(out)
+        t_rows = data.read_table(t_dir, classes=self.cfg.classes)
+        s_train = data.read_table(s_dir, split="train", classes=self.cfg.classes)
+        missing = sorted(set(t_rows.column_names) - set(s_train.column_names))
+        if missing:
+            raise MultisiteError(f"site {source!r} ({s_dir}) lacks columns {missing} of {target!r}: re-ingest it")
+        out.mkdir(parents=True, exist_ok=True)
+        table = pa.concat_tables([t_rows, s_train.select(t_rows.column_names).cast(t_rows.schema)])
+        pq.write_table(table, out / "part-00000.parquet")
+        marker.write_text(json.dumps(record, indent=2))
+        return str(out)
+
+    def cross_site(self, source: str) -> str:
+        """A copy of S's test split alone: the cross-site test set, which no setting can widen to S's train rows."""
+        out = self.work / "cross_site" / source
+        src = str(Path(self.cfg.sites[source]).resolve())
+        if not (out / CROSS_JSON).is_file() or json.loads((out / CROSS_JSON).read_text())["dataset"] != src:
+            out.mkdir(parents=True, exist_ok=True)
+            pq.write_table(data.read_table(src, split=CROSS_SITE_SPLIT), out / "part-00000.parquet")
+            (out / CROSS_JSON).write_text(json.dumps({"dataset": src, "split": CROSS_SITE_SPLIT}, indent=2))
+        return str(out)
 
     # -- generators
 
@@ -202,38 +283,54 @@ class Stages:
 
     # -- evaluation
 
-    def suite(self, v: Variant, real_dir: str, model: str, syn_dir: str) -> EvalResult:
-        """`run_suite` for one variant: K-real real arm, T test + S test (+ external sets), FID, privacy."""
-        out = self.work / "suites" / v.key
-        if (out / "results.json").is_file():
-            return EvalResult.read(out)
+    def suite_config(self, v: Variant, real_dir: str, model: str | None, syn_dir: str | None) -> SuiteConfig:
+        """The `run_suite` spec of one variant: its real arm, T test + S's test split (+ external sets), parts."""
         cfg = self.cfg
-        external = {v.source: str(Path(cfg.sites[v.source]).resolve())}
+        external = {v.source: self.cross_site(v.source)}
         clash = set(external) & set(cfg.utility.external_test)
         if clash:
             raise MultisiteError(f"utility.external_test names {sorted(clash)}, which are sites; rename them")
         external |= cfg.utility.external_test
-        parts = not v.is_augmentation or cfg.fidelity_privacy_on_augmentation
+        parts = syn_dir is not None and (not v.is_augmentation or cfg.fidelity_privacy_on_augmentation)
         # the generator's own T images are the members: the support set (adapted) or T's train split
         members = None if v.method else str(Path(cfg.sites[v.target]).resolve())
-        scfg = SuiteConfig(
+        rest = [VAL_REST] if v.caps_val else []  # T's val rows the classifiers do not see stay reference images
+        utility = cfg.utility.model_copy(update={"external_test": external})
+        if v.is_real_pair:  # real images only: one arm
+            utility = utility.model_copy(update={"ratios": [0], "synthetic_only": False})
+        fidelity, privacy = cfg.fidelity, cfg.privacy
+        return SuiteConfig(
             name=f"{cfg.name}-{v.key}",
             real_dir=real_dir,
             model=model,
             synthetic_dir=syn_dir,
-            out=str(out),
+            out=str(self.work / "suites" / v.key),
             classes=cfg.classes,
             positive=cfg.positive,
-            utility=cfg.utility.model_copy(update={"external_test": external}),
-            fidelity=cfg.fidelity.model_copy(update={"enabled": cfg.fidelity.enabled and parts}),
-            privacy=cfg.privacy.model_copy(update={"enabled": cfg.privacy.enabled and parts, "member_dir": members}),
+            utility=utility,
+            fidelity=fidelity.model_copy(
+                update={"enabled": fidelity.enabled and parts, "real_splits": fidelity.real_splits + rest}
+            ),
+            privacy=privacy.model_copy(
+                update={
+                    "enabled": privacy.enabled and parts,
+                    "member_dir": members,
+                    "heldout_splits": privacy.heldout_splits + rest,
+                }
+            ),
             resources_per_trial=cfg.resources_per_trial,
             max_concurrent_trials=cfg.max_concurrent_trials,
             torch_threads=cfg.torch_threads,
             dry_run=cfg.dry_run,
             tracking=cfg.tracking,
         )
-        return self.clock.timed(f"evaluate:{v.key}", run_suite, scfg)
+
+    def suite(self, v: Variant, real_dir: str, model: str | None, syn_dir: str | None) -> EvalResult:
+        """`run_suite` for one variant (reused when its folder holds a result)."""
+        out = self.work / "suites" / v.key
+        if (out / "results.json").is_file():
+            return EvalResult.read(out)
+        return self.clock.timed(f"evaluate:{v.key}", run_suite, self.suite_config(v, real_dir, model, syn_dir))
 
 
 # ----------------------------------------------------------------------------- run
@@ -254,11 +351,14 @@ def run_multisite(cfg: MultisiteConfig) -> dict:
     pending: list[str] = []
     for v in variants:
         needs = v.source if v.method else v.generator
-        if gens[needs] is None:
+        if needs is not None and gens[needs] is None:
             pending.append(f"{v.key} (generator {needs!r} missing)")
             continue
         if cfg.report_only and not (st.work / "suites" / v.key / "results.json").is_file():
             pending.append(f"{v.key} (not finished)")
+            continue
+        if v.is_real_pair:
+            results.append((v, st.suite(v, st.real_pair(v.target, v.source), None, None), None))
             continue
         real_dir, support = st.kreal(v.target, v.shots)
         if v.method:
