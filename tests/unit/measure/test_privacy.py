@@ -29,8 +29,10 @@ def train_set():
 
 
 @pytest.fixture(scope="module")
-def encoder(train_set):
-    return encoders.train_copy_encoder(train_set[0], epochs=40, seed=0, cfg=encoders.CopyEncoderConfig(image_size=SIZE))
+def encoder():
+    """Trained on phantoms disjoint from the training set it audits (one trained on that set is refused)."""
+    disjoint, _, _ = make_phantom_arrays(150, SIZE, seed=1)
+    return encoders.train_copy_encoder(disjoint, epochs=40, seed=0, cfg=encoders.CopyEncoderConfig(image_size=SIZE))
 
 
 def _shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
