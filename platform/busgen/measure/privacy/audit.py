@@ -3,7 +3,7 @@
 A generative model trained on patient images must not hand those images back.
 Three complementary checks:
 
-1. Nearest-neighbour memorisation audit: each synthetic image is matched to its
+1. Nearest-neighbour memorisation audit (exact, dense): each synthetic image is matched to its
    closest real *training* images in two spaces -- blurred, downsampled pixels
    (shifts and flips matched; Carlini et al.'s own space for near-exact copies)
    and the augmentation-invariant copy encoder of `busgen.measure.privacy.encoder`.
@@ -33,7 +33,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -165,47 +164,9 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
 
 
-def nearest_neighbours(
-    query_views: Sequence[np.ndarray], bank: np.ndarray, owner: np.ndarray, exclude_self: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Best cosine match of each query, over all its views, among the bank entries (exact faiss search).
-
-    Args:
-        query_views: one or more (M, D) unit-vector arrays, alternative views of the same M queries.
-        bank: (E, D) unit vectors of the training images (possibly several entries per image).
-        owner: (E,) training-image index of each bank entry.
-        exclude_self: the queries are the training images: ignore query i's own entries.
-
-    Returns:
-        (similarity (M,), training index (M,)).
-    """
-    index = faiss.IndexFlatIP(bank.shape[1])  # inner product of unit vectors = cosine
-    index.add(np.ascontiguousarray(bank, dtype=np.float32))
-    per_image = int(np.bincount(owner).max())
-    k = min(len(bank), 1 + (per_image if exclude_self else 0))  # own entries can fill the first ranks
-    m = len(query_views[0])
-    best_sim, best_nn = np.full(m, -np.inf), np.zeros(m, dtype=np.int64)
-    for view in query_views:
-        sims, idx = index.search(np.ascontiguousarray(view, dtype=np.float32), k)
-        own = owner[idx]
-        if exclude_self:
-            sims = np.where(own == np.arange(m)[:, None], -np.inf, sims)
-        col = sims.argmax(1)
-        sim, nn = sims[np.arange(m), col], own[np.arange(m), col]
-        better = sim > best_sim
-        best_sim[better], best_nn[better] = sim[better], nn[better]
-    return best_sim.astype(np.float64), best_nn
-
-
 def _distance(sim: np.ndarray) -> np.ndarray:
     """Euclidean distance between unit vectors with cosine `sim`."""
     return np.sqrt(np.clip(2.0 - 2.0 * sim, 0.0, None))
-
-
-def _bank(*entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Stack per-image entry arrays (e.g. original and flipped) and record each row's image index."""
-    n = len(entries[0])
-    return np.concatenate(entries), np.tile(np.arange(n), len(entries))
 
 
 def knn_k(n_train: int, cfg: AuditConfig) -> int:

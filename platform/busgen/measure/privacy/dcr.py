@@ -20,14 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from busgen.measure.privacy.audit import (
-    AuditConfig,
-    _bank,
-    _distance,
-    membership_auc,
-    nearest_neighbours,
-    pixel_descriptors,
-)
+from busgen.measure.privacy.audit import AuditConfig, _distance, knn_similarities, membership_auc, pixel_descriptors
 
 
 def closest_record_distance(queries: np.ndarray, synthetic: np.ndarray, encoder=None, cfg=None) -> np.ndarray:
@@ -36,15 +29,15 @@ def closest_record_distance(queries: np.ndarray, synthetic: np.ndarray, encoder=
     if encoder is None:
         centre = pixel_descriptors(synthetic, cfg)[0]
         entries = [centre] + ([pixel_descriptors(synthetic, cfg, flip=True)[0]] if cfg.match_flips else [])
-        sim, _ = nearest_neighbours(pixel_descriptors(queries, cfg), *_bank(*entries))
+        sim, _ = knn_similarities(pixel_descriptors(queries, cfg), entries, 1)
     else:
         from busgen.measure.privacy.encoder import encode
 
         entries = [encode(encoder, synthetic)]
         if cfg.match_flips:
             entries.append(encode(encoder, synthetic[:, :, ::-1].copy()))
-        sim, _ = nearest_neighbours([encode(encoder, queries)], *_bank(*entries))
-    return _distance(sim)
+        sim, _ = knn_similarities([encode(encoder, queries)], entries, 1)
+    return _distance(sim[:, 0])
 
 
 def split_non_members(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
