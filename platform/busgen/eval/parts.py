@@ -103,9 +103,16 @@ def run_privacy(
     member_dir = str(Path(p.member_dir).resolve()) if p.member_dir else real_dir
     members = data.splits(member_dir, [p.member_split] if p.member_split else None, None)
     syn, ids = data.synthetic_with_ids(syn_dir, cfg.classes)
-    enc = encoders.train_copy_encoder(
-        members[0], epochs=p.encoder_epochs, cfg=encoders.CopyEncoderConfig(image_size=members[0].shape[-1])
-    )
+    # The copy encoder learns on held-out images, never on the members it audits (none left: pixel-only audit)
+    reference = encoders.disjoint_images(data.splits(real_dir, p.heldout_splits, None)[0], members[0])
+    enc = None
+    if len(reference) >= 2:
+        enc = encoders.train_copy_encoder(
+            reference,
+            epochs=p.encoder_epochs,
+            cfg=encoders.CopyEncoderConfig(image_size=members[0].shape[-1]),
+            data=f"splits {'+'.join(p.heldout_splits)} of {real_dir}",
+        )
     audit = privacy.audit_memorization(syn, members[0], enc, syn_ids=ids)
     pairs = audit.closest_pairs(p.closest_pairs)
     privacy.save_closest_pairs_png(out / "nn_pairs.png", syn, members[0], pairs, p.closest_pairs)

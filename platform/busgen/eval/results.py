@@ -146,7 +146,9 @@ class Memorization(Record):
     n_flagged: int
     memorization_rate: float
     n_train_copied: int
-    config: dict[str, float | int | bool] = Field(description="the AuditConfig it ran with")
+    knn_k: int | None = Field(None, description="neighbours in the k-NN ratio's denominator")
+    encoder_data: str | None = Field(None, description="what trained the copy encoder (None: pixel-only audit)")
+    config: dict[str, float | int | bool | None] = Field(description="the AuditConfig it ran with")
     pixel: SpaceStats | None = None
     feature: SpaceStats | None = None
 

@@ -71,32 +71,45 @@ def share_filter_dir(
     that is neither a pixel copy nor a memorised near-copy, plus ``audit.json``, the audit
     record: inputs, fingerprints, whether the real-data check ran or was overridden,
     thresholds, counts, and the DCR membership attack (members = ``real_dir``'s ``split``,
-    non-members = its other splits) in pixel and copy-encoder space.
+    non-members = half of its other splits) in pixel and copy-encoder space. The copy encoder
+    trains on the other half of those splits (``copy_encoder`` names it); with fewer than 4
+    held-out images (or ``split`` None) there is none and the audit is pixel-only.
 
     Returns:
         The audit.json content: the record, the audit summary, ``rows_in``, ``rows_out`` and ``removed_ids``.
     """
     from busgen.measure.privacy import audit as privacy
     from busgen.measure.privacy import encoder as encoders
-    from busgen.measure.privacy.dcr import dcr_membership
+    from busgen.measure.privacy.dcr import dcr_membership, split_non_members
     from busgen.measure.privacy.listing import read_set
 
     if check_real:
         check_real_is_training_set(syn_dir, real_dir, split)
     real = read_splits(real_dir, [split] if split else None, None)[0]
     shared = read_set(syn_dir)
-    enc = encoders.train_copy_encoder(
-        real, epochs=encoder_epochs, seed=seed, cfg=encoders.CopyEncoderConfig(image_size=real.shape[-1])
-    )
-    audit = privacy.audit_memorization(shared.images, real, enc, syn_ids=shared.ids)
     held = [s for s in ("train", "val", "test") if s != split] if split else []
-    non_members = read_splits(real_dir, held, None)[0] if held else real[:0]
+    non_members = encoders.disjoint_images(read_splits(real_dir, held, None)[0], real) if held else real[:0]
+    # One half of the non-members trains the copy encoder, the other is the DCR attack's non-members:
+    # the encoder must know neither the members it audits nor the images the attack scores.
+    enc_images, attack_non_members = split_non_members(non_members, seed)
+    enc = None
+    if len(enc_images) >= 2:
+        enc = encoders.train_copy_encoder(
+            enc_images,
+            epochs=encoder_epochs,
+            seed=seed,
+            cfg=encoders.CopyEncoderConfig(image_size=real.shape[-1]),
+            data=f"half of splits {'+'.join(held)} of {Path(real_dir).resolve()}",
+        )
+    audit = privacy.audit_memorization(shared.images, real, enc, syn_ids=shared.ids)
     model_dir, model_fp = training_data_of(syn_dir) if (Path(syn_dir) / "manifest.json").is_file() else (None, None)
+    dcr = dcr_membership(real, attack_non_members, shared.images, enc) if len(attack_non_members) else None
     record = {
         "inputs": {"synthetic": str(Path(syn_dir).resolve()), "real": str(Path(real_dir).resolve()), "split": split},
         "generator": {"model": model_dir, "data_fingerprint": model_fp},
         "real_check": "matched" if check_real else "overridden (--no-check-real)",
-        "dcr_membership": dcr_membership(real, non_members, shared.images, enc) if len(non_members) else None,
+        "copy_encoder": audit.encoder_data or "none: fewer than 4 held-out images, pixel-only audit",
+        "dcr_membership": dcr,
         "risk_note": "dcr_membership and memorization measure the shared samples; model weights are not audited here",
     }
     return privacy.share_filter(syn_dir, out_dir, audit, record=record, table=shared.table)

@@ -209,7 +209,8 @@ class PrivacySettings(_Section):
     )
     member_split: str | None = Field("train", description="None = every row of member_dir")
     heldout_splits: list[str] = Field(
-        ["val", "test"], description="non-members: real images of real_dir the generator never saw"
+        ["val", "test"],
+        description="non-members: real images of real_dir the generator never saw (they also train the copy encoder)",
     )
     n_membership: int = Field(200, description="members and non-members each (fewer when fewer exist)")
     timesteps: list[int] = [50, 100, 200]

@@ -29,8 +29,10 @@ def train_set():
 
 
 @pytest.fixture(scope="module")
-def encoder(train_set):
-    return encoders.train_copy_encoder(train_set[0], epochs=40, seed=0, cfg=encoders.CopyEncoderConfig(image_size=SIZE))
+def encoder():
+    """Trained on phantoms disjoint from the training set it audits (one trained on that set is refused)."""
+    disjoint, _, _ = make_phantom_arrays(150, SIZE, seed=1)
+    return encoders.train_copy_encoder(disjoint, epochs=40, seed=0, cfg=encoders.CopyEncoderConfig(image_size=SIZE))
 
 
 def _shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -177,3 +179,31 @@ def test_detector_auc_chance_for_same_distribution_and_high_for_shifted():
     same = privacy.detector_auc(real, rng.standard_normal((200, 8)))
     shifted = privacy.detector_auc(real, rng.standard_normal((200, 8)) + 1.0)
     assert abs(same["auc"] - 0.5) < 0.1 and shifted["auc"] > 0.9
+
+
+def test_share_filter_dir_trains_its_encoder_on_held_out_images_only(tmp_path):
+    from helpers.data import write_parquet_dataset
+
+    from busgen.eval.share import share_filter_dir
+
+    images, masks, labels = make_phantom_arrays(40, SIZE, seed=11)
+    real = write_parquet_dataset(
+        tmp_path / "real", images, masks, labels, "phantom", ["train"] * 24 + ["val"] * 8 + ["test"] * 8
+    )
+    clean, _, clean_labels = make_phantom_arrays(6, SIZE, seed=12)
+    syn_dir = tmp_path / "syn"
+    syn_dir.mkdir()
+    syn = np.concatenate([images[:3], clean])  # rows 0-2 copy training images
+    table = pa.table({"image": [encode_png(i) for i in syn], "label": labels[:3] + clean_labels, "index": np.arange(9)})
+    pq.write_table(table, syn_dir / "part-0.parquet")
+    record = share_filter_dir(syn_dir, real, tmp_path / "shared", encoder_epochs=1, check_real=False)
+    assert set(record["removed_ids"]) >= {0, 1, 2} and record["knn_k"] == 3
+    assert record["copy_encoder"] == record["encoder_data"] and record["encoder_data"].startswith(
+        "half of splits val+test"
+    )
+    dcr = record["dcr_membership"]  # members = train (24); the other half of val+test (8) are the non-members
+    assert dcr["pixel"]["n_members"] == 24 and dcr["feature"]["n_non_members"] == 8
+    whole = share_filter_dir(syn_dir, real, tmp_path / "whole", split=None, encoder_epochs=1, check_real=False)
+    assert (
+        whole["encoder_data"] is None and whole["copy_encoder"].startswith("none") and whole["dcr_membership"] is None
+    )

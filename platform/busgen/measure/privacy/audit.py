@@ -3,14 +3,18 @@
 A generative model trained on patient images must not hand those images back.
 Three complementary checks:
 
-1. Nearest-neighbour memorisation audit (faiss): each synthetic image is matched
-   to its closest real *training* image in two spaces -- blurred, downsampled
-   pixels (catches verbatim copies) and the augmentation-invariant copy encoder
-   of `busgen.measure.privacy.encoder` (catches shifted / flipped / re-noised copies). A match
-   is suspicious when it is much closer than real training images are to each
-   other: the Carlini et al. (2023) style ratio d(syn, NN) / d(NN, NN's own NN)
-   adapts to how crowded that part of the data is, which a fixed similarity
-   threshold cannot.
+1. Nearest-neighbour memorisation audit (exact, dense): each synthetic image is matched to its
+   closest real *training* images in two spaces -- blurred, downsampled pixels
+   (shifts and flips matched; Carlini et al.'s own space for near-exact copies)
+   and the augmentation-invariant copy encoder of `busgen.measure.privacy.encoder`.
+   A match is a copy when it is much closer than the synthetic image's other
+   training neighbours: the Carlini et al. (2023) ratio d(syn, NN_1) / mean_{j<=k}
+   d(syn, NN_j), with k scaled to the training-set size (`knn_k`), is small -- or
+   when it is closer than an absolute similarity floor whatever the ratio. The
+   denominator is measured around the *synthetic* image, so a copy of a training
+   image that has near-duplicates in train (42% of BUSI train images do) still
+   gets a small ratio. The copy encoder must be trained on images disjoint from
+   the audited members (checked here; the audit records what trained it).
 2. Membership inference by denoising error (Carlini et al. 2023; Matsumoto et al.
    2023): a memorising diffusion model denoises its training images better than
    unseen ones. The attack takes any ``denoise_fn`` so it plugs into whichever
@@ -29,7 +33,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -47,10 +50,14 @@ class AuditConfig:
     max_shift_px: int = 2  # match translations up to this many px at pixel_size (25 views at 2)
     match_flips: bool = True  # also match horizontally flipped training images (probe orientation varies)
     similar_threshold: float = 0.5  # report the share of synthetic images with top-1 cosine above this
-    copy_pixel_sim: float = 0.98  # pixel cosine >= this: verbatim copy whatever the ratio
-    copy_ratio: float = 1 / 3  # pixel-space ratio <= this: copy (Carlini et al. use 1/3)
-    mem_ratio: float = 1 / 3  # encoder-space ratio <= this: memorised (near copy under edits the encoder ignores)
+    knn_per: int = 20  # k of the ratio's denominator = n_train / knn_per (a 5% neighbourhood) ...
+    knn_min: int = 3  # ... at least this (k = 2 misses shifted copies of duplicated members, docs/privacy.md)
+    knn_max: int = 50  # ... at most this (Carlini et al.'s k)
+    copy_pixel_sim: float = 0.98  # pixel cosine >= this: copy whatever the ratio (the absolute floor)
+    copy_ratio: float = 1 / 3  # pixel-space k-NN ratio <= this: copy (Carlini et al. use 1/3)
+    mem_ratio: float = 0.15  # encoder-space k-NN ratio <= this: memorised (1/3 flagged 1.2% of fresh phantoms)
     mem_min_sim: float = 0.5  # ... and encoder cosine at least this (guards isolated outliers)
+    mem_floor: float | None = None  # encoder cosine >= this: memorised whatever the ratio (off: fresh NN reach 0.98)
 
 
 @dataclass
@@ -60,13 +67,15 @@ class MemorizationAudit:
     ids: np.ndarray  # identifier of each synthetic row (its `index` column, or position)
     pixel_sim: np.ndarray  # cosine to the nearest training image, pixel space
     pixel_nn: np.ndarray  # index of that training image
-    pixel_ratio: np.ndarray  # d(syn, NN) / d(NN, NN's nearest other training image)
+    pixel_ratio: np.ndarray  # d(syn, NN_1) / mean of d(syn, NN_j), j = 1..k (k nearest training images)
     feature_sim: np.ndarray  # same three in copy-encoder space (nan when no encoder was given)
     feature_nn: np.ndarray
     feature_ratio: np.ndarray
     is_copy: np.ndarray  # bool, pixel-space near-duplicate
     is_memorized: np.ndarray  # bool, encoder-space near-duplicate
     config: AuditConfig = field(default_factory=AuditConfig)
+    k: int = 0  # neighbours in the ratio's denominator (`knn_k` of the training-set size)
+    encoder_data: str | None = None  # what trained the copy encoder (None: pixel-only audit)
 
     @property
     def flagged(self) -> np.ndarray:
@@ -93,6 +102,8 @@ class MemorizationAudit:
             "n_flagged": int(self.flagged.sum()),
             "memorization_rate": float(self.flagged.sum() / n) if n else 0.0,
             "n_train_copied": int(len(self.training_images_copied)),
+            "knn_k": int(self.k),
+            "encoder_data": self.encoder_data,
             "config": asdict(self.config),
         }
         for space, sim, ratio in (
@@ -153,59 +164,64 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
 
 
-def nearest_neighbours(
-    query_views: Sequence[np.ndarray], bank: np.ndarray, owner: np.ndarray, exclude_self: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Best cosine match of each query, over all its views, among the bank entries (exact faiss search).
-
-    Args:
-        query_views: one or more (M, D) unit-vector arrays, alternative views of the same M queries.
-        bank: (E, D) unit vectors of the training images (possibly several entries per image).
-        owner: (E,) training-image index of each bank entry.
-        exclude_self: the queries are the training images: ignore query i's own entries.
-
-    Returns:
-        (similarity (M,), training index (M,)).
-    """
-    index = faiss.IndexFlatIP(bank.shape[1])  # inner product of unit vectors = cosine
-    index.add(np.ascontiguousarray(bank, dtype=np.float32))
-    per_image = int(np.bincount(owner).max())
-    k = min(len(bank), 1 + (per_image if exclude_self else 0))  # own entries can fill the first ranks
-    m = len(query_views[0])
-    best_sim, best_nn = np.full(m, -np.inf), np.zeros(m, dtype=np.int64)
-    for view in query_views:
-        sims, idx = index.search(np.ascontiguousarray(view, dtype=np.float32), k)
-        own = owner[idx]
-        if exclude_self:
-            sims = np.where(own == np.arange(m)[:, None], -np.inf, sims)
-        col = sims.argmax(1)
-        sim, nn = sims[np.arange(m), col], own[np.arange(m), col]
-        better = sim > best_sim
-        best_sim[better], best_nn[better] = sim[better], nn[better]
-    return best_sim.astype(np.float64), best_nn
-
-
 def _distance(sim: np.ndarray) -> np.ndarray:
     """Euclidean distance between unit vectors with cosine `sim`."""
     return np.sqrt(np.clip(2.0 - 2.0 * sim, 0.0, None))
 
 
+def knn_k(n_train: int, cfg: AuditConfig) -> int:
+    """Neighbours in the ratio's denominator: n_train / knn_per, clipped to [knn_min, knn_max] and to n_train.
+
+    A fixed k = 50 is a third of a 140-image support set: the denominator then reaches
+    far-away images and fresh non-members get small ratios (median 0.32 on one such set).
+    """
+    return int(min(n_train, np.clip(round(n_train / cfg.knn_per), cfg.knn_min, cfg.knn_max)))
+
+
+def knn_similarities(
+    query_views: Sequence[np.ndarray], entries: Sequence[np.ndarray], k: int, chunk: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine of each query to its k most similar training images (exact, dense).
+
+    Args:
+        query_views: one or more (M, D) unit-vector arrays, alternative views of the same M queries.
+        entries: one or more (N, D) unit-vector arrays, alternative entries of the same N training
+            images (e.g. original and flipped); an image's similarity is its best view x entry.
+        k: neighbours kept, 1 <= k <= N.
+
+    Returns:
+        (similarity (M, k) sorted high to low, training index (M, k)).
+    """
+    m = len(query_views[0])
+    sims, idx = np.zeros((m, k)), np.zeros((m, k), dtype=np.int64)
+    for start in range(0, m, chunk):
+        best = None  # (c, N): best view x entry per training image
+        for view in query_views:
+            q = view[start : start + chunk]
+            s = np.max([q @ e.T for e in entries], axis=0)
+            best = s if best is None else np.maximum(best, s)
+        top = np.argpartition(-best, k - 1, axis=1)[:, :k]
+        top_sim = np.take_along_axis(best, top, 1)
+        order = np.argsort(-top_sim, axis=1, kind="stable")
+        sims[start : start + chunk] = np.take_along_axis(top_sim, order, 1)
+        idx[start : start + chunk] = np.take_along_axis(top, order, 1)
+    return sims, idx
+
+
 def _space_audit(
-    syn_views: Sequence[np.ndarray], train_views: Sequence[np.ndarray], bank: np.ndarray, owner: np.ndarray
+    syn_views: Sequence[np.ndarray], entries: Sequence[np.ndarray], k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(top-1 sim, NN index, Carlini distance ratio) of synthetic vs training images in one space."""
-    sim, nn = nearest_neighbours(syn_views, bank, owner)
-    train_sim, _ = nearest_neighbours(train_views, bank, owner, exclude_self=True)
-    d_syn, d_train = _distance(sim), _distance(train_sim[nn])
-    # A training image with an exact duplicate in train has d_train = 0: only exact copies get ratio 0 there.
-    ratio = np.where(d_train > 1e-6, d_syn / np.maximum(d_train, 1e-6), np.where(d_syn > 1e-6, np.inf, 0.0))
-    return sim, nn, ratio
+    """(top-1 sim, NN index, Carlini k-NN ratio) of synthetic vs training images in one space.
 
-
-def _bank(*entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Stack per-image entry arrays (e.g. original and flipped) and record each row's image index."""
-    n = len(entries[0])
-    return np.concatenate(entries), np.tile(np.arange(n), len(entries))
+    The ratio d(syn, NN_1) / mean_{j<=k} d(syn, NN_j) is measured around the synthetic image:
+    a copy of a training image that has near-duplicates in train has d(syn, NN_1) ~ 0 while
+    the mean still reaches its other neighbours, so it is flagged (the old denominator,
+    d(NN_1, NN_1's own nearest training image), was ~0 there too and such copies never passed).
+    """
+    sims, idx = knn_similarities(syn_views, entries, k)
+    d = _distance(sims)  # (M, k)
+    ratio = d[:, 0] / np.maximum(d.mean(1), 1e-12)  # an exact copy (d = 0) gets 0 even when all k are duplicates
+    return sims[:, 0], idx[:, 0], ratio
 
 
 def audit_memorization(
@@ -217,33 +233,52 @@ def audit_memorization(
 ) -> MemorizationAudit:
     """Nearest-neighbour memorisation audit of synthetic images against the real training set.
 
+    A synthetic image is a pixel copy when its pixel cosine to a training image is at least
+    ``copy_pixel_sim`` or its pixel k-NN ratio is at most ``copy_ratio``; it is memorised
+    when, in copy-encoder space, its ratio is at most ``mem_ratio`` with cosine at least
+    ``mem_min_sim``, or its cosine reaches ``mem_floor`` (off by default).
+
     Args:
         syn_images: uint8 (M, H, W) synthetic images.
         train_images: uint8 (N, H, W) the generator's real training images (N >= 2).
-        encoder: a `busgen.measure.privacy.encoder.CopyEncoder` trained on the training images, or None
-            for a pixel-only audit.
+        encoder: a `busgen.measure.privacy.encoder.CopyEncoder` trained on images *disjoint* from
+            ``train_images`` (e.g. held-out splits), or None for a pixel-only audit.
         cfg: descriptor settings and thresholds.
         syn_ids: identifiers of the synthetic rows (default: positions), used by `share_filter`.
+
+    Raises:
+        ValueError: fewer than 2 training images, or the encoder was trained on some of them.
     """
     cfg = cfg or AuditConfig()
-    m = len(syn_images)
+    if len(train_images) < 2:
+        raise ValueError(f"the audit needs at least 2 training images, got {len(train_images)}")
+    m, k = len(syn_images), knn_k(len(train_images), cfg)
     # 1. pixel space: all shifted views of each query against centre (and flipped centre) training views
-    train_views = pixel_descriptors(train_images, cfg)
-    entries = [train_views[0]] + ([pixel_descriptors(train_images, cfg, flip=True)[0]] if cfg.match_flips else [])
-    p_sim, p_nn, p_ratio = _space_audit(pixel_descriptors(syn_images, cfg), train_views, *_bank(*entries))
+    entries = [pixel_descriptors(train_images, cfg)[0]]
+    if cfg.match_flips:
+        entries.append(pixel_descriptors(train_images, cfg, flip=True)[0])
+    p_sim, p_nn, p_ratio = _space_audit(pixel_descriptors(syn_images, cfg), entries, k)
     # 2. copy-encoder space
     f_sim, f_nn, f_ratio = np.full(m, np.nan), np.full(m, -1), np.full(m, np.nan)
+    encoder_data = None
     if encoder is not None:
-        from busgen.measure.privacy.encoder import encode
+        from busgen.measure.privacy.encoder import encode, require_disjoint
 
-        train_feats = encode(encoder, train_images)
-        entries = [train_feats] + ([encode(encoder, train_images[:, :, ::-1].copy())] if cfg.match_flips else [])
-        f_sim, f_nn, f_ratio = _space_audit([encode(encoder, syn_images)], [train_feats], *_bank(*entries))
+        encoder_data = require_disjoint(encoder, train_images, "audited training images")
+        entries = [encode(encoder, train_images)]
+        if cfg.match_flips:
+            entries.append(encode(encoder, train_images[:, :, ::-1].copy()))
+        f_sim, f_nn, f_ratio = _space_audit([encode(encoder, syn_images)], entries, k)
     # 3. flags
     is_copy = (p_sim >= cfg.copy_pixel_sim) | (p_ratio <= cfg.copy_ratio)
-    is_mem = (np.nan_to_num(f_ratio, nan=np.inf) <= cfg.mem_ratio) & (np.nan_to_num(f_sim, nan=-1.0) >= cfg.mem_min_sim)
+    f_sim0, f_ratio0 = np.nan_to_num(f_sim, nan=-1.0), np.nan_to_num(f_ratio, nan=np.inf)
+    is_mem = (f_ratio0 <= cfg.mem_ratio) & (f_sim0 >= cfg.mem_min_sim)
+    if cfg.mem_floor is not None:
+        is_mem |= f_sim0 >= cfg.mem_floor
     ids = np.asarray(syn_ids) if syn_ids is not None else np.arange(m)
-    return MemorizationAudit(ids, p_sim, p_nn, p_ratio, f_sim, f_nn, f_ratio, is_copy, is_mem, cfg)
+    return MemorizationAudit(
+        ids, p_sim, p_nn, p_ratio, f_sim, f_nn, f_ratio, is_copy, is_mem, cfg, k=k, encoder_data=encoder_data
+    )
 
 
 def save_closest_pairs_png(

@@ -1,4 +1,4 @@
-"""Augmentation-invariant "copy detection" encoder, trained self-supervised on the real training set.
+"""Augmentation-invariant "copy detection" encoder, trained self-supervised on real images.
 
 Pixel distances miss copies that are shifted, flipped or re-noised, and
 ImageNet encoders are neither available offline nor in-domain for ultrasound.
@@ -8,10 +8,17 @@ one image must map close together and away from every other image in the
 batch. The result embeds "the same image, slightly edited" close together and
 different images apart -- exactly the similarity a memorisation audit needs. Its
 features also serve as an in-domain space for FID/PRDC when no classifier exists.
+
+For privacy measurements it must be trained on images *disjoint* from the ones it
+audits: trained on the members, its space sets them apart from everything else, which
+confounds the DCR attack even with no memorisation. Every encoder records what trained
+it (``trained_on``, and hashes of the images); `require_disjoint` refuses an overlap.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -74,19 +81,27 @@ def _augment(x: torch.Tensor, gen: torch.Generator, cfg: CopyEncoderConfig) -> t
 
 
 def train_copy_encoder(
-    images: np.ndarray, epochs: int | None = None, seed: int = 0, cfg: CopyEncoderConfig | None = None
+    images: np.ndarray,
+    epochs: int | None = None,
+    seed: int = 0,
+    cfg: CopyEncoderConfig | None = None,
+    data: str | None = None,
 ) -> CopyEncoder:
-    """Train the copy encoder on (real training) images.
+    """Train the copy encoder on real images (for privacy: disjoint from the members it will audit).
 
     Args:
         images: uint8 (N, H, W); N >= 2.
         epochs: overrides cfg.epochs.
         seed: overrides cfg.seed (same inputs and seed give the same encoder).
         cfg: encoder settings.
+        data: what the images are (e.g. "val+test splits of datasets/busi"), kept as ``trained_on``.
 
     Returns:
-        CopyEncoder in eval mode; use `encode` for features.
+        CopyEncoder in eval mode, with ``trained_on`` (a description) and ``data_hashes``
+        (of its training images, for `require_disjoint`); use `encode` for features.
     """
+    if len(images) < 2:
+        raise ValueError(f"the copy encoder needs at least 2 training images, got {len(images)}")
     cfg = CopyEncoderConfig(
         **{**asdict(cfg or CopyEncoderConfig()), "seed": seed, **({"epochs": epochs} if epochs is not None else {})}
     )
@@ -95,6 +110,8 @@ def train_copy_encoder(
     x = to_tensor(images, cfg.image_size)
     model = CopyEncoder(cfg.width, cfg.dim, cfg.image_size)
     model.config = cfg
+    model.trained_on = f"{data or 'unnamed images'} ({len(images)} images)"
+    model.data_hashes = image_hashes(images)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     model.train()
     bs = min(cfg.batch_size, len(x))
@@ -117,3 +134,38 @@ def encode(encoder: CopyEncoder, images: np.ndarray, batch_size: int = 256) -> n
     if len(x) == 0:
         return np.zeros((0, encoder.head[-1].out_features), dtype=np.float32)
     return torch.cat([encoder(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).numpy().astype(np.float32)
+
+
+def _hash(image: np.ndarray) -> str:
+    return hashlib.sha1(f"{image.shape}".encode() + np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def image_hashes(images: Iterable[np.ndarray]) -> frozenset[str]:
+    """SHA-1 of each image's shape and bytes: byte-identical images share a hash."""
+    return frozenset(_hash(im) for im in images)
+
+
+def disjoint_images(candidates: np.ndarray, exclude: np.ndarray) -> np.ndarray:
+    """``candidates`` without the images byte-identical to one of ``exclude`` (e.g. members in a held-out split)."""
+    excluded = image_hashes(exclude)
+    keep = [_hash(im) not in excluded for im in candidates]
+    return candidates[np.asarray(keep, dtype=bool)] if len(candidates) else candidates
+
+
+def require_disjoint(encoder: CopyEncoder, images: np.ndarray, role: str) -> str:
+    """What trained ``encoder`` (its ``trained_on``), once none of ``images`` is among its training images.
+
+    Raises:
+        ValueError: the encoder was trained on some of ``images``, or does not record its training images.
+    """
+    hashes = getattr(encoder, "data_hashes", None)
+    if hashes is None:
+        raise ValueError("the copy encoder does not record its training images: train it with train_copy_encoder")
+    shared = sum(_hash(im) in hashes for im in images)
+    if shared:
+        raise ValueError(
+            f"the copy encoder was trained on {shared} of the {len(images)} {role}: its space then sets them apart "
+            "from every other image, which confounds the audit and the DCR attack; train it on images disjoint "
+            "from them (e.g. the held-out splits)"
+        )
+    return encoder.trained_on

@@ -8,7 +8,7 @@ differ only by the protection. Each row measures
   synthetic set alone (``busgen.measure.classify.train_classifier``, validated on real val);
 * privacy: the memorisation rate (audit flags against the training images, pixel and
   copy-encoder space) and the DCR membership attack (members = the training split,
-  non-members = the held-out splits) with AUC and TPR at 1% FPR;
+  non-members = the other half of the held-out splits) with AUC and TPR at 1% FPR;
 * cost: sampling throughput (img/s) on this machine.
 
 The default strength is then chosen by a written rule (``choose_default``), and the rows,
@@ -147,7 +147,7 @@ def measure(
     from busgen.measure.privacy import audit, dcr
     from busgen.model.classifier import ClassifierConfig, to_tensor
 
-    members, held = real["members"], real["held"]
+    members = real["members"]
     mem = audit.audit_memorization(syn, members[0], encoder)
     ccfg = ClassifierConfig.small(**{"image_size": syn.shape[-1], "seed": cfg.seed, **cfg.classifier})
     model, history = train_classifier(syn, syn_labels, real["val"][0], real["val"][1], ccfg, classes)
@@ -165,7 +165,7 @@ def measure(
         "classifier_epochs": len(history),
         "memorization_rate": float(mem.flagged.mean()),
         "copy_rate": float(mem.is_copy.mean()),
-        "dcr": dcr.dcr_membership(members[0], held[0], syn, encoder),
+        "dcr": dcr.dcr_membership(members[0], real["attack_non_members"], syn, encoder),
     }
 
 
@@ -184,7 +184,8 @@ def run_tradeoff(cfg: TradeoffConfig, log=print) -> dict:
     """Sample, measure and report every strength; returns the results (also written to ``out/results.json``)."""
     import torch
 
-    from busgen.measure.privacy.encoder import CopyEncoderConfig, train_copy_encoder
+    from busgen.measure.privacy.dcr import split_non_members
+    from busgen.measure.privacy.encoder import CopyEncoderConfig, disjoint_images, train_copy_encoder
     from busgen.measure.reference import load_reference
     from busgen.model import generator, protect
     from busgen.studies.tradeoff.report import write_report
@@ -200,8 +201,16 @@ def run_tradeoff(cfg: TradeoffConfig, log=print) -> dict:
     size = gen.image_size  # the generator saw its training images at its own size: compare there
     for key in ("members", "held", "val", "test"):
         real[key] = (to_size(real[key][0], size), *real[key][1:])
+    # The copy encoder learns on half of the held-out images: disjoint from the members it audits and from
+    # the other half, the DCR attack's non-members (trained on members, it confounds that attack).
+    held = disjoint_images(real["held"][0], real["members"][0])  # a byte-identical copy of a member is no non-member
+    enc_images, real["attack_non_members"] = split_non_members(held, cfg.seed)
     encoder = train_copy_encoder(
-        real["members"][0], epochs=cfg.encoder_epochs, seed=cfg.seed, cfg=CopyEncoderConfig(image_size=size)
+        enc_images,
+        epochs=cfg.encoder_epochs,
+        seed=cfg.seed,
+        cfg=CopyEncoderConfig(image_size=size),
+        data=f"half of splits {'+'.join(cfg.heldout_splits)} of {cfg.data_dir}",
     )
     real["reference"] = load_reference()
     real["held_ref"] = real["reference"].features(real["held"][0])
