@@ -174,6 +174,11 @@ def reference_table(rep: Report, ref: ReferenceFidelity, what: str = "synthetic 
         f"{ref.encoder.image_size} px). KID is unbiased, with a conservative 95% interval; FID is computed on "
         "equal-sized sets and its n is stated. The floor row is real val vs real test: what no difference reads."
     )
+    if ref.detector_auc is not None:
+        rep.text(
+            f"Real-vs-synthetic detector on the reference features (5-fold logistic regression): AUC "
+            f"**{ref.detector_auc:.3f}** (0.5 = indistinguishable)."
+        )
     rows = [_ref_row(what, ref.synthetic)]
     if ref.floor is not None:
         rows.append(_ref_row("floor: real val vs real test", ref.floor))
@@ -252,7 +257,13 @@ def privacy_section(rep: Report, priv: PrivacyResult | None, fid: FidelityResult
                 [f"{space}: share with top-1 similarity > {threshold}", _f(stats.share_sim_above_threshold)],
                 [f"{space}: min NN distance ratio", _f(stats.min_ratio)],
             ]
-    rep.text("Nearest-neighbour memorisation audit against the generator's training images:")
+    how = "Nearest-neighbour memorisation audit against the generator's training images"
+    if mem.knn_k is not None:  # results before issue 26 carry neither field
+        how += (
+            f" (k-NN ratio around each synthetic image, k = {mem.knn_k}; copy encoder trained on "
+            f"{mem.encoder_data or 'nothing: pixel space only'})"
+        )
+    rep.text(how + ":")
     rep.table(["measure", "value"], rows)
     if (out / "nn_pairs.png").is_file():
         rep.text("![closest synthetic / training pairs](nn_pairs.png)")

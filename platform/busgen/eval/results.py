@@ -99,6 +99,7 @@ class ReferenceFidelity(Record):
     encoder: EncoderIdentity
     synthetic: ReferenceMetrics
     floor: ReferenceMetrics | None = Field(None, description="real val vs real test: what no difference reads")
+    detector_auc: float | None = Field(None, description="real-vs-synthetic detector on the reference features")
 
 
 class FidelityResult(Record):

@@ -280,12 +280,16 @@ def reference_fidelity(
         encoder: a `busgen.measure.reference.ReferenceEncoder` (default: the shipped one).
 
     Returns:
-        {"encoder": identity, "synthetic": metrics, "floor": metrics or None}.
+        {"encoder": identity, "synthetic": metrics, "floor": metrics or None, "detector_auc": AUC}.
     """
     from busgen.measure.reference import load_reference
 
+    from busgen.measure.privacy.audit import detector_auc
+
     enc = encoder or load_reference()
-    real = enc.features(real_images)
-    out = {"encoder": enc.identity(), "synthetic": reference_metrics(real, enc.features(syn_images), k, seed)}
+    real, syn = enc.features(real_images), enc.features(syn_images)
+    out = {"encoder": enc.identity(), "synthetic": reference_metrics(real, syn, k, seed)}
+    if min(len(real), len(syn)) >= 10:  # 5 folds need a few of each
+        out["detector_auc"] = detector_auc(real, syn, seed=seed)["auc"]
     out["floor"] = reference_metrics(real, enc.features(floor_images), k, seed) if floor_images is not None else None
     return out
