@@ -157,3 +157,13 @@ def write_lesion_task(out: Path) -> Path:
     images, masks, labels = make_phantom_arrays(60, 32, seed=11, style="b")
     new_labels = ["lesion" if lbl != "normal" else "no_lesion" for lbl in labels]
     return write_parquet_dataset(out, images, masks, new_labels, domains="site_b")
+
+
+def shift_images(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Translate (N, H, W) images with black fill (no wrap-around), like a re-framed copy."""
+    out = np.zeros_like(images)
+    h, w = images.shape[1:]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[
+        :, max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
+    return out

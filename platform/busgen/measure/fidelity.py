@@ -282,9 +282,8 @@ def reference_fidelity(
     Returns:
         {"encoder": identity, "synthetic": metrics, "floor": metrics or None, "detector_auc": AUC}.
     """
-    from busgen.measure.reference import load_reference
-
     from busgen.measure.privacy.audit import detector_auc
+    from busgen.measure.reference import load_reference
 
     enc = encoder or load_reference()
     real, syn = enc.features(real_images), enc.features(syn_images)

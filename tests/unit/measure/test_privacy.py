@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers.data import shift_images
 
 from busgen.data.dataset import DatasetError
 from busgen.data.imageio import encode_png
@@ -35,22 +36,12 @@ def encoder():
     return encoders.train_copy_encoder(disjoint, epochs=40, seed=0, cfg=encoders.CopyEncoderConfig(image_size=SIZE))
 
 
-def _shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """Translate with black fill (no wrap-around), like a re-framed copy."""
-    out = np.zeros_like(images)
-    h, w = images.shape[1:]
-    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[
-        :, max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
-    ]
-    return out
-
-
 def _planted_copies(train: np.ndarray) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     src = train[:12]
     return {
         "exact": src.copy(),
-        "shift": _shift(src, 1, -2),
+        "shift": shift_images(src, 1, -2),
         "noise": np.clip(src + rng.normal(0, 6, src.shape), 0, 255).astype(np.uint8),
         "flip": src[:, :, ::-1].copy(),
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.data import shift_images
 
 from busgen.data.phantom import make_phantom_arrays
 from busgen.measure.privacy import audit as privacy
@@ -24,16 +25,6 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 def _noisy(images: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
     return np.clip(images + rng.normal(0, std, images.shape), 0, 255).astype(np.uint8)
-
-
-def _shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """Translate with black fill, like a re-framed copy."""
-    out = np.zeros_like(images)
-    h, w = images.shape[1:]
-    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[
-        :, max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
-    ]
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +42,7 @@ def planted():
         "duplicated": np.r_[dup_of, np.arange(len(base), len(members))],  # member rows that have a near-duplicate
         "non_members": make_phantom_arrays(140, SIZE, seed=21)[0],
         "fresh": make_phantom_arrays(140, SIZE, seed=23)[0],
-        "mild": _noisy(_shift(members, 1, -1), 4, rng),  # mildly augmented copies of every member
+        "mild": _noisy(shift_images(members, 1, -1), 4, rng),  # mildly augmented copies of every member
         "encoder": enc,
     }
 
