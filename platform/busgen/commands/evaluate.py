@@ -64,6 +64,15 @@ def run_reference_encoder(cfg) -> dict:
     return {"sha256": meta["sha256"], "weights": str(weights), "summary": summary}
 
 
+def run_pretrain_backbone(cfg) -> dict:
+    from busgen.measure.arrays import read_splits
+    from busgen.measure.backbone import pretrain_backbone
+
+    images = read_splits(cfg.data_dir, None, None)[0]
+    weights = pretrain_backbone(images, cfg, source=f"every row of {cfg.data_dir} ({len(images)} images)")
+    return {"weights": str(weights), "summary": f"backbone pretrained on {len(images)} images -> {weights}"}
+
+
 _HERE = __name__
 COMMANDS = (
     Command(
@@ -76,6 +85,12 @@ COMMANDS = (
         "sweep", "busgen.eval.sweep:SweepConfig", "busgen.eval.sweep:run_sweep", location_fields=("out", "storage_path")
     ),
     Command("share-filter", f"{_HERE}:ShareFilterRun", f"{_HERE}:run_share_filter", ("synthetic",)),
+    Command(
+        "pretrain-backbone",
+        "busgen.measure.backbone:BackboneConfig",
+        f"{_HERE}:run_pretrain_backbone",
+        ("data_dir", "out"),
+    ),
     Command(
         "reference-encoder",
         "busgen.measure.reference_fit:ReferenceFitConfig",

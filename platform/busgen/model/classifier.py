@@ -72,6 +72,11 @@ class ClassifierConfig(BaseModel):
         False, description="predict as the mean of the image's and its left-right mirror's probabilities"
     )
     seed: int = 0
+    init_backbone: str | None = Field(
+        None,
+        description="start stem and stages from this label-free pretrained backbone (busgen pretrain-backbone); "
+        "only the head starts random (the lower-variance yardstick variant)",
+    )
 
     @classmethod
     def small(cls, **overrides) -> ClassifierConfig:
@@ -154,11 +159,27 @@ class ResNetClassifier(nn.Module):
         return self.head(self.features(x))
 
 
+BACKBONE_PREFIXES = ("stem.", "stages.")  # what a pretrained backbone holds: everything but the head
+
+
 def build_model(cfg: ClassifierConfig, num_classes: int) -> ResNetClassifier:
-    """Instantiate the network described by cfg."""
-    return ResNetClassifier(
+    """Instantiate the network described by cfg (stem and stages from ``cfg.init_backbone`` when set)."""
+    net = ResNetClassifier(
         num_classes, cfg.width, cfg.blocks, cfg.stem_stride, cfg.dropout, cfg.image_size, cfg.tta_flip
     )
+    if cfg.init_backbone:
+        from safetensors.torch import load_file
+
+        state = load_file(str(Path(cfg.init_backbone) / "backbone.safetensors"))
+        own = net.state_dict()
+        wanted = {k: v.shape for k, v in own.items() if k.startswith(BACKBONE_PREFIXES)}
+        if wanted != {k: v.shape for k, v in state.items()}:
+            raise ValueError(
+                f"error: {cfg.init_backbone} is not a backbone of this classifier (width {cfg.width}, "
+                f"blocks {cfg.blocks}); pretrain one with the same width: busgen pretrain-backbone"
+            )
+        net.load_state_dict(state, strict=False)
+    return net
 
 
 def to_tensor(images: np.ndarray, image_size: int) -> torch.Tensor:
