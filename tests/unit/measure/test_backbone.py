@@ -34,8 +34,7 @@ def test_the_backbone_card_says_what_pretrained_it_and_holds_no_head(backbone):
 
 def test_every_seed_starts_from_the_same_backbone_and_only_the_head_differs(backbone):
     nets = [
-        build_model(ClassifierConfig(width=8, image_size=32, seed=s, init_backbone=str(backbone)), 2)
-        for s in (0, 1)
+        build_model(ClassifierConfig(width=8, image_size=32, seed=s, init_backbone=str(backbone)), 2) for s in (0, 1)
     ]
     for (name, a), b in zip(nets[0].state_dict().items(), nets[1].state_dict().values()):
         if name.startswith(("stem.", "stages.")):
