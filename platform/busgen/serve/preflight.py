@@ -62,8 +62,7 @@ def plan_cpus(
     if fixed > total_cpus:
         asked = " + ".join(f"{k} {requested[k]:g} x {replicas[k]}" for k in requested)
         raise ResourceError(
-            f"the requested CPUs ({asked} = {fixed:g}) exceed the {total_cpus:g} CPUs of this machine: "
-            "lower --num-cpus"
+            f"the requested CPUs ({asked} = {fixed:g}) exceed the {total_cpus:g} CPUs of this machine: lower --num-cpus"
         )
     planned = [k for k in replicas if k not in requested]
     want = sum(DEFAULT_CPUS[k] * replicas[k] for k in planned)

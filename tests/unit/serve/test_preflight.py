@@ -79,7 +79,8 @@ def test_fit_cpus_plans_only_what_the_operator_left_unset():
 def test_the_serve_command_takes_per_deployment_resources():
     words = ["--generator", "base=/m", "--num-cpus", "generator=1,classifier=0.5", "--num-gpus", "generator=1"]
     cfg, _ = config_from_words(ServeRun, words)
-    assert deployment_overrides(cfg) == {"generator": {"num_cpus": 1.0, "num_gpus": 1.0}, "classifier": {"num_cpus": 0.5}}
+    overrides = deployment_overrides(cfg)
+    assert overrides == {"generator": {"num_cpus": 1.0, "num_gpus": 1.0}, "classifier": {"num_cpus": 0.5}}
     with pytest.raises(ValueError, match="unknown deployment gpu"):
         config_from_words(ServeRun, ["--generator", "base=/m", "--num-cpus", "gpu=1"])
 
