@@ -4,8 +4,9 @@ Serve itself reports neither problem well. A replica whose folder is wrong fails
 constructor, and Serve retries it three times with a full traceback each time. A
 deployment that asks for more CPUs than the cluster has never starts, and the only sign
 is "taken more than 30s to be scheduled" every 30 s. So both are checked here, where the
-answer is one sentence. Both checks are plain Python, with no Ray and no torch:
-``check_folders`` reads metadata only and ``plan_cpus`` is arithmetic.
+answer is one sentence. Neither needs Ray: ``plan_cpus`` is arithmetic, and
+``check_folders`` reads metadata only (a generator's ``busgen.json`` through the model
+package's reader, which imports torch, so only when it runs).
 """
 
 from __future__ import annotations
@@ -114,10 +115,15 @@ def fit_cpus(args: ServeArgs, total_cpus: float) -> ServeArgs:
 def _generator_problem(model_id: str, model_dir: str) -> str | None:
     if not Path(model_dir).is_dir():
         return f"generator {model_id!r}: no folder {model_dir}"
+    # The model package's own reader (fields, adapter fields, paths inside the folder); it imports torch,
+    # so lazily: only a run that serves something pays for it.
+    from busgen.model.generator import read_meta
+
     try:
-        read_generator_info(model_id, model_dir)
-    except ValueError as exc:  # no busgen.json (a pydantic ValidationError is a ValueError too)
-        return str(exc)
+        read_meta(model_dir)
+        read_generator_info(model_id, model_dir)  # what the ingress reads
+    except ValueError as exc:  # ModelLoadError, and a pydantic ValidationError
+        return f"generator {model_id!r}: {exc}"
     except (KeyError, TypeError) as exc:
         return f"generator {model_id!r}: {model_dir}/busgen.json lacks {exc}: re-export the model"
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from helpers.models import export_untrained_tiny, save_random_classifier
@@ -147,6 +148,11 @@ def test_a_generator_folder_without_the_fields_is_not_a_model(folders):
     (bad / "busgen.json").write_text(json.dumps({"class_names": ["benign"]}))
     (problem,) = folder_problems(ServeArgs(generators={"half": str(bad)}))
     assert problem.startswith("generator 'half'") and "re-export" in problem
+    (bad / "busgen.json").write_text(
+        json.dumps(json.loads((Path(folders["generator"]) / "busgen.json").read_text()) | {"kind": "adapter"})
+    )
+    (problem,) = folder_problems(ServeArgs(generators={"half": str(bad)}))
+    assert "lacks adapter" in problem, "an adapter without its fields is not a model either"
 
 
 def test_gallery_seeds_travel_as_exact_text(tmp_path):
