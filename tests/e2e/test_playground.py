@@ -33,6 +33,7 @@ TOKEN = "playground-token-0123456789"
 
 
 SIZE = 32
+BIG_SEED = 2089621353774915728  # issue 31: a JSON number shows as ...915800 in the browser
 
 
 ARTIFACTS = Path(os.environ.get("BUSGEN_ARTIFACTS", REPO_ROOT / "reports")) / "playground"
@@ -48,7 +49,7 @@ def playground(ray_local, tmp_path_factory):
         classifier_dir=save_random_classifier(root / "clf"),
         classifiers={"second": save_random_classifier(root / "clf2")},
         reference_parquet=str(write_reference(root / "reference.parquet")),
-        galleries={"synthetic": str(write_gallery(root / "synthetic"))},
+        galleries={"synthetic": str(write_gallery(root / "synthetic", first_seed=BIG_SEED))},
         study_dir=str(root / "study"),
         study_owner_token="playground-owner-0123456789",
         study_items=6,
@@ -151,6 +152,7 @@ def test_playground_in_headless_chromium(playground):
         # Browse: filter by class, provenance on each card
         page.click("button[data-tab=browse]")
         expect(page.locator("#gal-grid .gal-item")).to_have_count(12)
+        expect(page.locator("#gal-grid .prov").first).to_contain_text(f"seed {BIG_SEED},")
         page.select_option("#gal-label", "malignant")
         expect(page.locator("#gal-grid .gal-item")).to_have_count(7)
         expect(page.locator("#gal-grid .prov").first).to_contain_text("seed")

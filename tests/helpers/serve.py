@@ -74,8 +74,9 @@ def write_reference(path: Path, n: int = 12, size: int = 32) -> Path:
     return path
 
 
-def write_gallery(folder: Path, n: int = 14, size: int = 32) -> Path:
-    """A generated-style set in two shards with provenance columns (model id, seed, sampler)."""
+def write_gallery(folder: Path, n: int = 14, size: int = 32, first_seed: int = 0) -> Path:
+    """A generated-style set in two shards with provenance columns (model id, seed, sampler); row i has seed
+    ``first_seed + i`` (``busgen generate`` seeds run past 2^53, where JavaScript numbers round)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for shard, rows in enumerate([range(0, n // 2), range(n // 2, n)]):
@@ -84,7 +85,7 @@ def write_gallery(folder: Path, n: int = 14, size: int = 32) -> Path:
                 S.IMAGE: [encode_png(rng.integers(0, 256, (size, size), dtype=np.uint8)) for _ in rows],
                 S.LABEL: [CLASSES[i % 2] for i in rows],
                 S.DOMAIN: ["phantom" if i % 3 else "site-b" for i in rows],
-                S.SEED: list(rows),
+                S.SEED: pa.array([first_seed + i for i in rows], pa.int64()),
                 S.MODEL_ID: ["tiny-0001"] * len(rows),
                 S.SAMPLER: ["ddim"] * len(rows),
             }

@@ -11,8 +11,9 @@ Modules, each with one job (import from them directly; this package imports noth
 - ``batching``: what a model replica does with one batch (plain Python, no Ray).
 - ``deployments``: ``GeneratorDeployment`` and ``ClassifierDeployment`` (torch inside replicas only).
 - ``ingress``: the FastAPI ``Ingress`` deployment.
+- ``preflight``: what the driver checks before Serve starts (folders; CPUs planned to fit the cluster).
 - ``app``: ``build_app(args)``, ``args_from_env()``, ``run_local(...)``.
 
-The pure modules (config, schemas, auth, guards, registry, access_log, batching) import
+The pure modules (config, schemas, auth, guards, registry, access_log, batching, preflight) import
 neither Ray nor torch; ``deployments``, ``ingress`` and ``app`` import Ray Serve.
 """

@@ -90,7 +90,9 @@ def build_app(args: ServeArgs) -> serve.Application:
     data = None
     if args.reference_parquet or args.galleries or args.study_dir:
         data = DataDeployment.options(
-            ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=16, max_queued_requests=64
+            ray_actor_options={"num_cpus": args.data.num_cpus},
+            max_ongoing_requests=args.data.max_ongoing_requests,
+            max_queued_requests=args.data.max_queued_requests,
         ).bind(args.reference_parquet, args.galleries, args.study_dir, args.study_items)
     features = {
         "galleries": list(args.galleries),
@@ -120,6 +122,13 @@ def args_from_env() -> ServeArgs | None:
     )
 
 
+def cluster_cpus() -> float:
+    """CPUs of the Ray cluster this driver is attached to (a local runtime: the machine's cores)."""
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 0.0))
+
+
 def run_local(
     generator_dirs: dict[str, str],
     classifier_dir: str | None = None,
@@ -128,9 +137,15 @@ def run_local(
     token: str | None = None,
     insecure_local: bool = False,
     blocking: bool = True,
+    ray_cpus: int | None = None,
     **overrides,
 ) -> str:
-    """Start Ray (loopback) and Serve, deploy the BUSGen API, and return its base URL.
+    """Check the folders, start Ray (loopback) and Serve, deploy the BUSGen API with CPUs that fit; return its URL.
+
+    Every deployment whose ``num_cpus`` is not given gets a share that fits the Ray
+    cluster with headroom (``preflight.plan_cpus``); given ones are kept, and refused when
+    they exceed the cluster. Folders are checked on the driver first, so a wrong path is
+    one error rather than replica tracebacks.
 
     Args:
         generator_dirs: model id -> exported generator (or adapter) directory.
@@ -140,11 +155,15 @@ def run_local(
         token: API token; default $BUSGEN_API_TOKEN or $BUSGEN_API_TOKEN_FILE.
         insecure_local: disable auth (demos).
         blocking: serve until Ctrl-C, then shut Serve down.
+        ray_cpus: logical CPUs of a local Ray runtime (default: the machine's cores); unused on a cluster.
         overrides: further ``ServeArgs`` fields (limits, generator, classifier, ...).
 
     Raises:
-        ValueError: insecure_local off loopback, invalid arguments, or no usable token.
+        ValueError: insecure_local off loopback, invalid arguments, no usable token, a folder that
+            holds no model or image set, or CPUs asked for that exceed the cluster.
     """
+    from busgen.serve import preflight
+
     args = ServeArgs(
         generators=generator_dirs,
         classifier_dir=classifier_dir,
@@ -153,7 +172,9 @@ def run_local(
         **overrides,
     )
     check_exposure(IngressSettings.from_args(args).token_sha256, host)  # before starting anything
-    init_ray()
+    preflight.check_folders(args)
+    init_ray(num_cpus=ray_cpus)
+    args = preflight.fit_cpus(args, cluster_cpus())
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(args), name="busgen", route_prefix="/")
     url = f"http://{host}:{port}"

@@ -51,6 +51,16 @@ class IngressArgs(BaseModel):
     retry_after_s: float = Field(1.0, ge=0)
 
 
+class DataArgs(BaseModel):
+    """The playground's data deployment (galleries, nearest image, reader study): small, one replica."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float = Field(0.1, ge=0)
+    max_ongoing_requests: int = Field(16, ge=1)
+    max_queued_requests: int = Field(64, ge=1)
+
+
 class GeneratorArgs(DeploymentArgs):
     """Generator deployment: batches are counted in images, several model dirs per replica."""
 
@@ -120,6 +130,7 @@ class ServeArgs(BaseModel):
     generator: GeneratorArgs = Field(default_factory=GeneratorArgs)
     classifier: DeploymentArgs = Field(default_factory=DeploymentArgs)
     ingress: IngressArgs = Field(default_factory=IngressArgs)
+    data: DataArgs = Field(default_factory=DataArgs)
     ingress_num_cpus: float | None = Field(None, ge=0, description="kept for old configs: same as ingress.num_cpus")
 
     @field_validator("generators", "classifiers", "galleries", mode="before")

@@ -18,6 +18,8 @@ from busgen.serve.errors import RequestError
 
 MAX_ROWS = 20_000  # the playground pages through sets in memory; larger sets are sampled by the operator
 PROVENANCE = (S.MODEL_ID, S.SEED, S.SAMPLER, S.STEPS, S.GUIDANCE, S.INDEX)
+# Sent as text: `busgen generate` seeds run to 2^64, and JavaScript numbers hold integers exactly only to 2^53.
+AS_TEXT = (S.SEED,)
 
 
 def parquet_files(path: str | Path) -> list[Path]:
@@ -45,6 +47,8 @@ class ImageSet:
         self.labels: list[str] = self._col(S.LABEL, "unknown")
         self.domains: list[str] = self._col(S.DOMAIN, S.UNKNOWN_DOMAIN)
         self.provenance = {c: self.table.column(c).to_pylist() for c in PROVENANCE if c in cols}
+        for c in set(AS_TEXT) & set(self.provenance):
+            self.provenance[c] = [None if v is None else str(v) for v in self.provenance[c]]
         self.sources: list[str] = self._col(S.SOURCE, "")
 
     def _col(self, name: str, default: str) -> list[str]:
