@@ -88,14 +88,14 @@ def sample_jobs(
                     "the operator trains one with `busgen protect`): use protect=none or another model"
                 )
             elif type(exc).__name__ == "ProtectFitError":  # it exists but would fail open: refuse, as a conflict
-                message, status = (
-                    (
-                        "error: protect=cpsample is refused for this generator: its protection classifier did not fit "
-                        "its training images (recorded fit accuracy below the server's floor), so it would leave some "
-                        "of them unprotected; the operator retrains it longer with `busgen protect ... max_minutes=...` "
-                        "or lowers the floor (generator.protect_min_fit)"
-                    ),
+                status, message = (
                     409,
+                    (
+                        "error: protect=cpsample is refused for this generator: its protection classifier did not "
+                        "fit its training images (recorded fit accuracy below the server's floor), so it would leave "
+                        "some of them unprotected; the operator retrains it longer with `busgen protect ... "
+                        "max_minutes=...` or lowers the floor (generator.protect_min_fit)"
+                    ),
                 )
             for i in members:
                 results[i] = {"error": message, "status": status}
