@@ -221,3 +221,14 @@ def test_the_window_ends_where_the_classifier_was_trained():
     assert protect.trained_window((0.0, 1.0), trained, 1000) == (0.0, 0.4)
     assert protect.trained_window((0.1, 0.3), trained, 1000) == (0.1, 0.3)
     assert protect.trained_window((0.0, 1.0), {"train": {"train_t_max": None}}, 1000) == (0.0, 1.0)
+
+
+def test_a_protected_set_records_the_fit_and_a_lowered_floor_in_its_manifest(tmp_path):
+    from busgen.generate.config import GenerateConfig
+    from busgen.generate.store import protect_record
+
+    folder = unfitted(export_untrained(tmp_path / "m", size=32))
+    cfg = GenerateConfig(model=str(folder), out=str(tmp_path / "syn"), protect="cpsample", protect_min_fit=0.75)
+    record = protect_record(cfg)["protection"]
+    assert (record["fit_accuracy"], record["min_fit_accuracy"], record["floor_lowered"]) == (0.78, 0.75, True)
+    assert protect_record(cfg.model_copy(update={"protect": "none"})) == {}
