@@ -73,9 +73,10 @@ def training_data(model_dir: str | Path) -> TrainingData:
         ProvenanceError: busgen.json is unreadable, an old adapter's base is gone, or the support
             folder no longer holds the recorded support images.
     """
+    from busgen.model import hubcache
     from busgen.model.generator import ModelLoadError, read_meta, resolve_base
 
-    root = Path(model_dir)
+    root = hubcache.resolve(model_dir)  # a folder, or a Hub repo id in the local Hub cache (as generator.load)
     try:
         meta = read_meta(root)
         base_fp = meta.get("base_data_fingerprint")
