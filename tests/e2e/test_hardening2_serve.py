@@ -58,6 +58,17 @@ def broken_generator(root, good):
     return bad
 
 
+def unfitted_generator(root):
+    """A generator whose protection classifier stopped at fit accuracy 0.78 (the issue's 10-minute limit)."""
+    from busgen.model import generator, protect
+
+    folder = export_untrained_tiny(root / "unfitted", seed=1, size=SIZE)
+    net = protect.ProtectionClassifier(protect.ProtectNetConfig(image_size=SIZE, width=8))
+    record = {"fit_accuracy": 0.78, "fitted": False, "stopped": "time"}
+    protect.save_protector(folder, net, {"generator_model_id": generator.weights_fingerprint(folder), **record})
+    return folder
+
+
 @pytest.fixture(scope="module")
 def open_server(ray_local, tmp_path_factory):
     from busgen.serve.config import ServeArgs
@@ -65,7 +76,11 @@ def open_server(ray_local, tmp_path_factory):
     root = tmp_path_factory.mktemp("hardening2-serve")
     good = export_untrained_tiny(root / "g0", seed=0, size=SIZE)
     args = ServeArgs(
-        generators={"base": str(good), "broken": str(broken_generator(root, good))},
+        generators={
+            "base": str(good),
+            "broken": str(broken_generator(root, good)),
+            "unfitted": str(unfitted_generator(root)),
+        },
         reference_parquet=str(write_reference(root / "reference.parquet")),
         galleries={"synthetic": str(write_gallery(root / "synthetic"))},
         classifier_dir=save_random_classifier(root / "clf"),
@@ -119,6 +134,17 @@ def test_a_model_that_fails_to_load_answers_one_sentence_and_logs_the_detail(ope
 def test_a_request_the_model_cannot_serve_still_gets_its_reason_from_the_replica(open_server):
     resp = ask(open_server, "POST", "/v1/generate", json={"label": "benign", "protect": "cpsample"})
     assert resp.status_code == 422 and "protect=none" in resp.json()["detail"]
+
+
+def test_protected_sampling_with_an_unfitted_classifier_is_refused_with_409(open_server):
+    resp = ask(
+        open_server, "POST", "/v1/generate", json={"label": "benign", "model": "unfitted", "protect": "cpsample"}
+    )
+    detail = resp.json()["detail"]
+    assert resp.status_code == 409 and detail.startswith("error: ") and "busgen protect" in detail
+    assert str(open_server["root"]) not in detail, "no server path"
+    plain = ask(open_server, "POST", "/v1/generate", json={"label": "benign", "model": "unfitted"})
+    assert plain.status_code == 200, "unprotected sampling from the same generator still works"
 
 
 def test_a_deflate_bomb_upload_gets_413_from_the_classifier_replica_which_keeps_serving(open_server):

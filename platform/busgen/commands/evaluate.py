@@ -29,12 +29,16 @@ class ShareFilterRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     synthetic: str = Field(description="synthetic dataset folder (busgen generate output)")
-    real: str = Field(description="the generator's real training data (ingested dataset)")
+    real: str = Field(
+        description="the generator's real training data (adapted: its base model's; the support set is added)"
+    )
     out: str = Field(description="filtered copy: Parquet + manifest + audit.json")
     split: str | None = Field("train", description="split of `real` the generator trained on (null = all rows)")
     encoder_epochs: int = Field(30, ge=1, description="copy-encoder (SimCLR) training epochs")
     check_real: bool = Field(
-        True, description="refuse a `real` set that is not the generator's training data (fail closed)"
+        True,
+        description="refuse a `real` set that is not the generator's training data (fail closed); "
+        "false = members are exactly `real` (recorded)",
     )
 
 

@@ -8,7 +8,14 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from busgen.commands.command import Command
-from busgen.core.types import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SamplerName
+from busgen.core.types import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_PROTECT_MIN_FIT,
+    DEFAULT_PROTECT_STRENGTH,
+    DEFAULT_SAMPLER,
+    ProtectName,
+    SamplerName,
+)
 
 
 class SampleRun(BaseModel):
@@ -26,12 +33,21 @@ class SampleRun(BaseModel):
     sampler: SamplerName = Field(DEFAULT_SAMPLER, description="ddim | ddpm | dpmpp")
     seed: int = Field(0, description="image i of each row uses seed + i: the same seed gives the same grid")
     cell: int = Field(0, ge=0, description="tile side in the PNG; 0 = the model's image size")
+    protect: ProtectName = Field("none", description="cpsample: steer away from training images (busgen.model.protect)")
+    protect_strength: float = Field(DEFAULT_PROTECT_STRENGTH, ge=0, description="CPSample alpha")
+    protect_min_fit: float = Field(
+        DEFAULT_PROTECT_MIN_FIT, ge=0, le=1, description="refuse a protection classifier fitting its labels worse"
+    )
 
 
 def run_sample(cfg: SampleRun) -> dict:
     from busgen.data.report import image_grid
     from busgen.model import generator
 
+    if cfg.protect != "none":  # fail closed before loading weights: no classifier, or one that did not fit
+        from busgen.model.protect import check_protect_fit
+
+        check_protect_fit(cfg.model, cfg.protect_min_fit)
     gen = generator.load(cfg.model)
     classes = cfg.classes or list(gen.class_names)
     unknown = sorted(set(classes) - set(gen.class_names))
@@ -45,6 +61,9 @@ def run_sample(cfg: SampleRun) -> dict:
             guidance=cfg.guidance,
             seed=cfg.seed,
             sampler=cfg.sampler,
+            protect=cfg.protect,
+            protect_strength=cfg.protect_strength,
+            protect_min_fit=cfg.protect_min_fit,
         )
         for c in classes
     }
@@ -54,7 +73,9 @@ def run_sample(cfg: SampleRun) -> dict:
     return {
         "out": str(out),
         "images": cfg.per_class * len(classes),
-        "summary": f"wrote {len(classes)} x {cfg.per_class} samples to {out}",
+        "protect": cfg.protect,
+        "summary": f"wrote {len(classes)} x {cfg.per_class} samples to {out}"
+        + (f" (protect={cfg.protect}, fit floor {cfg.protect_min_fit})" if cfg.protect != "none" else ""),
     }
 
 

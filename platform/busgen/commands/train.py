@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from busgen.commands.command import Command
+from busgen.core.types import DEFAULT_PROTECT_MIN_FIT
 
 
 def run_pretrain(cfg) -> dict:
@@ -59,7 +60,10 @@ def run_protect(cfg) -> dict:
     from busgen.train.protect import train_protect
 
     meta = train_protect(cfg)
-    fitted = "fits" if meta["fitted"] else "does NOT fit (raise max_epochs or width)"
+    fitted = "fits" if meta["fitted"] else "does NOT fit (raise max_epochs, max_minutes or width)"
+    floor = ""
+    if meta["fit_accuracy"] < DEFAULT_PROTECT_MIN_FIT:
+        floor = f"; protected sampling refuses it (below the default protect_min_fit {DEFAULT_PROTECT_MIN_FIT})"
     return {
         "out": meta["out"],
         "protect_id": meta["protect_id"],
@@ -67,7 +71,8 @@ def run_protect(cfg) -> dict:
         "fit_accuracy": meta["fit_accuracy"],
         "fitted": meta["fitted"],
         "summary": f"protection classifier of {cfg.model} {fitted} its random labels "
-        f"(accuracy {meta['fit_accuracy']:.3f} after {meta['epochs']} epochs) -> {meta['out']}",
+        f"(accuracy {meta['fit_accuracy']:.3f} after {meta['epochs']} epochs; data check: {meta['data_check']}) "
+        f"-> {meta['out']}{floor}",
     }
 
 

@@ -17,4 +17,7 @@ ProtectName = Literal["none", "cpsample"]  # privacy protection while sampling (
 PROTECT_NAMES: tuple[str, ...] = get_args(ProtectName)
 DEFAULT_PROTECT_STRENGTH = 0.5  # alpha (relative push): the BUSI CPU sweep's pick; memorising models need more (docs)
 DEFAULT_PROTECT_THRESHOLD = 0.8  # guide only where the protection classifier's confidence exceeds this
+# Protected sampling refuses a protection classifier whose recorded fit accuracy is below this: the training
+# images it does not recognise would get no protection (busgen.model.protect.check_fit)
+DEFAULT_PROTECT_MIN_FIT = 0.95
 DEFAULT_PROTECT_WINDOW = (0.0, 1.0)  # (lo, hi): CPSample acts at timesteps lo*T <= t <= hi*T

@@ -102,6 +102,8 @@ def run_privacy(
     p = cfg.privacy
     member_dir = str(Path(p.member_dir).resolve()) if p.member_dir else real_dir
     members = data.splits(member_dir, [p.member_split] if p.member_split else None, None)
+    if model_dir and not p.member_dir:  # what the generator saw: an adapted model's support set joins the members
+        members = members_seen(model_dir, members)
     syn, ids = data.synthetic_with_ids(syn_dir, cfg.classes)
     # The copy encoder learns on held-out images, never on the members it audits (none left: pixel-only audit)
     reference = encoders.disjoint_images(data.splits(real_dir, p.heldout_splits, None)[0], members[0])
@@ -122,6 +124,16 @@ def run_privacy(
         flagged_ids=[int(i) for i in audit.ids[audit.flagged]],
         membership=run_membership(cfg, data, model_dir, members, real_dir) if model_dir else None,
     )
+
+
+def members_seen(model_dir: str, members: tuple) -> tuple:
+    """``members`` united with the support set of an adapted ``model_dir`` (unchanged for a pretrained one).
+
+    An explicit ``privacy.member_dir`` is the override (recorded in the suite's params): its rows alone.
+    """
+    from busgen.train import provenance
+
+    return provenance.unite(members, provenance.read_support(provenance.training_data(model_dir)))[0]
 
 
 def _subsample(n: int, k: int, seed: int) -> np.ndarray:

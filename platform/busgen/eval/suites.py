@@ -205,7 +205,9 @@ class PrivacySettings(_Section):
 
     enabled: bool = True
     member_dir: str | None = Field(
-        None, description="the generator's training images; None = real_dir (adapted: its support/ folder)"
+        None,
+        description="the generator's training images; None = real_dir, plus an adapted model's support set "
+        "(set = exactly these: the override, recorded in params)",
     )
     member_split: str | None = Field("train", description="None = every row of member_dir")
     heldout_splits: list[str] = Field(

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from busgen.core.types import (
     DEFAULT_GUIDANCE,
+    DEFAULT_PROTECT_MIN_FIT,
     DEFAULT_PROTECT_STRENGTH,
     DEFAULT_PROTECT_THRESHOLD,
     DEFAULT_SAMPLER,
@@ -62,6 +63,12 @@ class GenerateConfig(BaseModel):
     protect_strength: float = Field(DEFAULT_PROTECT_STRENGTH, ge=0, description="CPSample alpha")
     protect_threshold: float = Field(
         DEFAULT_PROTECT_THRESHOLD, ge=0.5, lt=1.0, description="guide above this confidence"
+    )
+    protect_min_fit: float = Field(
+        DEFAULT_PROTECT_MIN_FIT,
+        ge=0,
+        le=1,
+        description="refuse a protection classifier fitting its labels worse (recorded in the manifest)",
     )
     tracking: bool = Field(
         True, description="MLflow run with the settings, throughput and manifest.json (busgen.core.tracking)"

@@ -107,6 +107,13 @@ def validate(cfg: GenerateConfig):
         if bad:
             raise GenerateError(f"unknown domain {bad} in --domain; the model knows {gen_meta.get('domain_names')}")
     read_boxes_file(cfg.boxes_file)
+    if cfg.protect != "none":  # fail closed before any actor starts: no classifier, or one that did not fit
+        from busgen.model import protect
+
+        try:
+            protect.check_protect_fit(cfg.model, cfg.protect_min_fit)
+        except protect.ProtectError as exc:
+            raise GenerateError(str(exc)) from None
     model_id = generator.weights_fingerprint(cfg.model)
     return model_id, RowPlan.build(cfg.n, cfg.seed, ratio, cfg.domain_ratio)
 

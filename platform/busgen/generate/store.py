@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from busgen.core.types import DEFAULT_PROTECT_MIN_FIT
 from busgen.data import schema as S
 from busgen.generate.config import GenerateConfig, GenerateError, GenerateWarning
 
@@ -183,6 +184,23 @@ def write_manifest(out: Path, manifest: dict) -> None:
     durable_replace(tmp, Path(out) / MANIFEST)
 
 
+def protect_record(cfg: GenerateConfig) -> dict:
+    """Protected sets record the classifier's fit and the floor it passed (a lowered floor is visible here)."""
+    if cfg.protect == "none":
+        return {}
+    from busgen.model.protect import read_protect_meta
+
+    meta = read_protect_meta(cfg.model)
+    return {
+        "protection": {
+            "protect_id": meta.get("protect_id"),
+            "fit_accuracy": meta.get("fit_accuracy"),
+            "min_fit_accuracy": cfg.protect_min_fit,
+            "floor_lowered": cfg.protect_min_fit < DEFAULT_PROTECT_MIN_FIT,
+        }
+    }
+
+
 def load_or_create_manifest(cfg: GenerateConfig, model_id: str) -> dict:
     """The folder's manifest; a new one for an empty folder. A different model or settings is refused."""
     out = Path(cfg.out)
@@ -212,6 +230,7 @@ def load_or_create_manifest(cfg: GenerateConfig, model_id: str) -> dict:
         "model": str(Path(cfg.model).resolve()),
         "model_id": model_id,
         "settings": settings,
+        **protect_record(cfg),
         "completed": [],
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

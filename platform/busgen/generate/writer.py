@@ -163,6 +163,7 @@ class ShardWriter:
                     protect=self.cfg.protect,
                     protect_strength=self.cfg.protect_strength,
                     protect_threshold=self.cfg.protect_threshold,
+                    protect_min_fit=self.cfg.protect_min_fit,
                 )
                 if pending is not None:
                     nbytes += pending.result()  # at most one micro-batch waits to be written

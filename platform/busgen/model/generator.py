@@ -27,6 +27,7 @@ import torch
 
 from busgen.core.types import (
     DEFAULT_GUIDANCE,
+    DEFAULT_PROTECT_MIN_FIT,
     DEFAULT_PROTECT_STRENGTH,
     DEFAULT_PROTECT_THRESHOLD,
     DEFAULT_PROTECT_WINDOW,
@@ -199,6 +200,7 @@ class Generator:
         protect_strength: float = DEFAULT_PROTECT_STRENGTH,
         protect_threshold: float = DEFAULT_PROTECT_THRESHOLD,
         protect_window: tuple[float, float] = DEFAULT_PROTECT_WINDOW,
+        protect_min_fit: float = DEFAULT_PROTECT_MIN_FIT,
     ) -> np.ndarray:
         """Generate one image per label.
 
@@ -216,17 +218,23 @@ class Generator:
             protect_strength, protect_threshold: CPSample's alpha (a push relative to the noise
                 prediction's size) and confidence threshold.
             protect_window: (lo, hi) fractions of the noise schedule where CPSample acts.
+            protect_min_fit: refuse a protection classifier whose recorded fit accuracy is below this.
 
         Returns:
             np.ndarray uint8 (N, image_size, image_size).
 
         Raises:
             ValueError: unknown label/domain (the message lists the valid ones) or mismatched lengths.
-            busgen.model.protect.ProtectError: protect=cpsample without a protection classifier.
+            busgen.model.protect.ProtectError: protect=cpsample without a protection classifier, or
+                (``ProtectFitError``) with one that fits its labels worse than ``protect_min_fit``.
         """
         term = self.protection_term(
             protection.ProtectSettings(
-                protect=protect, strength=protect_strength, threshold=protect_threshold, window=protect_window
+                protect=protect,
+                strength=protect_strength,
+                threshold=protect_threshold,
+                window=protect_window,
+                min_fit=protect_min_fit,
             )
         )
         labels = [labels] if isinstance(labels, str) else list(labels)
@@ -265,6 +273,7 @@ class Generator:
             net, meta = protection.load_protector(self.model_dir, self.model_id)
             self._protector = net.to(next(self.model.parameters()).device)
             self._protect_meta = meta
+        protection.check_fit(self._protect_meta, settings.min_fit, self.model_dir)  # fail closed, every call
         alphas = diffusion.make_noise_scheduler(self.diffusion_cfg).alphas_cumprod
         return protection.cpsample_term(
             self._protector,

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from busgen.core.types import (
+    DEFAULT_PROTECT_MIN_FIT,
     DEFAULT_PROTECT_STRENGTH,
     DEFAULT_PROTECT_THRESHOLD,
     DEFAULT_PROTECT_WINDOW,
@@ -51,8 +52,12 @@ class ProtectError(ValueError):
     """Protection was asked for but cannot be applied (no classifier, or one trained for other weights)."""
 
 
+class ProtectFitError(ProtectError):
+    """The protection classifier did not fit its training images' labels well enough: protection would fail open."""
+
+
 class ProtectSettings(BaseModel):
-    """How to sample: ``protect`` (none | cpsample), strength alpha and the confidence threshold."""
+    """How to sample: ``protect`` (none | cpsample), strength alpha, the confidence threshold, the fit floor."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -61,6 +66,9 @@ class ProtectSettings(BaseModel):
     threshold: float = Field(DEFAULT_PROTECT_THRESHOLD, ge=0.5, lt=1.0)
     window: tuple[float, float] = Field(
         DEFAULT_PROTECT_WINDOW, description="(lo, hi) fractions of the schedule where it acts"
+    )
+    min_fit: float = Field(
+        DEFAULT_PROTECT_MIN_FIT, ge=0, le=1, description="refuse a classifier whose recorded fit accuracy is lower"
     )
 
     @field_validator("window")
@@ -225,6 +233,37 @@ def read_protect_meta(model_dir: str | Path) -> dict:
             f"train one with `busgen protect --model {Path(model_dir)} --data-dir <its training data>`"
         )
     return json.loads(fp.read_text())
+
+
+def check_fit(meta: dict, min_fit: float, model_dir: str | Path) -> float:
+    """The classifier's recorded fit accuracy (protect.json ``fit_accuracy``), refused below ``min_fit``.
+
+    CPSample only steers away from the training images the classifier recognises
+    confidently; an unfitted one leaves the rest unprotected while the output says
+    "protected". So protection fails closed: below the floor nothing is sampled.
+
+    Raises:
+        ProtectFitError: the accuracy is below ``min_fit``, or protect.json does not record it.
+    """
+    acc = meta.get("fit_accuracy")
+    if isinstance(acc, (int, float)) and acc >= min_fit:
+        return float(acc)
+    got = f"{acc:.3f}" if isinstance(acc, (int, float)) else "unrecorded"
+    limit = (meta.get("train") or {}).get("max_minutes")
+    raise ProtectFitError(
+        f"the protection classifier of {Path(model_dir)} fits its training images' random labels with accuracy "
+        f"{got} (stopped: {meta.get('stopped', 'n/a')}), below the floor {min_fit:.2f}: it would leave the images it "
+        "does not recognise unprotected. Train it longer (`busgen protect --model "
+        f"{Path(model_dir)} ... max_minutes={2 * limit if limit else '<more>'}` or a larger max_epochs), or lower "
+        "the floor explicitly with protect_min_fit=<value> (recorded with the output)"
+    )
+
+
+def check_protect_fit(model_dir: str | Path, min_fit: float = DEFAULT_PROTECT_MIN_FIT) -> dict:
+    """Before any sampling: protect.json of ``model_dir`` once its fit passes ``check_fit``; ProtectError otherwise."""
+    meta = read_protect_meta(model_dir)
+    check_fit(meta, min_fit, model_dir)
+    return meta
 
 
 def load_protector(model_dir: str | Path, model_id: str | None = None) -> tuple[ProtectionClassifier, dict]:

@@ -33,13 +33,16 @@ def encode_results(results: list[dict]) -> list[dict]:
     return results
 
 
-def sample_jobs(gen, jobs: list[dict], default_guidance: float, batch_size: int) -> list[dict]:
+def sample_jobs(
+    gen, jobs: list[dict], default_guidance: float, batch_size: int, protect_min_fit: float | None = None
+) -> list[dict]:
     """Run a batch of generate jobs on one ``Generator``; one result dict per job.
 
     Jobs sharing (steps, guidance, sampler, protect) run in one ``sample`` call: per-image
     seeds make each image independent of what it was batched with. A failing group
     reports ``{"error": ...}`` for its own jobs only, so one bad job cannot fail
-    the others in the batch.
+    the others in the batch; ``"status"`` is 409 when protection exists but fails its fit
+    floor (``protect_min_fit``, the operator's setting; None = the library default).
     """
     results: list[dict] = [{} for _ in jobs]
     groups: dict[tuple, list[int]] = {}
@@ -63,6 +66,8 @@ def sample_jobs(gen, jobs: list[dict], default_guidance: float, batch_size: int)
             protect_kwargs["protect_strength"] = strength
         if threshold is not None:
             protect_kwargs["protect_threshold"] = threshold
+        if protect_min_fit is not None and protect != "none":
+            protect_kwargs["protect_min_fit"] = protect_min_fit
         try:
             images = gen.sample(
                 labels,
@@ -76,14 +81,24 @@ def sample_jobs(gen, jobs: list[dict], default_guidance: float, batch_size: int)
                 **protect_kwargs,
             )
         except ValueError as exc:  # a condition the model does not know, or no protection classifier
-            message = str(exc)
+            message, status = str(exc), 422
             if type(exc).__name__ == "ProtectError":  # its text names server paths: say what the client can do
                 message = (
                     "protect=cpsample is not available for this generator (it has no valid protection classifier; "
                     "the operator trains one with `busgen protect`): use protect=none or another model"
                 )
+            elif type(exc).__name__ == "ProtectFitError":  # it exists but would fail open: refuse, as a conflict
+                status, message = (
+                    409,
+                    (
+                        "error: protect=cpsample is refused for this generator: its protection classifier did not "
+                        "fit its training images (recorded fit accuracy below the server's floor), so it would leave "
+                        "some of them unprotected; the operator retrains it longer with `busgen protect ... "
+                        "max_minutes=...` or lowers the floor (generator.protect_min_fit)"
+                    ),
+                )
             for i in members:
-                results[i] = {"error": message}
+                results[i] = {"error": message, "status": status}
             continue
         start = 0
         for i in members:

@@ -11,6 +11,8 @@ import json
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from busgen.core.types import DEFAULT_PROTECT_MIN_FIT
+
 
 class DeploymentArgs(BaseModel):
     """Resources and dynamic batching of one model deployment."""
@@ -67,6 +69,12 @@ class GeneratorArgs(DeploymentArgs):
     max_batch_size: int = Field(32, ge=1)
     max_ongoing_requests: int = Field(64, ge=1)
     max_models_per_replica: int = Field(2, ge=1, description="LRU cache of loaded generators (multiplexing)")
+    protect_min_fit: float = Field(
+        DEFAULT_PROTECT_MIN_FIT,
+        ge=0,
+        le=1,
+        description="protect=cpsample answers 409 when the classifier's recorded fit accuracy is lower",
+    )
 
 
 class LimitArgs(BaseModel):

@@ -50,7 +50,7 @@ class GeneratorDeployment:
         """One validated job (see ``schemas.validate_generate``) -> ``pngs`` (n PNG bytes) and what was used."""
         result = await self._generate_batch(job)
         if "error" in result:  # the request asked for something this model cannot do: the text is for the client
-            raise RequestError(422, result["error"])
+            raise RequestError(result.get("status", 422), result["error"])
         return result
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.02, batch_size_fn=images_in)
@@ -59,7 +59,9 @@ class GeneratorDeployment:
         gen = await self.get_generator(serve.get_multiplexed_model_id())
 
         def run() -> list[dict]:  # sampling and PNG encoding off the event loop, so requests keep queueing
-            return encode_results(sample_jobs(gen, jobs, self.default_guidance, self.opts.max_batch_size))
+            return encode_results(
+                sample_jobs(gen, jobs, self.default_guidance, self.opts.max_batch_size, self.opts.protect_min_fit)
+            )
 
         results = await asyncio.to_thread(run)
         return [{**r, "model_id": gen.model_id} for r in results]

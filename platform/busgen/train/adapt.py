@@ -30,10 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from busgen.data import dataset as data
 from busgen.data import schema
 from busgen.model import boxprior, diffusion, generator, lora, unet
-from busgen.train import pretrain, track
+from busgen.train import pretrain, provenance, track
 
-SUPPORT_JSON = "support.json"
-SUPPORT_DIR = "support"
+SUPPORT_JSON = provenance.SUPPORT_JSON
+SUPPORT_DIR = provenance.SUPPORT_DIR
 
 
 class AdaptError(ValueError):
@@ -218,18 +218,25 @@ def adapt(cfg: AdaptConfig) -> Path:
 
 
 def export_adapted(state: dict, cfg: AdaptConfig, base_meta: dict, spec: lora.AdapterSpec, support: pa.Table) -> Path:
-    """Write the adapter folder (LoRA, in peft's format) or a full model folder, both recording base and support set."""
+    """Write the adapter folder (LoRA, in peft's format) or a full model folder, both recording base and support set.
+
+    Both record what they trained on (``busgen.train.provenance``): the base model's data
+    fingerprint, the support set's fingerprint and its row ids (sha256).
+    """
     out = Path(cfg.out)
+    if not (out / SUPPORT_DIR).is_dir():  # the folder must carry the rows it records (adapt writes them first)
+        write_support(support, out, cfg)
     model = generator.build_adapted_model(spec)
     model.load_state_dict(state["ema"]["shadow"])  # sample with the EMA weights
     prior = boxprior.fit(support.column(schema.BOX).to_pylist(), support.column(schema.LABEL).to_pylist())
-    provenance = {
+    record = {
         "base_model": spec.base,
         "base_model_id": generator.weights_fingerprint(spec.base),
         "shots": cfg.shots,
         "method": cfg.method,
         "support_record": SUPPORT_JSON,
         "train_steps": int(state["step"]),
+        **provenance.adapted_record(base_meta, out / SUPPORT_DIR, support.column(schema.SHA256).to_pylist()),
     }
     if cfg.method == "full":
         model_cfg = unet.ModelConfig(
@@ -249,7 +256,7 @@ def export_adapted(state: dict, cfg: AdaptConfig, base_meta: dict, spec: lora.Ad
             diffusion.DiffusionConfig(**base_meta["diffusion"]),
         )
         meta = json.loads((out / generator.BUSGEN_JSON).read_text())
-        meta.update(provenance)
+        meta.update(record, kind="full")  # data_fingerprint stays the base's (the card names it)
         (out / generator.BUSGEN_JSON).write_text(json.dumps(meta, indent=2))
         return out
     lora.save_adapter(model, out, spec.base)  # peft's adapter_config.json + adapter_model.safetensors
@@ -261,7 +268,7 @@ def export_adapted(state: dict, cfg: AdaptConfig, base_meta: dict, spec: lora.Ad
         "domain_names": spec.domain_names,
         "adapter": spec.model_dump(include={"method", "lora_rank", "lora_alpha", "lora_targets"}),
         "base_model_rel": _relpath(spec.base, out),
-        **provenance,
+        **record,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     meta["model_id"] = generator.weights_fingerprint(out)

@@ -9,15 +9,17 @@ image; that is what makes it confident near training images and nowhere else.
 
 It is saved in the generator's folder (``<model>/protect/``; for an adapter, beside the
 adapter), with provenance: the generator's ``model_id``, the data and its fingerprint,
-the label seed, epochs and the fit reached. For a pretrained model the data must be the
-generator's own training split (its data fingerprint is checked; ``check_data=false``
-overrides and is recorded); an adapter is protected on its recorded support set.
+the label seed, epochs and the fit reached. It protects what the generator saw
+(``busgen.train.provenance``): ``data_dir`` must be the (base model's) training split
+(its fingerprint is checked), and an adapted model's support set (LoRA or full
+fine-tune) is added to it. ``check_data=false`` overrides and is recorded: exactly
+``data_dir``'s images, or an adapted model's support set alone. Sampling refuses a
+classifier whose fit accuracy is below its floor (``busgen.model.protect.check_fit``).
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +30,7 @@ from busgen.data.dataset import read_arrays
 from busgen.data.imageio import resize_square, to_model_tensor
 from busgen.model import diffusion, generator
 from busgen.model import protect as protection
+from busgen.train import provenance
 
 
 class ProtectConfig(BaseModel):
@@ -42,7 +45,7 @@ class ProtectConfig(BaseModel):
         description="generator folder (pretrained or adapted); the classifier is written to <model>/protect"
     )
     data_dir: str | None = Field(
-        None, description="its training data; None = the adapter's support/ folder (adapters only)"
+        None, description="its (base model's) training data; adapted models add their support set"
     )
     split: str | None = Field(
         "train", description="split of data_dir (None = every row; adapters' support sets have none)"
@@ -66,7 +69,7 @@ class ProtectConfig(BaseModel):
     )
     seed: int = Field(0, description="labels, noise and initialisation")
     check_data: bool = Field(
-        True, description="refuse data whose fingerprint differs from the generator's training data"
+        True, description="refuse data other than the generator's training data; false = exactly these (recorded)"
     )
     torch_threads: int = Field(0, description="0 = torch's default")
 
@@ -163,32 +166,39 @@ def fit_protector(
     return net.eval(), stats
 
 
-def training_images(cfg: ProtectConfig, meta: dict) -> tuple[np.ndarray, str, str | None, str]:
-    """(images, data folder, split, data check) for the model: its training split, or an adapter's support set."""
-    model = Path(cfg.model)
-    if meta.get("kind") == "adapter" and cfg.data_dir is None:
-        data_dir, split, check = model / "support", None, "adapter support set"
-    elif cfg.data_dir is None:
-        raise ValueError(
-            f"error: {model} is a pretrained generator: pass --data-dir with the dataset it was pretrained on"
-        )
-    else:
-        data_dir, split, check = Path(cfg.data_dir), cfg.split, "overridden (check_data=false)"
-        if cfg.check_data and meta.get("kind") != "adapter":
-            from busgen.train.pretrain import read_train_metadata
+def training_images(cfg: ProtectConfig, size: int) -> tuple[np.ndarray, dict]:
+    """The images the generator saw, at its ``size``, and the record of where they came from.
 
-            got = read_train_metadata(data_dir)["fingerprint"] if split == "train" else "n/a"
-            if got != meta.get("data_fingerprint"):
-                raise ValueError(
-                    f"error: {data_dir} (split {split!r}, data fingerprint {got}) is not the training data of "
-                    f"{model} (fingerprint {meta.get('data_fingerprint')}): pass the dataset it was pretrained on "
-                    "with --split train, or --no-check-data to train on other images (recorded)"
-                )
-            check = "data fingerprint matches"
-    images = read_arrays(data_dir, split=split)[0]
-    if len(images) < 2:
-        raise ValueError(f"error: {data_dir} (split {split!r}) holds {len(images)} images; need at least 2")
-    return images, str(data_dir), split, check
+    Default: ``data_dir``'s split, checked to be the (base model's) training data, united
+    with an adapted model's support set (``busgen.train.provenance``). ``check_data=false``
+    is the explicit override: exactly ``data_dir``'s images, or without ``data_dir`` an
+    adapted model's support set alone; the record says which.
+    """
+    td = provenance.training_data(cfg.model)
+    record = {"data_dir": cfg.data_dir, "split": cfg.split, "data_fingerprint": td.base_fingerprint or None}
+    if cfg.data_dir is None:
+        if not (td.adapted and not cfg.check_data):
+            whose = "it was pretrained on"
+            if td.adapted:
+                whose = "its base model was pretrained on (its support set is added)"
+            raise ValueError(
+                f"error: pass --data-dir with the dataset {whose}: {cfg.model} saw those images"
+                + (", or --no-check-data to protect its support set alone (recorded)" if td.adapted else "")
+            )
+        images = to_size(provenance.read_support(td)[0], size)
+        return images, record | {"data_dir": td.support_dir, "split": None, "data_check": "overridden: support only"}
+    data = read_arrays(cfg.data_dir, split=cfg.split)
+    record["data_image_size"] = int(data[0].shape[-1]) if len(data[0]) else size
+    data = (to_size(data[0], size), *data[1:]) if len(data[0]) else data
+    if not cfg.check_data:
+        record["data_check"] = "overridden (check_data=false): exactly data_dir"
+        return data[0], record
+    record["data_check"] = provenance.check_base_data(td, cfg.data_dir, cfg.split, "--no-check-data")
+    support = provenance.read_support(td)
+    support = (to_size(support[0], size), *support[1:]) if len(support[0]) else support
+    (images, *_), added = provenance.unite(data, support)
+    record["support"] = td.describe() | {"support_dir": td.support_dir, "support_added": added} if td.adapted else None
+    return images, record
 
 
 def train_protect(cfg: ProtectConfig, log=print) -> dict:
@@ -196,19 +206,15 @@ def train_protect(cfg: ProtectConfig, log=print) -> dict:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     meta = generator.read_meta(cfg.model)
-    images, data_dir, split, check = training_images(cfg, meta)
-    size, data_size = int(meta["image_size"]), int(images.shape[-1])
-    if data_size != size:  # the generator trained on them resized to its size (train.batches): so does the classifier
-        images = to_size(images, size)
+    # the generator trained on them resized to its size (train.batches): so does the classifier
+    images, record = training_images(cfg, int(meta["image_size"]))
+    if len(images) < 2:
+        raise ValueError(f"error: {record['data_dir']} (split {record['split']!r}) holds {len(images)} images; need 2")
     net, stats = fit_protector(images, cfg, diffusion.DiffusionConfig(**meta["diffusion"]), log)
     provenance = {
         "generator_model_id": generator.weights_fingerprint(cfg.model),
-        "data_dir": data_dir,
-        "split": split,
-        "data_fingerprint": meta.get("data_fingerprint"),
-        "data_check": check,
+        **record,
         "label_seed": cfg.seed,
-        "data_image_size": data_size,
         "train": cfg.model_dump(mode="json"),
         **stats,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

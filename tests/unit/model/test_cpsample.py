@@ -25,7 +25,7 @@ def gen(tmp_path_factory, torch_one_thread):
     model_id = generator.load(folder, device="cpu").model_id
     torch.manual_seed(0)
     net = protect.ProtectionClassifier(protect.ProtectNetConfig(image_size=32, width=8))
-    protect.save_protector(folder, net, {"generator_model_id": model_id})
+    protect.save_protector(folder, net, {"generator_model_id": model_id, "fit_accuracy": 1.0})
     return generator.load(folder, device="cpu")
 
 
@@ -66,12 +66,72 @@ def test_cpsample_without_a_classifier_names_the_remedy(tmp_path):
 def test_classifier_for_other_weights_or_changed_file_is_refused(tmp_path):
     folder = export_untrained(tmp_path / "m", size=32)
     net = protect.ProtectionClassifier(protect.ProtectNetConfig(image_size=32, width=8))
-    protect.save_protector(folder, net, {"generator_model_id": "someoneelse"})
+    protect.save_protector(folder, net, {"generator_model_id": "someoneelse", "fit_accuracy": 1.0})
     with pytest.raises(protect.ProtectError, match="trained for generator someoneelse"):
         generator.load(folder, device="cpu").sample(["benign"], steps=2, protect="cpsample")
     (folder / "protect" / protect.PROTECT_WEIGHTS).write_bytes(b"tampered")
     with pytest.raises(protect.ProtectError, match="changed after training"):
         protect.load_protector(folder)
+
+
+def unfitted(folder, **record):
+    """A protection classifier whose protect.json records the issue's fit: 0.78 when the 10-minute limit hit."""
+    net = protect.ProtectionClassifier(protect.ProtectNetConfig(image_size=32, width=8))
+    model_id = generator.weights_fingerprint(folder)
+    provenance = {"fit_accuracy": 0.78, "fitted": False, "stopped": "time", "train": {"max_minutes": 10.0}}
+    protect.save_protector(folder, net, {"generator_model_id": model_id, **provenance, **record})
+    return folder
+
+
+def test_protected_sampling_with_an_unfitted_classifier_is_refused_naming_the_remedy(tmp_path):
+    folder = unfitted(export_untrained(tmp_path / "m", size=32))
+    g = generator.load(folder, device="cpu")
+    with pytest.raises(protect.ProtectFitError) as err:
+        g.sample(["benign"], steps=2, protect="cpsample")
+    message = str(err.value)
+    assert "0.780" in message and "below the floor 0.95" in message and "stopped: time" in message
+    assert "busgen protect --model" in message and "max_minutes=20.0" in message and "protect_min_fit" in message
+    with pytest.raises(protect.ProtectFitError):
+        protect.check_protect_fit(folder)  # what the CLI and the generate stage call before any sampling
+    assert g.sample(["benign"], steps=2).shape == (1, 32, 32), "unprotected sampling is unaffected"
+    lowered = g.sample(["benign"], steps=2, protect="cpsample", protect_min_fit=0.75)  # the explicit override
+    assert lowered.shape == (1, 32, 32)
+    assert protect.check_protect_fit(folder, 0.75)["fit_accuracy"] == 0.78
+
+
+def test_a_classifier_that_does_not_record_its_fit_is_refused(tmp_path):
+    folder = export_untrained(tmp_path / "m", size=32)
+    net = protect.ProtectionClassifier(protect.ProtectNetConfig(image_size=32, width=8))
+    protect.save_protector(folder, net, {"generator_model_id": generator.weights_fingerprint(folder)})
+    with pytest.raises(protect.ProtectFitError, match="accuracy unrecorded"):
+        generator.load(folder, device="cpu").sample(["benign"], steps=2, protect="cpsample")
+
+
+def test_serve_refuses_an_unfitted_classifier_with_409_and_no_server_path(tmp_path):
+    """The generator deployment's handler, called directly (no Ray): the batch reports 409, the handler raises it."""
+    import asyncio
+
+    from busgen.serve.batching import sample_jobs
+    from busgen.serve.deployments import GeneratorDeployment
+    from busgen.serve.errors import RequestError
+
+    g = generator.load(unfitted(export_untrained(tmp_path / "m", size=32)), device="cpu")
+    base = {"label": "benign", "n": 1, "seed": 3, "steps": 2, "guidance": None, "sampler": "ddim", "domain": None}
+    jobs = [{**base, "box": None, "protect": "cpsample"}, {**base, "box": None, "protect": "none"}]
+    refused, served = sample_jobs(g, jobs, default_guidance=1.0, batch_size=4, protect_min_fit=0.95)
+    assert refused["status"] == 409 and "busgen protect" in refused["error"] and "/" not in refused["error"]
+    assert refused["error"].startswith("error: ") and len(served["images"]) == 1, "the other job is served"
+    ok = sample_jobs(g, jobs[:1], default_guidance=1.0, batch_size=4, protect_min_fit=0.5)[0]  # operator's floor
+    assert len(ok["images"]) == 1
+
+    class Replica:  # what GeneratorDeployment.generate needs of self: the batch method
+        async def _generate_batch(self, job):
+            return refused
+
+    handler = GeneratorDeployment.func_or_class.generate
+    with pytest.raises(RequestError) as err:
+        asyncio.run(handler(Replica(), jobs[0]))
+    assert err.value.status_code == 409 and err.value.detail == refused["error"]
 
 
 def test_settings_are_validated():
@@ -81,6 +141,8 @@ def test_settings_are_validated():
         protect.ProtectSettings(protect="cpsample", threshold=0.3)
     with pytest.raises(ValueError):
         protect.ProtectSettings(protect="cpsample", strength=-1)
+    with pytest.raises(ValueError):
+        protect.ProtectSettings(protect="cpsample", min_fit=1.5)
 
 
 def test_serve_batches_pass_protection_through_and_group_by_it(gen):
@@ -159,3 +221,14 @@ def test_the_window_ends_where_the_classifier_was_trained():
     assert protect.trained_window((0.0, 1.0), trained, 1000) == (0.0, 0.4)
     assert protect.trained_window((0.1, 0.3), trained, 1000) == (0.1, 0.3)
     assert protect.trained_window((0.0, 1.0), {"train": {"train_t_max": None}}, 1000) == (0.0, 1.0)
+
+
+def test_a_protected_set_records_the_fit_and_a_lowered_floor_in_its_manifest(tmp_path):
+    from busgen.generate.config import GenerateConfig
+    from busgen.generate.store import protect_record
+
+    folder = unfitted(export_untrained(tmp_path / "m", size=32))
+    cfg = GenerateConfig(model=str(folder), out=str(tmp_path / "syn"), protect="cpsample", protect_min_fit=0.75)
+    record = protect_record(cfg)["protection"]
+    assert (record["fit_accuracy"], record["min_fit_accuracy"], record["floor_lowered"]) == (0.78, 0.75, True)
+    assert protect_record(cfg.model_copy(update={"protect": "none"})) == {}

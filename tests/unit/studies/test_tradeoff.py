@@ -68,7 +68,8 @@ def test_sweep_writes_rows_report_and_plot(tmp_path, torch_one_thread):
     model = export_untrained(tmp_path / "model", seed=0, size=32)
     torch.manual_seed(0)
     net = protect.ProtectionClassifier(protect.ProtectNetConfig(image_size=32, width=8))
-    protect.save_protector(model, net, {"generator_model_id": generator.load(model, device="cpu").model_id})
+    model_id = generator.load(model, device="cpu").model_id
+    protect.save_protector(model, net, {"generator_model_id": model_id, "fit_accuracy": 1.0})
     cfg = tradeoff.TradeoffConfig(
         model=str(model),
         data_dir=str(data),
@@ -94,6 +95,19 @@ def test_sweep_writes_rows_report_and_plot(tmp_path, torch_one_thread):
     assert "| 0.5 * |" in (out / "tradeoff.md").read_text()
     assert (out / "tradeoff.png").stat().st_size > 1000
     assert np.isfinite(res["rows"][0]["fid"])
+
+
+def test_sweep_refuses_an_unfitted_classifier_before_measuring_anything(tmp_path):
+    """The issue's sweep: a classifier at fit 0.78 was used and the sweep said "meets targets: True"."""
+    model = export_untrained(tmp_path / "model", seed=0, size=32)
+    net = protect.ProtectionClassifier(protect.ProtectNetConfig(image_size=32, width=8))
+    protect.save_protector(
+        model, net, {"generator_model_id": generator.weights_fingerprint(model), "fit_accuracy": 0.78}
+    )
+    cfg = tradeoff.TradeoffConfig(model=str(model), data_dir=str(tmp_path / "absent"), out=str(tmp_path / "out"))
+    with pytest.raises(protect.ProtectFitError, match="below the floor 0.95"):
+        tradeoff.run_tradeoff(cfg, log=lambda *_: None)
+    assert not (tmp_path / "out").exists()
 
 
 def test_real_images_are_compared_at_the_generators_size():

@@ -26,7 +26,13 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from busgen.core.types import DEFAULT_GUIDANCE, DEFAULT_PROTECT_THRESHOLD, DEFAULT_PROTECT_WINDOW, SamplerName
+from busgen.core.types import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_PROTECT_MIN_FIT,
+    DEFAULT_PROTECT_THRESHOLD,
+    DEFAULT_PROTECT_WINDOW,
+    SamplerName,
+)
 
 
 class TradeoffConfig(BaseModel):
@@ -54,6 +60,9 @@ class TradeoffConfig(BaseModel):
     )
     window: tuple[float, float] = Field(
         DEFAULT_PROTECT_WINDOW, description="timestep window (fractions of T) where protection acts"
+    )
+    protect_min_fit: float = Field(
+        DEFAULT_PROTECT_MIN_FIT, ge=0, le=1, description="refuse a protection classifier that fits its labels worse"
     )
     n: int = Field(300, ge=8, description="synthetic images per alpha, class proportions of the training split")
     steps: int = Field(20, ge=1, description="denoising steps")
@@ -195,7 +204,8 @@ def run_tradeoff(cfg: TradeoffConfig, log=print) -> dict:
         torch.set_num_threads(cfg.torch_threads)
     t_start = time.time()
     gen = generator.load(cfg.model, device="cuda" if torch.cuda.is_available() else "cpu")
-    protect_meta = protect.read_protect_meta(cfg.model)  # fails early, with the remedy, when there is no classifier
+    # fails early, with the remedy, when there is no classifier or it did not fit its labels (fail closed)
+    protect_meta = protect.check_protect_fit(cfg.model, cfg.protect_min_fit)
     classes = list(gen.class_names)
     real = read_real(cfg, classes)
     size = gen.image_size  # the generator saw its training images at its own size: compare there
@@ -231,6 +241,7 @@ def run_tradeoff(cfg: TradeoffConfig, log=print) -> dict:
             batch_size=cfg.batch_size,
             protect_threshold=cfg.threshold,
             protect_window=tuple(cfg.window),
+            protect_min_fit=cfg.protect_min_fit,
             **kw,
         )
         ips = len(labels) / (time.perf_counter() - t0)
