@@ -14,7 +14,7 @@ from busgen.serve.errors import RequestError
 from busgen.serve.registry import ClassifierInfo, GeneratorInfo
 
 # Privacy protection while sampling: "cpsample" needs the generator's protection classifier
-# (`busgen protect`); a generator without one answers 409.
+# (`busgen protect`); a generator without one answers 422, one whose classifier did not fit its labels 409.
 PROTECT_PLANNED: tuple[str, ...] = ()  # protections the playground shows as not yet available
 
 
