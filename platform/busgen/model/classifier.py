@@ -53,6 +53,12 @@ class ClassifierConfig(BaseModel):
     max_seconds: float | None = Field(
         None, gt=0, description="wall budget of one training run (None = none); stops after the epoch that passes it"
     )
+    min_epoch_draws: int | None = Field(
+        None,
+        ge=1,
+        description="converge: an epoch (one validation, one patience step) holds at least this many draws, "
+        "so a small arm (113 images = 1 batch) gets more than `patience` optimizer steps before it may stop",
+    )
     budget_rule: Literal["converge", "equal_draws"] = Field(
         "converge",
         description="utility arms: converge = every arm's epoch is its own data, early stopping decides; "

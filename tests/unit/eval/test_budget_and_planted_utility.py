@@ -151,3 +151,15 @@ def test_exposure_sums_draws_and_names_the_stop_reason():
     ]
     assert recipes.exposure(history) == {"draws": 200.0, "real_draws": 100.0, "stopped": "converged (early stopping)"}
     assert recipes.exposure([{"val_auc": 0.5}]) == {"draws": None, "real_draws": None, "stopped": None}  # old history
+
+
+def test_a_small_arm_gets_at_least_min_epoch_draws_per_validation(tmp_path: Path):
+    """113 images are one batch: patience 6 would stop it after 6 steps; the floor makes each epoch 256 draws."""
+    real = _real(tmp_path)
+    cfg = _cfg(real, None, 0)
+    cfg = cfg.model_copy(update={"classifier": cfg.classifier.model_copy(update={"min_epoch_draws": 256, "epochs": 2})})
+    _, _, history, _ = train_arm(cfg)
+    assert {h["draws"] for h in history} == {256}
+    big = _cfg(real, _copy_of_train(real, tmp_path / "copy", shuffle_labels=False), 0, ratio=2)
+    big = big.model_copy(update={"classifier": big.classifier.model_copy(update={"min_epoch_draws": 256, "epochs": 1})})
+    assert train_arm(big)[2][0]["draws"] == 3 * 120 // 32 * 32  # larger arms keep their own epoch

@@ -154,7 +154,8 @@ def train_phases(cfg, phases: list[Phase], x_val: np.ndarray, y_val: np.ndarray)
 
     Budget rules (``classifier.budget_rule``):
 
-    * ``converge`` (default) -- each phase's epoch is its own data (the mix rule) and early
+    * ``converge`` (default) -- each phase's epoch is its own data (the mix rule; at least
+      ``min_epoch_draws``, so patience counts enough steps on a small set) and early
       stopping on real validation ends it; the LR follows the classifier's ``schedule``.
       ``max_seconds`` is the arm's whole wall budget: a two-phase recipe shares it (the
       first phase gets half, the second what the first left), so fine-tuning is not
@@ -173,7 +174,7 @@ def train_phases(cfg, phases: list[Phase], x_val: np.ndarray, y_val: np.ndarray)
         if ccfg.budget_rule == "equal_draws":
             update["samples_per_epoch"] = ccfg.samples_per_epoch
         else:
-            update["samples_per_epoch"] = phase.samples_per_epoch
+            update["samples_per_epoch"] = max(phase.samples_per_epoch, ccfg.min_epoch_draws or 0)
             if ccfg.max_seconds is not None:  # an even share of what is left: phase 1 of 2 gets half
                 left = ccfg.max_seconds - (time.monotonic() - started)
                 update["max_seconds"] = max(left / (len(phases) - i), 1.0)
