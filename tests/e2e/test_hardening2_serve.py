@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,6 +120,17 @@ def test_auth_off_answers_loopback_hosts_and_refuses_rebound_names_with_421(open
     assert ask(open_server, "GET", "/healthz").status_code == 200, "the service still answers"
 
 
+def logged_lines(log: Path, request_id: str, within_s: float = 10.0) -> list[dict]:
+    """The access-log lines of one request; the replica writes its line after answering, so poll (bounded)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        text = log.read_text() if log.is_file() else ""
+        found = [json.loads(line) for line in text.splitlines() if json.loads(line)["request_id"] == request_id]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
 def test_a_model_that_fails_to_load_answers_one_sentence_and_logs_the_detail(open_server):
     root = str(open_server["root"])
     resp = ask(open_server, "POST", "/v1/generate", json={"label": "benign", "model": "broken"})
@@ -125,8 +138,7 @@ def test_a_model_that_fails_to_load_answers_one_sentence_and_logs_the_detail(ope
     assert resp.status_code == 503
     assert detail.startswith("error: model 'broken' failed") and rid in detail
     assert root not in detail and "/" not in detail and "busgen.json" not in detail, "no server path"
-    lines = [json.loads(line) for line in (open_server["root"] / "access.log").read_text().splitlines()]
-    (logged,) = [line for line in lines if line["request_id"] == rid]
+    (logged,) = logged_lines(open_server["root"] / "access.log", rid)
     assert logged["status"] == 503 and "broken-model" in logged["error"] and "ModelLoadError" in logged["error"]
     assert ask(open_server, "POST", "/v1/generate", json={"label": "benign"}).status_code == 200
 
