@@ -90,5 +90,6 @@ def load_reference(version: str = REFERENCE_VERSION, folder: str | None = None) 
         )
     cfg = ClassifierConfig(**card["config"])
     model = build_model(cfg, len(card["class_names"]))
-    model.load_state_dict(load_file(str(weights)))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+    model.load_state_dict(state)  # stored in float16 (a small file), computed in float32
     return ReferenceEncoder(version, digest, model.eval(), cfg.image_size, card)
