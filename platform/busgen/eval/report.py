@@ -343,6 +343,9 @@ def write_report(out: str | Path, result: EvalResult) -> Path:
             ["MLflow run", result.tracking or "tracking off"],
         ],
     )
+    if label := result.inputs.reference_encoder:  # results from before it carry none (their sections say so)
+        used = "" if result.fidelity else " (not used here: fidelity part off, so no FID/KID in this report)"
+        rep.text(f"Reference encoder: {label}{used}.")
     _loss_curve(rep, inputs.model, out)
     rep.text(
         "Tables: [results.csv](results.csv) / results.parquet (one row per trial and test set); "

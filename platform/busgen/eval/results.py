@@ -216,6 +216,9 @@ class Inputs(Record):
     real_dir: str
     model: str | None = None
     synthetic_dir: str | None = None
+    reference_encoder: str | None = Field(
+        None, description="label of the reference encoder this busgen shipped (None: a result from before it)"
+    )
 
 
 class HeadlineMetrics(Record):

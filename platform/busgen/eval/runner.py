@@ -130,7 +130,7 @@ def run_suite(cfg: SuiteConfig, run_id: str | None = None) -> EvalResult:
         run_id=run_id or f"local-{uuid.uuid4().hex[:12]}",
         timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         params=cfg,
-        inputs=Inputs(real_dir=real_dir, model=model_dir, synthetic_dir=syn_dir),
+        inputs=Inputs(real_dir=real_dir, model=model_dir, synthetic_dir=syn_dir, reference_encoder=_reference_label()),
         timings=timings.seconds,
     )
     # 2. parts: every driver-side part reads its images from one SuiteData (each set decoded once)
@@ -157,6 +157,13 @@ def run_suite(cfg: SuiteConfig, run_id: str | None = None) -> EvalResult:
     return result
 
 
+def _reference_label() -> str:
+    """The shipped reference encoder's version and hash, recorded with every result (fidelity on or off)."""
+    from busgen.measure.reference import load_reference
+
+    return load_reference().label
+
+
 def report_from_work(
     cfg: SuiteConfig, more_work: list[str] = (), run_id: str | None = None, seconds: float | None = None
 ) -> EvalResult:
@@ -180,6 +187,7 @@ def report_from_work(
             real_dir=str(Path(cfg.real_dir).resolve()),
             model=str(Path(cfg.model).resolve()) if cfg.model else None,
             synthetic_dir=str(Path(cfg.synthetic_dir).resolve()) if cfg.synthetic_dir else None,
+            reference_encoder=_reference_label(),
         ),
         utility=rebuild_utility(cfg, out / "work", *(Path(w) for w in more_work)),
         seconds=seconds,
