@@ -197,7 +197,7 @@ def fit(
         TensorDataset(x_tr, y_tr), batch_size=cfg.batch_size, sampler=sampler, drop_last=n_epoch > cfg.batch_size
     )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = LrSchedule(opt, cfg)
+    schedule_step = lr_schedule(opt, cfg)
     ema = WeightEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     history, best, best_state, stale = [], -np.inf, None, 0
     started = time.monotonic()
@@ -214,7 +214,7 @@ def fit(
         use_auc = cfg.monitor == "auc" and np.isfinite(record["val_auc"])
         score = record["val_auc"] if use_auc else -record["val_loss"]
         improved = score > best + 1e-4
-        schedule.step(improved)
+        schedule_step(score)
         if improved:
             best, best_state, stale = score, copy.deepcopy(unwrap(judged).state_dict()), 0
         else:
@@ -241,31 +241,26 @@ def _stop_reason(stale: int, epoch: int, cfg: ClassifierConfig, elapsed: float) 
     return 0
 
 
-class LrSchedule:
+def lr_schedule(opt: torch.optim.Optimizer, cfg: ClassifierConfig):
     """Cosine decay to 0 at ``cfg.epochs``, or a plateau rule: halve the LR after ``plateau_patience`` stale epochs.
 
     The plateau rule exists for the utility yardstick: a cosine schedule sized to an
     epoch cap anneals to zero at the cap whether or not an arm has converged, so arms
     with more (or slower-to-fit) data were judged half-trained. Under the plateau rule
-    only the validation curve lowers the LR, and early stopping ends the run.
+    only the validation curve lowers the LR, and early stopping ends the run. torch's
+    ``ReduceLROnPlateau`` halves after ``patience + 1`` bad epochs and judges improvement
+    as ``score > best + 1e-4``, the same rule `fit` uses for early stopping.
+
+    Returns:
+        ``step(score)``: call once per epoch with the validation score (higher is better).
     """
-
-    def __init__(self, opt: torch.optim.Optimizer, cfg: ClassifierConfig):
-        self.opt, self.rule, self.patience = opt, cfg.schedule, cfg.plateau_patience
-        self.cosine = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.schedule == "cosine" else None
-        )
-        self.stale = 0
-
-    def step(self, improved: bool) -> None:
-        if self.cosine is not None:
-            self.cosine.step()
-            return
-        self.stale = 0 if improved else self.stale + 1
-        if self.stale >= self.patience:
-            for group in self.opt.param_groups:
-                group["lr"] *= 0.5
-            self.stale = 0
+    if cfg.schedule == "cosine":
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+        return lambda score: cosine.step()
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="max", factor=0.5, patience=cfg.plateau_patience - 1, threshold=1e-4, threshold_mode="abs"
+    )
+    return plateau.step
 
 
 def train_classifier(

@@ -117,12 +117,13 @@ def test_a_capped_epoch_is_the_equal_draws_variant_and_never_converge():
 def test_plateau_schedule_halves_the_lr_only_when_validation_stalls():
     import torch
 
-    from busgen.measure.classify import LrSchedule
+    from busgen.measure.classify import lr_schedule
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = LrSchedule(opt, classifier.ClassifierConfig(schedule="plateau", plateau_patience=2, epochs=3))
-    for improved, lr in [(True, 1.0), (False, 1.0), (False, 0.5), (True, 0.5), (False, 0.5), (False, 0.25)]:
-        sched.step(improved)
+    step = lr_schedule(opt, classifier.ClassifierConfig(schedule="plateau", plateau_patience=2, epochs=3))
+    # validation scores: improved, stale, stale (halve), improved, stale, stale (halve)
+    for score, lr in [(0.5, 1.0), (0.5, 1.0), (0.5, 0.5), (0.6, 0.5), (0.6, 0.5), (0.6, 0.25)]:
+        step(score)
         assert opt.param_groups[0]["lr"] == lr
 
 
