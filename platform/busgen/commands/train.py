@@ -1,4 +1,5 @@
-"""Model commands: pretrain a generator, adapt it few-shot, train its protection classifier, export it to the Hub."""
+"""Model commands: pretrain a generator, adapt it few-shot, train its protection classifier, export it to the Hub,
+train a servable diagnosis classifier."""
 
 from __future__ import annotations
 
@@ -92,6 +93,18 @@ def run_export_hub(cfg: ExportHubRun) -> dict:
     return {"out": str(out), "summary": f"wrote a Hub repository of {cfg.model} to {out}"}
 
 
+def run_train_classifier(cfg) -> dict:
+    from busgen.measure.classifier_fit import fit_classifier
+
+    m = fit_classifier(cfg)
+    test = f", test AUC {m['test_auc']:.3f} acc {m['test_acc']:.3f}" if "test_auc" in m else ", no test split"
+    summary = (
+        f"classifier trained on {m['n_train']} images, {m['stopped']} after {m['epochs']} epochs "
+        f"(val AUC {m['val_auc']:.3f}{test}) -> {cfg.out}; serve it: busgen serve --classifier {cfg.out}"
+    )
+    return {**m, "out": cfg.out, "summary": summary}
+
+
 _HERE = __name__
 COMMANDS = (
     Command(
@@ -110,4 +123,10 @@ COMMANDS = (
         "protect", "busgen.train.protect:ProtectConfig", f"{_HERE}:run_protect", location_fields=("model", "data_dir")
     ),
     Command("export-hub", f"{_HERE}:ExportHubRun", f"{_HERE}:run_export_hub", ("model", "out")),
+    Command(
+        "train-classifier",
+        "busgen.measure.classifier_fit:TrainClassifierRun",
+        f"{_HERE}:run_train_classifier",
+        location_fields=("data_dir", "out"),
+    ),
 )

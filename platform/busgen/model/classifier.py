@@ -22,7 +22,8 @@ from torch import nn
 
 from busgen.data.imageio import to_model_tensor
 
-WEIGHTS_FILE = "model.pt"
+WEIGHTS_FILE = "model.safetensors"  # tensors only: loading runs no pickled code
+LEGACY_WEIGHTS_FILE = "model.pt"  # folders saved before safetensors (torch state_dict); still read
 
 
 META_FILE = "classifier.json"
@@ -238,10 +239,14 @@ def save_classifier(
     class_names: Sequence[str],
     metrics: dict | None = None,
 ) -> Path:
-    """Write ``model.pt`` (state_dict) and ``classifier.json`` (config, class names, metrics)."""
+    """Write ``model.safetensors`` (state_dict) and ``classifier.json`` (config, class names, metrics)."""
+    from safetensors.torch import save_file
+
     out = Path(model_dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(unwrap(model).state_dict(), out / WEIGHTS_FILE)
+    state = {k: v.detach().contiguous() for k, v in unwrap(model).state_dict().items()}
+    save_file(state, str(out / WEIGHTS_FILE))
+    (out / LEGACY_WEIGHTS_FILE).unlink(missing_ok=True)  # a re-save must not leave stale weights beside the new
     meta = {
         "format_version": FORMAT_VERSION,
         "config": cfg.model_dump(mode="json"),
@@ -252,12 +257,37 @@ def save_classifier(
     return out
 
 
+def weights_file(model_dir: str | Path) -> Path:
+    """The weights of a classifier folder: ``model.safetensors``, else a legacy ``model.pt``.
+
+    Raises:
+        FileNotFoundError: the folder holds neither (names both, and how to make one).
+    """
+    root = Path(model_dir)
+    for name in (WEIGHTS_FILE, LEGACY_WEIGHTS_FILE):
+        if (root / name).is_file():
+            return root / name
+    raise FileNotFoundError(
+        f"error: {root} holds no classifier weights ({WEIGHTS_FILE} or {LEGACY_WEIGHTS_FILE}); "
+        "train one with `busgen train-classifier`"
+    )
+
+
+def load_state(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict from safetensors, or from a legacy torch file (``weights_only``: no arbitrary unpickling)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_classifier(model_dir: str | Path) -> tuple[ResNetClassifier, ClassifierConfig, list[str]]:
     """Rebuild a saved classifier (eval mode, CPU) with its config and class names."""
     meta = json.loads((Path(model_dir) / META_FILE).read_text())
     cfg = ClassifierConfig(**meta["config"])
     model = build_model(cfg, len(meta["class_names"]))
-    model.load_state_dict(torch.load(Path(model_dir) / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    model.load_state_dict(load_state(weights_file(model_dir)))
     return model.eval(), cfg, list(meta["class_names"])
 
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from busgen.data import schema as S
 from busgen.serve.config import ServeArgs
 from busgen.serve.gallery import parquet_files
-from busgen.serve.registry import read_generator_info
+from busgen.serve.registry import CLASSIFIER_WEIGHTS, read_generator_info
 
 # Default CPUs per replica: they are kept where the machine has room for them, else scaled down together.
 DEFAULT_CPUS = {"generator": 1.0, "classifier": 1.0, "ingress": 0.5, "data": 0.1}
@@ -133,8 +133,12 @@ def _classifier_problem(model_id: str, model_dir: str) -> str | None:
     root = Path(model_dir)
     if not root.is_dir():
         return f"classifier {model_id!r}: no folder {model_dir}"
-    if not (root / "classifier.json").is_file() or not (root / "model.pt").is_file():
-        return f"classifier {model_id!r}: {model_dir} is not a saved classifier (no classifier.json and model.pt)"
+    weights = [n for n in CLASSIFIER_WEIGHTS if (root / n).is_file()]
+    if not (root / "classifier.json").is_file() or not weights:
+        return (
+            f"classifier {model_id!r}: {model_dir} is not a saved classifier "
+            "(no classifier.json and model.safetensors): train one with `busgen train-classifier`"
+        )
     try:
         meta = json.loads((root / "classifier.json").read_text())
         if not meta["class_names"] or not meta["config"]["image_size"]:

@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field
 
 from busgen.serve.errors import RequestError
 
+CLASSIFIER_WEIGHTS = ("model.safetensors", "model.pt")  # model.pt: folders saved before safetensors
+
 
 class GeneratorInfo(BaseModel):
     """What a client may know about a served generator (never its directory)."""
@@ -49,12 +51,16 @@ def read_generator_info(model_id: str, model_dir: str) -> GeneratorInfo:
 
 
 def read_classifier_info(model_dir: str) -> ClassifierInfo:
-    """Read ``classifier.json`` and fingerprint ``model.pt``."""
+    """Read ``classifier.json`` and fingerprint the weights (``model.safetensors``, or a legacy ``model.pt``)."""
     root = Path(model_dir)
     if not (root / "classifier.json").is_file():
         raise ValueError(f"{model_dir} is not a saved classifier (no classifier.json)")
     meta = json.loads((root / "classifier.json").read_text())
-    digest = hashlib.sha256((root / "model.pt").read_bytes()).hexdigest()[:16]
+    # the names of busgen.model.classifier.weights_file, without importing torch into the ingress
+    weights = next((root / n for n in CLASSIFIER_WEIGHTS if (root / n).is_file()), None)
+    if weights is None:
+        raise ValueError(f"{model_dir} holds no classifier weights ({' or '.join(CLASSIFIER_WEIGHTS)})")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
     return ClassifierInfo(
         model_id=digest,
         model_version=f"{meta.get('format_version', 1)}-{digest}",

@@ -66,6 +66,28 @@ def test_save_load_roundtrip_and_predictor(tmp_path, phantom_splits, trained):
     np.testing.assert_allclose(from_png["probs"], pred["probs"], atol=1e-6)
 
 
+def test_weights_are_safetensors_and_older_model_pt_folders_still_load(tmp_path, phantom_splits, trained):
+    from safetensors.torch import load_file
+
+    model, cfg, _ = trained
+    xt = phantom_splits["test"][0][:8]
+    out = classifier.save_classifier(tmp_path / "clf", model, cfg, CLASSES)
+    assert classifier.WEIGHTS_FILE == "model.safetensors" and not (out / "model.pt").exists()
+    assert load_file(str(out / classifier.WEIGHTS_FILE)).keys() == model.state_dict().keys()
+    # a folder saved before safetensors: classifier.json + a torch state_dict
+    torch.save(model.state_dict(), out / "model.pt")
+    (out / classifier.WEIGHTS_FILE).unlink()
+    assert classifier.weights_file(out).name == "model.pt"
+    legacy, _, _ = classifier.load_classifier(out)
+    np.testing.assert_array_equal(classifier.predict_proba(legacy, xt), classifier.predict_proba(model, xt))
+    # saving again replaces the legacy file, so one folder never holds two different weights
+    classifier.save_classifier(out, legacy, cfg, CLASSES)
+    assert classifier.weights_file(out).name == classifier.WEIGHTS_FILE and not (out / "model.pt").exists()
+    (out / classifier.WEIGHTS_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match="busgen train-classifier"):
+        classifier.load_classifier(out)
+
+
 def test_augment_is_seeded_and_keeps_range():
     x = torch.linspace(-1, 1, 2 * 32 * 32).reshape(2, 1, 32, 32)
     a = classify.augment_batch(x, torch.Generator().manual_seed(0))
