@@ -8,6 +8,7 @@ Layout written by ``export_model`` and read by ``load``::
       unet_ema/                the same model with EMA weights: what sampling uses
       scheduler/               diffusers scheduler_config.json of the training noise schedule
       box_prior.json           per-class KDE box prior (JSON, no pickle)
+      model_index.json         diffusers pipeline index + pipeline.py (busgen.model.pipeline_files)
 
 Everything needed to rebuild the model is in the directory, so ``load`` works on a
 copy made on another machine and ``model_id`` identifies the exact weights.
@@ -36,7 +37,7 @@ from busgen.core.types import (
     SamplerName,
 )
 from busgen.data.imageio import from_model_range
-from busgen.model import accel, boxprior, card, diffusion, hubcache, lora
+from busgen.model import accel, boxprior, card, diffusion, hubcache, lora, pipeline_files
 from busgen.model import protect as protection
 from busgen.model import unet as models
 
@@ -101,6 +102,7 @@ def export_model(
     meta["model_id"] = weights_fingerprint(out)
     (out / BUSGEN_JSON).write_text(json.dumps(meta, indent=2, default=float))
     card.write_card(out, meta)  # README.md with front matter (busgen.model.card)
+    pipeline_files.write_pipeline_files(out, meta)  # model_index.json + pipeline.py: a diffusers pipeline too
     return out
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from busgen.model import card, generator
+from busgen.model import card, generator, pipeline_files
 from busgen.model.hubcache import looks_like_repo_id, resolve  # noqa: F401 -- re-exported
 
 WEIGHT_DIRS = ("unet", "unet_ema", "scheduler")
@@ -60,6 +60,7 @@ def export_hub(model_dir: str | Path, out: str | Path) -> Path:
             shutil.copyfile(src / name, out / name)
     (out / ".gitattributes").write_text(GITATTRIBUTES)
     card.write_card(out, meta)
+    pipeline_files.write_pipeline_files(out, meta)  # also for folders exported before the pipeline existed
     if generator.weights_fingerprint(out) != generator.weights_fingerprint(src):
         raise HubError(
             f"{src} holds weights that are not safetensors (pickled .bin): re-export it with `busgen pretrain`"

@@ -92,6 +92,14 @@ def model_config_for(preset: str, image_size: int | None = None) -> ModelConfig:
     return cfg
 
 
+# ``UNet2DModel.from_pretrained`` on a ConditionalUNet folder would build a plain UNet2DModel, match none
+# of the weights (ours sit under ``unet.`` beside two embeddings) and return it randomly initialised with
+# only a warning. Saved as ``act_fn`` in every config.json, this value is read by UNet2DModel as its
+# activation name, so that load raises instead (with this text in the message); ConditionalUNet stores it
+# and ignores it (its inner UNet2DModel keeps silu). Folders saved before it load as they did.
+UNET2D_GUARD = "not-a-unet2dmodel__load-with-busgen.model.unet.conditionalunet.from_pretrained"
+
+
 class ConditionalUNet(ModelMixin, ConfigMixin):
     """UNet2DModel conditioned on class, domain (embeddings) and box (input channel).
 
@@ -111,6 +119,7 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         attention_head_dim: int = 8,
         norm_num_groups: int = 16,
         dropout: float = 0.0,
+        act_fn: str = UNET2D_GUARD,  # not an activation: see UNET2D_GUARD
     ):
         super().__init__()
         emb_dim = block_out_channels[0] * 4  # UNet2DModel's timestep-embedding width
