@@ -1,6 +1,7 @@
 """The library-backed metrics give the numbers of the hand-written versions they replaced, on fixed inputs.
 
-MS-SSIM is torchmetrics', ECE torchmetrics' calibration error, bootstrap CIs
+MS-SSIM is torchmetrics', ECE torchmetrics' calibration error, FID torchmetrics'
+``FrechetInceptionDistance`` and each KID subset its ``poly_mmd``, bootstrap CIs
 ``scipy.stats.bootstrap`` (paired). The former implementations are kept here, frozen,
 as the reference. PRDC stays on faiss and is checked against the ``prdc`` package.
 """
@@ -15,6 +16,35 @@ import torch.nn.functional as F
 from busgen.measure import fidelity, metrics
 
 # ----------------------------------------------------------------------------- the former implementations
+
+
+def ref_frechet_distance(a, b, eps=1e-6):
+    import warnings
+
+    from scipy import linalg
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(len(cov_a)) * eps
+        covmean = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean.real))
+
+
+def ref_kid(a, b, n_subsets=100, subset_size=1000, seed=0):
+    m = min(subset_size, len(a), len(b))
+    rng = np.random.default_rng(seed)
+    d = a.shape[1]
+    values = []
+    for _ in range(n_subsets):
+        x, y = a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)]
+        kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
+        values.append((kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean())
+    return float(np.mean(values)), float(np.std(values))
 
 
 def ref_ece(y_true, probs, n_bins=15):
@@ -153,3 +183,37 @@ def test_prdc_on_faiss_matches_the_prdc_package(rng):
     theirs = prdc_pkg.compute_prdc(real_features=real, fake_features=syn, nearest_k=5)
     for key in ("precision", "recall", "density", "coverage"):
         assert ours[key] == pytest.approx(theirs[key], abs=1e-6), key
+
+
+@pytest.mark.parametrize(
+    "n_a,n_b,d,shift,rtol",
+    [
+        (300, 200, 128, 0.3, 1e-12),  # more samples than dimensions: the same matrix square root
+        (500, 500, 16, 1.0, 1e-12),
+        (60, 50, 128, 0.0, 1e-7),  # singular covariances: eigenvalues vs sqrtm with 1e-6 regularisation
+    ],
+)
+def test_fid_is_torchmetrics_and_matches_the_former_version(rng, n_a, n_b, d, shift, rtol):
+    a, b = rng.normal(size=(n_a, d)), rng.normal(size=(n_b, d)) * 1.1 + shift
+    ours = fidelity.frechet_distance(a, b)
+    assert ours == pytest.approx(ref_frechet_distance(a, b), rel=rtol)
+    scale = np.trace(np.cov(a, rowvar=False))  # FID's terms are of this size; a set against itself is 0 up to rounding
+    assert abs(fidelity.frechet_distance(a, a)) < 1e-6 * scale
+    assert fidelity.frechet_distance(a.astype(np.float32), b.astype(np.float32)) == pytest.approx(ours, rel=1e-5)
+
+
+def test_kid_matches_the_former_version_and_torchmetrics_kid(rng):
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    a, b = rng.normal(size=(120, 32)), rng.normal(size=(90, 32)) + 0.2
+    for n_subsets, size in ((20, 40), (5, 1000)):
+        ours = fidelity.kernel_inception_distance(a, b, n_subsets=n_subsets, subset_size=size, seed=3)
+        np.testing.assert_allclose(ours, ref_kid(a, b, n_subsets, size, seed=3), rtol=1e-12, atol=1e-15)
+    # one subset holding every sample: no sampling left, torchmetrics' own class gives the same number
+    m = 90
+    kid = KernelInceptionDistance(feature=fidelity._Precomputed(32), subsets=1, subset_size=m)
+    kid.update(torch.from_numpy(a[:m]), real=True)
+    kid.update(torch.from_numpy(b[:m]), real=False)
+    mean, _ = kid.compute()
+    ours, _ = fidelity.kernel_inception_distance(a[:m], b[:m], n_subsets=1, subset_size=m)
+    assert ours == pytest.approx(float(mean), rel=1e-12)
