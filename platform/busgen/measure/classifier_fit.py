@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from busgen.data.dataset import dataset_info
 from busgen.measure import classify
 from busgen.measure.arrays import labelled
-from busgen.model.classifier import ClassifierConfig, save_classifier
+from busgen.model.classifier import ClassifierConfig, save_classifier, to_tensor
 
 CARD_FILE = "README.md"
 
@@ -97,8 +97,6 @@ def fit_classifier(cfg: TrainClassifierRun) -> dict:
 
 def _test_metrics(model, data_dir: str, classes: list[str], positive: str) -> dict:
     """Accuracy and AUC on the test split, measured once after selection; nothing when the set has no test rows."""
-    from busgen.model.classifier import to_tensor
-
     try:
         x_te, y_te = labelled(data_dir, "test", classes)
     except ValueError:  # no test split: the card says so
