@@ -63,6 +63,7 @@ def tour(browser, url: str, out: Path, label: str, n: int = 4, errors: list | No
     """Drive every tab, screenshot each into ``out``; returns what later checks need (the reader links)."""
     from playwright.sync_api import expect
 
+    expect.set_options(timeout=120_000)  # sampling 25 steps on a shared 2-core box takes a while
     out.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport=VIEWPORT)
     if errors is not None:
