@@ -259,7 +259,7 @@ function nearestLine(nn, metric) {
     ` (threshold ${metric.threshold})`);
   if (nn.percentile !== null && nn.percentile !== undefined) {
     out.append(el("div", { className: "muted" },
-      `as close as ${nn.percentile}% of training images are to their nearest other training image`));
+      `higher than the nearest-neighbour similarity of ${nn.percentile}% of training images`));
   }
   return out;
 }
