@@ -8,7 +8,6 @@ is in ``busgen.serve.batching``.
 from __future__ import annotations
 
 import asyncio
-import sys
 
 from ray import serve
 
@@ -18,36 +17,21 @@ from busgen.serve.config import DeploymentArgs, GeneratorArgs, LimitArgs
 from busgen.serve.errors import RequestError
 from busgen.serve.registry import ModelRegistry, read_classifier_info
 
-# The GIL switch interval of a model replica. The model thread gives up the GIL around every torch op
-# and must win it back each time; Serve's own threads in the replica (event loops, request handling,
-# metrics) run Python, and at Python's default 5 ms each of their bursts can hold the model thread
-# for up to 5 ms: a convoy. Measured side by side in one process (shipped classifier, 16-image batches,
-# one torch thread, a second thread doing 2 ms of Python every 40 ms; shared 2-core machine): 5 ms
-# interval 36 img/s vs 52 alone (-30%), 0.5 ms interval 46 vs 50 (-9%).
-MODEL_SWITCH_INTERVAL_S = 0.0005
-
-
-def tune_replica_threads(torch_threads: int | None) -> None:
-    """Threads of a model replica: torch's intra-op count (None: Ray's per-actor default) and a short GIL switch
-    interval, so Serve's Python threads in the replica cannot hold the model thread for long."""
-    import torch
-
-    if torch_threads:
-        torch.set_num_threads(torch_threads)
-    sys.setswitchinterval(MODEL_SWITCH_INTERVAL_S)
-
 
 @serve.deployment(name="GeneratorDeployment", max_ongoing_requests=64)
 class GeneratorDeployment:
     """Samples images; many generator/adapter dirs per replica, picked by multiplexed model id."""
 
     def __init__(self, generators: dict[str, str], default_id: str, opts: dict):
+        import torch
+
         from busgen.model import generator
 
         self.registry = ModelRegistry(generators, default_id)
         self.opts = GeneratorArgs(**opts)
         self.default_guidance = DEFAULT_GUIDANCE
-        tune_replica_threads(self.opts.torch_threads)
+        if self.opts.torch_threads:
+            torch.set_num_threads(self.opts.torch_threads)
         self._generate_batch.set_max_batch_size(self.opts.max_batch_size)
         self._generate_batch.set_batch_wait_timeout_s(self.opts.batch_wait_timeout_s)
 
@@ -92,11 +76,14 @@ class ClassifierDeployment:
     """
 
     def __init__(self, classifier_dirs: dict[str, str], opts: dict, limits: dict):
+        import torch
+
         from busgen.model.classifier import Predictor
 
         self.opts = DeploymentArgs(**opts)
         self.limits = LimitArgs(**limits)
-        tune_replica_threads(self.opts.torch_threads)
+        if self.opts.torch_threads:
+            torch.set_num_threads(self.opts.torch_threads)
         self.infos = {k: read_classifier_info(d) for k, d in classifier_dirs.items()}
         self.predictors = {k: Predictor.from_checkpoint(d) for k, d in classifier_dirs.items()}
         self.sizes = {k: info.image_size for k, info in self.infos.items()}
