@@ -22,6 +22,13 @@ by a request count and a deadline. Both ratios are measured in this one run:
 - p99 latency at 32 concurrent single-image clients (goal: <= 150 ms).
 
 A short generate phase (16 images per request) is reported against offline sampling too.
+
+Where the served path spends CPU (the last table before the headline): one more cell of the
+headline workload with every process's CPU time read before and after (``psutil``, which Ray
+ships), as CPU milliseconds per image, next to the offline CPU per image. CPU time does not
+depend on how busy the machine is, so it shows whether the model replica does more work than
+offline (its row above the offline figure) or simply gets less of a core (the other rows: HTTP
+proxy, ingress, Serve controller, Ray's own processes, all sharing the cores with it).
 CPU only, no arguments, a few minutes on 2 cores::
 
     .venv/bin/python evals/benchmarks/serve_load.py
@@ -95,6 +102,68 @@ def offline_classify(clf_dir: str, pngs: list[bytes], seconds: float = 8.0) -> f
         (out,) = classify_requests(predictors, sizes, batches[done // BATCH % len(batches)], limits)
         done += len(out["results"])
     return done / (time.perf_counter() - t0)
+
+
+def offline_cpu_ms(clf_dir: str, pngs: list[bytes], batches: int = 40) -> float:
+    """CPU milliseconds per image of offline batched inference (this process, one thread): the replica's yardstick."""
+    import torch
+
+    from busgen.model.classifier import Predictor
+    from busgen.serve.batching import classify_requests
+    from busgen.serve.config import LimitArgs
+    from busgen.serve.registry import read_classifier_info
+
+    torch.set_num_threads(1)
+    predictors, limits = {"default": Predictor.from_checkpoint(clf_dir)}, LimitArgs()
+    sizes = {"default": read_classifier_info(clf_dir).image_size}
+    batch = [{"classifier": "default", "uploads": [(p, "") for p in pngs[:BATCH]]}]
+    classify_requests(predictors, sizes, batch, limits)  # warm-up
+    t0 = time.process_time()
+    for _ in range(batches):
+        classify_requests(predictors, sizes, batch, limits)
+    return 1000.0 * (time.process_time() - t0) / (batches * BATCH)
+
+
+def serve_pids() -> dict[int, str]:
+    """pid -> role of the Serve processes (asked of each actor, so other Ray sessions on the machine never count)."""
+    import os
+
+    import ray
+
+    roles = {"ClassifierDeployment": "classifier replica", "Ingress": "ingress", "SERVE_PROXY": "HTTP proxy"}
+    roles |= {"SERVE_CONTROLLER": "Serve controller"}
+    out = {}
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        role = next((r for k, r in roles.items() if k in actor["name"] and "noop" not in actor["name"]), None)
+        if role:
+            handle = ray.get_actor(actor["name"], namespace=actor["namespace"])
+            out[ray.get(handle.__ray_call__.remote(lambda self: os.getpid()), timeout=30)] = role
+    return out
+
+
+def cpu_by_process(url: str, bodies: list, roles: dict[int, str]) -> tuple[dict[str, float], int]:
+    """CPU seconds per role over one headline cell (this driver's process tree: Ray's and Serve's processes)."""
+    import psutil
+
+    def snapshot() -> dict[int, float]:
+        out = {}
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+                out[proc.pid] = t.user + t.system
+            except psutil.Error:
+                continue
+        return out
+
+    me = psutil.Process()
+    before = snapshot()
+    r = asyncio.run(cell(url, bodies, 8, MULTI))
+    after = snapshot()
+    used: dict[str, float] = {}
+    for pid, cpu in after.items():
+        role = roles.get(pid, "client (this driver)" if pid == me.pid else "Ray and other replicas")
+        used[role] = used.get(role, 0.0) + cpu - before.get(pid, cpu)
+    return used, r["ok"] * MULTI
 
 
 def offline_generate(gen_dir: str, seconds: float = 8.0) -> float:
@@ -291,6 +360,8 @@ def main() -> None:
         url = deploy(serve_args(gen_dir, clf_dir, shipped_dir, token))
         try:
             out = asyncio.run(measure(url, token, pngs, pngs_shipped))
+            shipped_bodies = multi_bodies(pngs_shipped, {"Authorization": f"Bearer {token}"})
+            used, images = cpu_by_process(f"{url}/v1/classify?model=shipped", shipped_bodies, serve_pids())
         finally:
             serve.shutdown()
         # Offline again after Serve is gone; the better run is the reference, so a neighbour's burst
@@ -298,6 +369,7 @@ def main() -> None:
         offline = max(offline_before, in_ray_worker(offline_classify, clf_dir, pngs))
         offline_shipped = max(shipped_before, in_ray_worker(offline_classify, shipped_dir, pngs_shipped))
         offline_gen = in_ray_worker(offline_generate, gen_dir)
+        offline_cpu = in_ray_worker(offline_cpu_ms, shipped_dir, pngs_shipped)
     best_multi = max(out["multi"], key=lambda r: r["ips"])
     best_shipped = max(out["shipped"], key=lambda r: r["ips"])
     toy_ratio = best_multi["ips"] / offline
@@ -336,6 +408,10 @@ def main() -> None:
         f"{'met' if at32['p99'] <= P99_GOAL_MS else 'missed'})",
         flush=True,
     )
+    print(f"CPU per image, shipped classifier, {MULTI}-image requests at 8 clients ({images} images):", flush=True)
+    print(f"| process | CPU ms/image |\n|---|---|\n| offline (same batch function, 1 thread) | {offline_cpu:.2f} |")
+    for role, cpu in sorted(used.items(), key=lambda kv: -kv[1]):
+        print(f"| {role} | {1000.0 * cpu / max(images, 1):.2f} |", flush=True)
     headline(
         "serve_load",
         best_shipped["ips"] / offline_shipped,

@@ -113,6 +113,7 @@ def test_auth_off_answers_loopback_hosts_and_refuses_rebound_names_with_421(open
             ("GET", "/v1/gallery/synthetic", None),
             ("POST", "/v1/generate", {"label": "benign", "nearest": True}),
             ("GET", "/ui/index.html", None),
+            ("GET", "/v1/study/me", None),  # reader routes take no API token, but the Host check still holds
         ]:
             resp = ask(open_server, method, path, host, json=body)
             assert resp.status_code == 421, (host, path, resp.status_code)

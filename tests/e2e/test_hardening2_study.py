@@ -4,7 +4,8 @@ A reader who could re-answer an item and watch the live scores would learn which
 were synthetic and correct their answers. Now a re-answer is refused (409, atomically,
 so racing answers cannot both win), and the scores (which reveal the truth) are shown
 only to the study owner's token, or to everyone once the owner closes the study; a
-closed study takes no more answers.
+closed study takes no more answers. Readers are token-bound: the owner creates them, and
+a reader's token opens that reader's items and nothing else (no free-text names).
 """
 
 from __future__ import annotations
@@ -98,23 +99,53 @@ def call(url: str, method: str, path: str, owner: str | None = None, **kwargs) -
     return requests.request(method, url + path, headers=headers, timeout=60, **kwargs)
 
 
+def reader_call(url: str, method: str, path: str, reader_token: str | None, **kwargs) -> requests.Response:
+    """A reader's call: the reader token only, no API token (a reader link carries nothing else)."""
+    headers = {"X-Study-Reader-Token": reader_token} if reader_token else {}
+    return requests.request(method, url + path, headers=headers, timeout=60, **kwargs)
+
+
+def test_readers_are_created_by_the_owner_and_their_token_opens_only_their_own_items(study_server):
+    url = study_server
+    assert call(url, "POST", "/v1/study/readers", json={"count": 1}).status_code == 403, "only the owner adds readers"
+    created = call(url, "POST", "/v1/study/readers", OWNER, json={"count": 2}).json()["readers"]
+    (ann, ben) = created
+    assert ann["link"] == f"/ui/index.html#reader={ann['token']}" and ann["reader"] != ben["reader"]
+    me = reader_call(url, "GET", "/v1/study/me", ann["token"]).json()
+    assert me == {"reader": ann["reader"], "items": 4, "answered": 0, "next": 0}
+    item = reader_call(url, "GET", "/v1/study/item/0", ann["token"]).json()
+    assert item["reader"] == ann["reader"] and "kind" not in item and "image" in item, "the truth stays on the server"
+    for token in (None, "not-a-reader-token-0000000000"):
+        refused = reader_call(url, "GET", "/v1/study/item/0", token)
+        assert refused.status_code == 401 and refused.json()["detail"].startswith("error: "), token
+    assert call(url, "GET", "/v1/study/item/0").status_code == 401, "the API token is not a reader"
+    assert reader_call(url, "GET", "/v1/models", ann["token"]).status_code == 401, "a reader token opens nothing else"
+    assert reader_call(url, "GET", "/v1/gallery/synthetic", ann["token"]).status_code == 401
+    no_confidence = reader_call(url, "POST", "/v1/study/answer", ann["token"], json={"item": 0, "says_synthetic": True})
+    assert no_confidence.status_code == 422, "the confidence (1-5) is required"
+
+
 def test_served_study_answers_once_and_shows_scores_to_the_owner_then_to_all_after_closing(study_server):
     url = study_server
-    answer = {"item": 0, "says_synthetic": True, "says_label": None}
-    assert call(url, "POST", "/v1/study/dana/answer", json=answer).status_code == 200
-    again = call(url, "POST", "/v1/study/dana/answer", json=answer | {"says_synthetic": False})
+    (dana,) = call(url, "POST", "/v1/study/readers", OWNER, json={"count": 1}).json()["readers"]
+    answer = {"item": 0, "says_synthetic": True, "confidence": 4, "says_label": None}
+    first = reader_call(url, "POST", "/v1/study/answer", dana["token"], json=answer)
+    assert first.status_code == 200 and first.json()["next"] == 1
+    again = reader_call(url, "POST", "/v1/study/answer", dana["token"], json=answer | {"says_synthetic": False})
     assert again.status_code == 409 and again.json()["detail"].startswith("error: ")
+    assert reader_call(url, "GET", "/v1/study/me", dana["token"]).json()["next"] == 1, "a reopened link goes on"
 
     for owner in (None, "not-the-owner-token-000000"):
         hidden = call(url, "GET", "/v1/study/results", owner)
         assert hidden.status_code == 403 and "study owner" in hidden.json()["detail"], owner
     shown = call(url, "GET", "/v1/study/results", OWNER)
-    assert shown.status_code == 200 and shown.json()["readers"]["dana"]["answered"] == 1
+    assert shown.status_code == 200 and shown.json()["readers"][dana["reader"]]["answered"] == 1
+    assert shown.json()["readers"][dana["reader"]]["mean_confidence"] == 4.0
     assert shown.json()["closed"] is False
 
     assert call(url, "POST", "/v1/study/close").status_code == 403, "only the owner closes"
     assert call(url, "POST", "/v1/study/close", OWNER).json() == {"closed": True}
     after = call(url, "GET", "/v1/study/results")
     assert after.status_code == 200 and after.json()["closed"] is True
-    late = call(url, "POST", "/v1/study/dana/answer", json=answer | {"item": 1})
+    late = reader_call(url, "POST", "/v1/study/answer", dana["token"], json=answer | {"item": 1})
     assert late.status_code == 409 and "closed" in late.json()["detail"]

@@ -136,7 +136,7 @@ def test_hostile_names_show_as_text_and_never_run_in_chromium(hostile_server):
         page.fill("#gen-n", "1")
         page.click("#gen-run")
         expect(page.locator("#status")).to_contain_text("1 image(s) from base")
-        expect(page.locator("#gen-results .gen-item img.generated")).to_have_count(1)
+        expect(page.locator("#gen-results .gen-item canvas.generated")).to_have_count(1)
 
         # Classify: the hostile class name is a table heading's text
         page.click("button[data-tab=classify]")

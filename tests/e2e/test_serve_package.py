@@ -39,6 +39,7 @@ PURE_MODULES = (
     "gallery",
     "nearest",
     "study",
+    "examples",
 )
 
 

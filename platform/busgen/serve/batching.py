@@ -39,7 +39,9 @@ def sample_jobs(
     """Run a batch of generate jobs on one ``Generator``; one result dict per job.
 
     Jobs sharing (steps, guidance, sampler, protect) run in one ``sample`` call: per-image
-    seeds make each image independent of what it was batched with. A failing group
+    seeds make each image independent of what it was batched with. Boxes left to the prior
+    are drawn here (``resolve_boxes``, seeded per image as ``sample`` would) so that each
+    result can say where its lesion box is. A failing group
     reports ``{"error": ...}`` for its own jobs only, so one bad job cannot fail
     the others in the batch; ``"status"`` is 409 when protection exists but fails its fit
     floor (``protect_min_fit``, the operator's setting; None = the library default).
@@ -69,6 +71,7 @@ def sample_jobs(
         if protect_min_fit is not None and protect != "none":
             protect_kwargs["protect_min_fit"] = protect_min_fit
         try:
+            boxes = gen.resolve_boxes(labels, boxes, seeds)  # what sample() would draw, kept to answer with
             images = gen.sample(
                 labels,
                 domains=domains,
@@ -103,6 +106,7 @@ def sample_jobs(
         start = 0
         for i in members:
             results[i]["images"] = images[start : start + jobs[i]["n"]]
+            results[i]["boxes"] = [[round(float(v), 4) for v in b] for b in boxes[start : start + jobs[i]["n"]]]
             start += jobs[i]["n"]
     return results
 

@@ -27,15 +27,16 @@ class DataDeployment:
             self.index = NearestIndex(self.reference.images, sources)
         self.galleries = {name: ImageSet(path) for name, path in galleries.items()}
         self.study_dir, self.study_items = study_dir, study_items
+        self.readers: dict[str, str] = {}  # reader token sha256 -> reader id, reloaded on a miss
 
     async def ready(self) -> dict:
         return {"reference": len(self.reference or []), "galleries": {k: len(v) for k, v in self.galleries.items()}}
 
-    async def nearest(self, pngs: list[bytes]) -> list[dict] | None:
-        """Nearest reference image per PNG, or None when no reference set is configured."""
+    async def nearest(self, pngs: list[bytes]) -> dict | None:
+        """Nearest reference image per PNG (``matches``) and its yardstick (``metric``); None without a reference."""
         if self.index is None:
             return None
-        return await asyncio.to_thread(self.index.query, pngs)
+        return {"matches": await asyncio.to_thread(self.index.query, pngs), "metric": self.index.describe()}
 
     async def gallery(self, name: str, label: str | None, domain: str | None, page: int, page_size: int) -> dict:
         if name not in self.galleries:
@@ -51,18 +52,49 @@ class DataDeployment:
         real, synthetic = self._study_sets()
         return study.plan(study.check_reader(reader), self.study_items, len(real), len(synthetic))
 
-    async def study_item(self, reader: str, item: int) -> dict:
+    def _reader(self, token_sha256: str) -> str:
+        """The reader id a token opens (401 for any other token): readers never name themselves."""
+        self._study_sets()
+        if token_sha256 not in self.readers:
+            self.readers = study.load_readers(self.study_dir)
+        if token_sha256 not in self.readers:
+            raise RequestError(401, "error: unknown reader token: open the study link the study owner sent you")
+        return self.readers[token_sha256]
+
+    async def study_add_readers(self, count: int) -> list[dict]:
+        self._study_sets()
+        return await asyncio.to_thread(study.add_readers, self.study_dir, count)
+
+    async def study_me(self, token_sha256: str) -> dict:
+        """The reader's id, list length, and where a resumed session goes on (None: all answered)."""
+        reader = self._reader(token_sha256)
+        items = len(self._plan(reader))
+        done = study.answered_items(self.study_dir, reader)
+        pending = [k for k in range(items) if k not in done]
+        return {"reader": reader, "items": items, "answered": len(done), "next": pending[0] if pending else None}
+
+    async def study_item(self, token_sha256: str, item: int) -> dict:
         """Item ``item`` of the reader's shuffled list: the image only, never whether it is real."""
+        reader = self._reader(token_sha256)
         items = self._plan(reader)
         if not 0 <= item < len(items):
             raise RequestError(404, f"item {item} is out of range: this study has {len(items)} items (0-based)")
         kind, row = items[item]
         source = self._study_sets()[0 if kind == "real" else 1]
         labels = sorted(set(self._study_sets()[0].labels))
-        return {"item": item, "items": len(items), "labels": labels, "image": source.item(row, False)["image"]}
+        return {
+            "reader": reader,
+            "item": item,
+            "items": len(items),
+            "labels": labels,
+            "image": source.item(row, False)["image"],
+        }
 
-    async def study_answer(self, reader: str, item: int, says_synthetic: bool, says_label: str | None) -> dict:
+    async def study_answer(self, token_sha256: str, answer: dict) -> dict:
+        """Store one answer (``schemas.StudyAnswer`` as a dict) of the token's reader; the first answer is final."""
+        reader = self._reader(token_sha256)
         items = self._plan(reader)
+        item = answer["item"]
         if not 0 <= item < len(items):
             raise RequestError(404, f"item {item} is out of range: this study has {len(items)} items (0-based)")
         kind, row = items[item]
@@ -73,11 +105,14 @@ class DataDeployment:
             "kind": kind,
             "row": row,
             "label": source.labels[row],
-            "says_synthetic": says_synthetic,
-            "says_label": says_label,
+            "says_synthetic": answer["says_synthetic"],
+            "says_label": answer.get("says_label"),
+            "confidence": answer.get("confidence"),
         }
         await asyncio.to_thread(study.save_answer, self.study_dir, record)
-        return {"saved": True, "item": item, "next": item + 1 if item + 1 < len(items) else None}
+        done = study.answered_items(self.study_dir, reader)
+        pending = [k for k in range(len(items)) if k not in done]
+        return {"saved": True, "item": item, "next": pending[0] if pending else None}
 
     async def study_results(self, owner: bool = False) -> dict:
         """Scores; they reveal the truth, so only to the study owner, or to anyone once the study is closed."""

@@ -17,7 +17,8 @@ from busgen.data import schema as S
 from busgen.serve.errors import RequestError
 
 MAX_ROWS = 20_000  # the playground pages through sets in memory; larger sets are sampled by the operator
-PROVENANCE = (S.MODEL_ID, S.SEED, S.SAMPLER, S.STEPS, S.GUIDANCE, S.INDEX)
+# The box too: the playground draws it on the image (never on reader-study items, which carry no provenance).
+PROVENANCE = (S.MODEL_ID, S.SEED, S.SAMPLER, S.STEPS, S.GUIDANCE, S.INDEX, S.BOX)
 # Sent as text: `busgen generate` seeds run to 2^64, and JavaScript numbers hold integers exactly only to 2^53.
 AS_TEXT = (S.SEED,)
 
@@ -49,6 +50,8 @@ class ImageSet:
         self.provenance = {c: self.table.column(c).to_pylist() for c in PROVENANCE if c in cols}
         for c in set(AS_TEXT) & set(self.provenance):
             self.provenance[c] = [None if v is None else str(v) for v in self.provenance[c]]
+        if S.BOX in self.provenance:  # float32 in Parquet: 0.15 would read 0.15000000596
+            self.provenance[S.BOX] = [None if b is None else [round(v, 4) for v in b] for b in self.provenance[S.BOX]]
         self.sources: list[str] = self._col(S.SOURCE, "")
 
     def _col(self, name: str, default: str) -> list[str]:

@@ -35,6 +35,7 @@ from busgen.serve.auth import (
 )
 from busgen.serve.config import LimitArgs, ServeArgs
 from busgen.serve.errors import RequestError, server_failure
+from busgen.serve.examples import phantom_examples
 from busgen.serve.guards import check_upload_type, extract_uploads, read_body_limited
 from busgen.serve.middleware import AccessLogMiddleware
 from busgen.serve.registry import ModelRegistry, read_classifier_info
@@ -44,10 +45,13 @@ from busgen.serve.schemas import (
     GenerateRequest,
     GenerateResponse,
     ModelsResponse,
+    NewReaders,
     StudyAnswer,
     validate_generate,
 )
+from busgen.serve.study import token_sha256
 
+STUDY_READER_HEADER = "x-study-reader-token"
 READY_TIMEOUT_S = 60.0  # first readyz loads the default generator
 MAX_SMALL_BODY = 64 * 1024  # a generate request or a study answer is a few hundred bytes of JSON
 STATIC_DIR = Path(__file__).parent / "static"
@@ -156,6 +160,7 @@ class Ingress:
         self.auth = BearerAuth(self.settings.token_sha256)
         self.registry = ModelRegistry(self.settings.generators, self.settings.default_id)
         self.classifier_infos = {k: read_classifier_info(d) for k, d in self.settings.classifier_dirs.items()}
+        self._examples: list[dict] | None = None  # made on first use
         configure_access_log(self.settings.access_log_fp)
 
     def _auth(self, request: Request) -> None:
@@ -267,6 +272,7 @@ class Ingress:
             nearest = await self._data().nearest.remote(out["pngs"])
             if nearest is None:
                 raise RequestError(503, "nearest=true needs a reference set: start the server with reference_parquet")
+        nearest = nearest or {}
         return GenerateResponse(
             model=info.id,
             model_id=out["model_id"],
@@ -279,7 +285,9 @@ class Ingress:
             protect=out.get("protect", "none"),
             image_size=info.image_size,
             images=responses.b64(out["pngs"]),
-            nearest=nearest,
+            boxes=out["boxes"],
+            nearest=nearest.get("matches"),
+            nearest_metric=nearest.get("metric"),
         )
 
     @api.post(
@@ -345,23 +353,65 @@ class Ingress:
             raise RequestError(422, "page must be >= 0 and page_size between 1 and 48")
         return await self._data().gallery.remote(name, label, domain, page, page_size)
 
-    @api.get("/v1/study/{reader}/item/{item}")
-    async def study_item(self, request: Request, reader: str, item: int) -> dict:
-        """Item ``item`` of ``reader``'s shuffled real/synthetic mix (the image only, not the truth)."""
+    @api.get("/v1/examples")
+    async def examples(self, request: Request) -> dict:
+        """Example inputs to try: phantom scans (synthetic test patterns, no patient data), one per class."""
         self._auth(request)
-        return await self._data().study_item.remote(reader, item)
+        if self._examples is None:
+            self._examples = await asyncio.to_thread(phantom_examples)
+        return {"examples": self._examples}
 
-    @api.post("/v1/study/{reader}/answer")
-    async def study_answer(self, request: Request, reader: str) -> dict:
-        """Store one answer (``StudyAnswer``) to Parquet."""
+    def _reader_token(self, request: Request) -> str:
+        """The sha256 of the reader's token: the study routes' only credential (the API token is not needed).
+
+        A reader link carries its token; readers never get the API token, which would open the
+        galleries (the study's synthetic pool). With auth off, the Host must still be loopback.
+        """
+        if self.auth.digest is None:
+            check_loopback_host(request.headers.get("host"))
+        token = (request.headers.get(STUDY_READER_HEADER) or "").strip()
+        if not token:
+            raise RequestError(401, "error: missing reader token: open the study link the study owner sent you")
+        digest = token_sha256(token)
+        request.state.client = f"reader:{digest[:12]}"
+        return digest
+
+    @api.post("/v1/study/readers")
+    async def study_readers(self, request: Request) -> dict:
+        """Create reader links (study owner only): each reader's token is shown once; the server keeps its sha256."""
         self._auth(request)
+        if not self._study_owner(request):
+            raise RequestError(403, "error: only the study owner creates readers: send X-Study-Owner-Token")
+        try:
+            req = NewReaders.model_validate_json(await read_body_limited(request, MAX_SMALL_BODY) or b"{}")
+        except ValidationError as exc:
+            return JSONResponse(
+                {"detail": exc.errors(include_url=False, include_context=False, include_input=False)}, status_code=422
+            )
+        readers = await self._data().study_add_readers.remote(req.count)
+        return {"readers": [{**r, "link": f"/ui/index.html#reader={r['token']}"} for r in readers]}
+
+    @api.get("/v1/study/me")
+    async def study_me(self, request: Request) -> dict:
+        """The reader behind ``X-Study-Reader-Token``: id, number of items, answered, and the next item to answer."""
+        return await self._data().study_me.remote(self._reader_token(request))
+
+    @api.get("/v1/study/item/{item}")
+    async def study_item(self, request: Request, item: int) -> dict:
+        """Item ``item`` of the reader's shuffled real/synthetic mix (the image only, not the truth)."""
+        return await self._data().study_item.remote(self._reader_token(request), item)
+
+    @api.post("/v1/study/answer")
+    async def study_answer(self, request: Request) -> dict:
+        """Store one answer (``StudyAnswer``: call, confidence 1-5, optional class) to Parquet."""
+        digest = self._reader_token(request)
         try:
             ans = StudyAnswer.model_validate_json(await read_body_limited(request, MAX_SMALL_BODY))
         except ValidationError as exc:
             return JSONResponse(
                 {"detail": exc.errors(include_url=False, include_context=False, include_input=False)}, status_code=422
             )
-        return await self._data().study_answer.remote(reader, ans.item, ans.says_synthetic, ans.says_label)
+        return await self._data().study_answer.remote(digest, ans.model_dump())
 
     def _study_owner(self, request: Request) -> bool:
         return is_study_owner(self.settings.study_owner_sha256, request.headers.get(STUDY_OWNER_HEADER))

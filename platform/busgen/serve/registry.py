@@ -13,9 +13,19 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from busgen.core.types import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, SamplerName
+from busgen.model.card import CARD_FILE, DEFAULT_STEPS, read_front_matter
 from busgen.serve.errors import RequestError
 
 CLASSIFIER_WEIGHTS = ("model.safetensors", "model.pt")  # model.pt: folders saved before safetensors
+
+
+class SamplerDefaults(BaseModel):
+    """The sampler settings the model card recommends; the playground starts from them."""
+
+    sampler: SamplerName = DEFAULT_SAMPLER
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
 
 
 class GeneratorInfo(BaseModel):
@@ -26,6 +36,14 @@ class GeneratorInfo(BaseModel):
     class_names: list[str]
     domain_names: list[str]
     image_size: int
+    defaults: SamplerDefaults = Field(default_factory=SamplerDefaults, description="the model card's sampler_defaults")
+
+
+def read_card_defaults(model_dir: str | Path) -> SamplerDefaults:
+    """``busgen.sampler_defaults`` of the folder's model card (README.md); the library's defaults without a card."""
+    fp = Path(model_dir) / CARD_FILE
+    found = (read_front_matter(fp).get("busgen") or {}).get("sampler_defaults") if fp.is_file() else None
+    return SamplerDefaults(**(found or {}))
 
 
 class ClassifierInfo(BaseModel):
@@ -47,6 +65,7 @@ def read_generator_info(model_id: str, model_dir: str) -> GeneratorInfo:
         class_names=meta["class_names"],
         domain_names=meta["domain_names"],
         image_size=meta["image_size"],
+        defaults=read_card_defaults(model_dir),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from busgen.core.types import DEFAULT_SAMPLER, ProtectName, SamplerName
+from busgen.core.types import DEFAULT_SAMPLER, SAMPLERS, ProtectName, SamplerName
 from busgen.serve.config import LimitArgs
 from busgen.serve.errors import RequestError
 from busgen.serve.registry import ClassifierInfo, GeneratorInfo
@@ -52,8 +52,21 @@ class GenerateRequest(BaseModel):
 
 class NearestMatch(BaseModel):
     similarity: float = Field(description="Pearson correlation of 32x32 thumbnails; near 1 = a copy")
+    possible_copy: bool = Field(description="similarity >= the copy threshold (see NearestMetric)")
+    percentile: float | None = Field(
+        description="% of training images whose nearest other training image is less similar than this"
+    )
     source: str = Field(description="id of the training image (its ingest source, never a server path)")
     image: str = Field(description="base64 PNG of the training image")
+
+
+class NearestMetric(BaseModel):
+    """What the nearest-image number is and what it is compared with (``busgen.serve.nearest``)."""
+
+    metric: str = Field(description="the similarity and the features it is computed on")
+    threshold: float = Field(description="copy threshold: at or above it an image is flagged possible_copy")
+    reference_median: float | None = Field(description="median similarity of a training image to its nearest other")
+    reference_size: int = Field(description="training images searched")
 
 
 class GenerateResponse(BaseModel):
@@ -68,7 +81,11 @@ class GenerateResponse(BaseModel):
     image_size: int
     protect: str = "none"
     images: list[str] = Field(description="base64-encoded 8-bit grayscale PNGs")
+    boxes: list[list[float]] = Field(
+        description="each image's lesion box [x0, y0, x1, y1] in [0, 1] (given, or drawn from the prior); [] = none"
+    )
     nearest: list[NearestMatch] | None = Field(None, description="with nearest=true and a reference set")
+    nearest_metric: NearestMetric | None = Field(None, description="the yardstick of `nearest`")
 
 
 class ClassifyResult(BaseModel):
@@ -86,13 +103,22 @@ class ClassifyResponse(BaseModel):
 
 
 class StudyAnswer(BaseModel):
-    """Body of ``POST /v1/study/{reader}/answer``."""
+    """Body of ``POST /v1/study/answer`` (the reader is the one the ``X-Study-Reader-Token`` opens)."""
 
     model_config = ConfigDict(extra="forbid")
 
     item: int = Field(ge=0)
     says_synthetic: bool
+    confidence: int = Field(ge=1, le=5, description="1 = guessing ... 5 = certain")
     says_label: str | None = Field(None, max_length=64)
+
+
+class NewReaders(BaseModel):
+    """Body of ``POST /v1/study/readers`` (study owner): how many reader links to create."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(1, ge=1, le=50)
 
 
 class ModelsResponse(BaseModel):
@@ -105,6 +131,7 @@ class ModelsResponse(BaseModel):
     study: bool = Field(description="the reader study is configured")
     protect: list[str] = Field(description="privacy protections available now")
     protect_planned: list[str]
+    samplers: list[str] = Field(list(SAMPLERS), description="values of a generate request's sampler")
     limits: LimitArgs
 
 
