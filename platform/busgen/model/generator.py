@@ -8,6 +8,10 @@ Layout written by ``export_model`` and read by ``load``::
       unet_ema/                the same model with EMA weights: what sampling uses
       scheduler/               diffusers scheduler_config.json of the training noise schedule
       box_prior.json           per-class KDE box prior (JSON, no pickle)
+      autoencoder/             latent generators only: a copy of the autoencoder part (busgen.model.autoencoder)
+
+A latent generator's UNet denoises the autoencoder's latent grid; ``busgen.json`` records
+the latent scaling factor, and ``image_size`` is always the pixel size of the images sampled.
 
 Everything needed to rebuild the model is in the directory, so ``load`` works on a
 copy made on another machine and ``model_id`` identifies the exact weights.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Sequence
@@ -36,7 +41,7 @@ from busgen.core.types import (
     SamplerName,
 )
 from busgen.data.imageio import from_model_range
-from busgen.model import accel, boxprior, card, diffusion, hubcache, lora
+from busgen.model import accel, autoencoder, boxprior, card, diffusion, hubcache, lora
 from busgen.model import protect as protection
 from busgen.model import unet as models
 
@@ -45,6 +50,7 @@ UNET_DIR = "unet"
 EMA_DIR = "unet_ema"
 SCHEDULER_DIR = "scheduler"
 BOX_PRIOR_JSON = "box_prior.json"
+AUTOENCODER_DIR = "autoencoder"
 FORMAT_VERSION = 1
 
 
@@ -72,8 +78,14 @@ def export_model(
     steps: int,
     metrics: dict | None = None,
     diffusion_cfg: diffusion.DiffusionConfig | None = None,
+    autoencoder_dir: str | Path | None = None,
+    latent_scaling: float = 1.0,
 ) -> Path:
-    """Write a self-contained model directory (see module docstring) and return its path."""
+    """Write a self-contained model directory (see module docstring) and return its path.
+
+    ``autoencoder_dir`` (latent generators) is copied in as ``autoencoder/``; ``latent_scaling`` is the
+    factor its latents were multiplied by in training (1 / their std).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     diffusion_cfg = diffusion_cfg or diffusion.DiffusionConfig()
@@ -85,12 +97,28 @@ def export_model(
         ema_model.save_pretrained(out / EMA_DIR)
     diffusion.make_noise_scheduler(diffusion_cfg).save_pretrained(out / SCHEDULER_DIR)
     box_prior.save(out / BOX_PRIOR_JSON)
+    latent, image_size = None, model_cfg.image_size
+    if autoencoder_dir is not None:
+        ae_cfg, ae_meta = autoencoder.read_info(autoencoder_dir)
+        if Path(autoencoder_dir).resolve() != (out / AUTOENCODER_DIR).resolve():
+            shutil.rmtree(out / AUTOENCODER_DIR, ignore_errors=True)
+            shutil.copytree(autoencoder_dir, out / AUTOENCODER_DIR)
+        latent = {
+            "autoencoder": AUTOENCODER_DIR,
+            "autoencoder_id": ae_meta["autoencoder_id"],
+            "scaling_factor": float(latent_scaling),
+            "factor": ae_cfg.factor,
+            "latent_channels": ae_cfg.latent_channels,
+            "latent_size": ae_cfg.latent_size,
+        }
+        image_size = ae_cfg.image_size
     meta = {
         "format_version": FORMAT_VERSION,
         "class_names": list(class_names),
         "domain_names": list(domain_names),
-        "image_size": model_cfg.image_size,
+        "image_size": image_size,
         "model": model_cfg.model_dump(mode="json"),
+        **({"latent": latent} if latent else {}),
         "diffusion": diffusion_cfg.model_dump(mode="json"),
         "sampling_weights": EMA_DIR if ema_state is not None else UNET_DIR,
         "data_fingerprint": data_fingerprint,
@@ -121,12 +149,15 @@ class Generator:
         model_id: str,
         meta: dict | None = None,
         model_dir: str | Path | None = None,
+        codec: autoencoder.LatentCodec | None = None,
     ):
         self.model = model.eval()
         self.diffusion_cfg = diffusion_cfg
         self.class_names = list(class_names)
         self.domain_names = list(domain_names)
-        self.image_size = int(model.config.image_size)
+        self.codec = codec  # latent generators: decodes the sampled latents to pixels
+        self.grid_size = int(model.config.image_size)  # what the UNet denoises: pixels, or the latent grid
+        self.image_size = codec.image_size if codec is not None else self.grid_size  # pixels sampled
         self.box_prior = box_prior
         self.model_id = model_id
         self.meta = meta or {}
@@ -244,7 +275,8 @@ class Generator:
             raise ValueError(f"got {len(seeds)} seeds for {n} labels")
         label_idx = self.label_indices(labels)
         domain_idx = self.domain_indices(domains, n)
-        masks = torch.from_numpy(models.rasterize_boxes(self.resolve_boxes(labels, boxes, seeds), self.image_size))
+        # the box mask lives on the grid the UNet denoises (latent resolution for a latent generator)
+        masks = torch.from_numpy(models.rasterize_boxes(self.resolve_boxes(labels, boxes, seeds), self.grid_size))
         out = np.zeros((n, self.image_size, self.image_size), dtype=np.uint8)
         for s in range(0, n, batch_size):
             sl = slice(s, s + batch_size)
@@ -260,6 +292,8 @@ class Generator:
                 sampler,
                 extra_guidance=term,
             )
+            if self.codec is not None:
+                x = self.codec.decode(x)  # (B, C, h, w) latents -> (B, 1, H, W) pixels
             out[sl] = from_model_range(x[:, 0].numpy())
         return out
 
@@ -267,6 +301,11 @@ class Generator:
         """The ``extra_guidance`` hook for ``settings`` (None when protection is off); loads the classifier once."""
         if settings.protect == "none":
             return None
+        if self.codec is not None:
+            raise protection.ProtectError(
+                "error: CPSample is not available for latent generators (its classifier is trained on noisy pixels, "
+                "not latents): sample this model with protect=none, or protect a pixel generator"
+            )
         if self._protector is None:
             if self.model_dir is None:
                 raise protection.ProtectError("protect=cpsample needs a generator loaded from its model folder")
@@ -432,6 +471,7 @@ def load(
         )
         model = model.to(device or default_device())
     models.maybe_enable_xformers(model)
+    codec = load_codec(root, meta, device or default_device())
     gen = Generator(
         model=model,
         diffusion_cfg=diffusion.DiffusionConfig(**meta["diffusion"]),
@@ -441,5 +481,18 @@ def load(
         model_id=weights_fingerprint(root),
         meta=meta,
         model_dir=root,
+        codec=codec,
     )
     return gen if optimize is None else gen.optimize(optimize)
+
+
+def load_codec(root: Path, meta: dict, device) -> autoencoder.LatentCodec | None:
+    """A latent generator's decoder (an adapter's comes from its base folder); None for pixel generators."""
+    if meta.get("kind") == "adapter":
+        root = resolve_base(root, meta)
+        meta = read_meta(root)
+    latent = meta.get("latent")
+    if not latent:
+        return None
+    folder = path_inside(root, latent.get("autoencoder", AUTOENCODER_DIR), f"{root / BUSGEN_JSON}: latent.autoencoder")
+    return autoencoder.load_codec(folder, latent["scaling_factor"], device)
