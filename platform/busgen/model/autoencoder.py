@@ -17,8 +17,10 @@ generator folder stays self-contained; ``LatentCodec`` is what sampling uses to 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Literal
@@ -31,6 +33,12 @@ from busgen.model import unet
 
 AUTOENCODER_JSON = "autoencoder.json"
 CARD_FILE = "README.md"
+GENERATOR_SUBDIR = "autoencoder"  # where a latent generator's folder holds its copy
+NO_CPSAMPLE = (
+    "error: CPSample is not available for latent generators (its classifier is trained on noisy pixels, not "
+    "latents): sample this model with protect=none, or protect a pixel generator"
+)
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"  # what diffusers' save_pretrained writes
 MSSSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, torchmetrics' default
 
 
@@ -192,10 +200,29 @@ def latent_model_config(preset: str, cfg: AutoencoderConfig) -> unet.ModelConfig
 # ----------------------------------------------------------------------------- folder part
 
 
+def attach(model_dir: Path, folder: str | Path, scaling_factor: float) -> dict:
+    """Copy the part into a generator folder as ``autoencoder/``; returns the ``latent`` record of its busgen.json.
+
+    The image size it records is the pixel size: what the generator's samples are.
+    """
+    cfg, meta = read_info(folder)
+    target = Path(model_dir) / GENERATOR_SUBDIR
+    if Path(folder).resolve() != target.resolve():
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(folder, target)
+    return {
+        "autoencoder": GENERATOR_SUBDIR,
+        "autoencoder_id": meta["autoencoder_id"],
+        "scaling_factor": float(scaling_factor),
+        "factor": cfg.factor,
+        "latent_channels": cfg.latent_channels,
+        "latent_size": cfg.latent_size,
+        "image_size": cfg.image_size,
+    }
+
+
 def save_autoencoder(out_dir: str | Path, vae: AutoencoderKL, cfg: AutoencoderConfig, record: dict) -> Path:
     """Write the folder part (module docstring): weights, ``autoencoder.json`` with ``record`` and its id, card."""
-    from busgen.model.generator import weights_fingerprint
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     vae.to("cpu").save_pretrained(out)
@@ -206,10 +233,19 @@ def save_autoencoder(out_dir: str | Path, vae: AutoencoderKL, cfg: AutoencoderCo
         **record,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    meta["autoencoder_id"] = weights_fingerprint(out)
+    meta["autoencoder_id"] = weights_id(out)
     (out / AUTOENCODER_JSON).write_text(json.dumps(meta, indent=2, default=float))
     (out / CARD_FILE).write_text(render_card(meta))
     return out
+
+
+def weights_id(folder: str | Path) -> str:
+    """Short sha256 of the part's weights file: latent caches and generators name the autoencoder by it."""
+    h = hashlib.sha256()
+    with open(Path(folder) / WEIGHTS_FILE, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def read_info(folder: str | Path) -> tuple[AutoencoderConfig, dict]:

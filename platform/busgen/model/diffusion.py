@@ -93,7 +93,7 @@ def make_sampler(cfg: DiffusionConfig, name: str) -> SchedulerMixin:
             solver_order=2,
             timestep_spacing="trailing",
             lambda_min_clipped=DPMPP_LAMBDA_MIN,
-            thresholding=cfg.clip_sample,  # dynamic (Imagen): rescale an overshooting x0 by its 99.5th |pixel|, at most 1.5
+            thresholding=cfg.clip_sample,  # dynamic (Imagen): rescale an overshooting x0 by its 99.5th |pixel|, <= 1.5
             dynamic_thresholding_ratio=0.995,
             sample_max_value=DPMPP_THRESHOLD_MAX,
         )

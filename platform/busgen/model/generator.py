@@ -8,10 +8,7 @@ Layout written by ``export_model`` and read by ``load``::
       unet_ema/                the same model with EMA weights: what sampling uses
       scheduler/               diffusers scheduler_config.json of the training noise schedule
       box_prior.json           per-class KDE box prior (JSON, no pickle)
-      autoencoder/             latent generators only: a copy of the autoencoder part (busgen.model.autoencoder)
-
-A latent generator's UNet denoises the autoencoder's latent grid; ``busgen.json`` records
-the latent scaling factor, and ``image_size`` is always the pixel size of the images sampled.
+      autoencoder/             latent generators only: a copy of the autoencoder (busgen.model.autoencoder)
 
 Everything needed to rebuild the model is in the directory, so ``load`` works on a
 copy made on another machine and ``model_id`` identifies the exact weights.
@@ -22,7 +19,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Sequence
@@ -44,13 +40,22 @@ from busgen.data.imageio import from_model_range
 from busgen.model import accel, autoencoder, boxprior, card, diffusion, hubcache, lora
 from busgen.model import protect as protection
 from busgen.model import unet as models
+from busgen.model.folder import (  # noqa: F401 -- re-exported: callers import them from here
+    ADAPTER_META,
+    BUSGEN_JSON,
+    FOLDER_PATH_FIELDS,
+    REQUIRED_META,
+    AdapterError,
+    ModelLoadError,
+    ModelNotFoundError,
+    path_inside,
+    read_meta,
+)
 
-BUSGEN_JSON = "busgen.json"
 UNET_DIR = "unet"
 EMA_DIR = "unet_ema"
 SCHEDULER_DIR = "scheduler"
 BOX_PRIOR_JSON = "box_prior.json"
-AUTOENCODER_DIR = "autoencoder"
 FORMAT_VERSION = 1
 
 
@@ -83,8 +88,7 @@ def export_model(
 ) -> Path:
     """Write a self-contained model directory (see module docstring) and return its path.
 
-    ``autoencoder_dir`` (latent generators) is copied in as ``autoencoder/``; ``latent_scaling`` is the
-    factor its latents were multiplied by in training (1 / their std).
+    Latent generators: ``autoencoder_dir`` is copied in; ``latent_scaling`` = 1 / std of the training latents.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,26 +101,12 @@ def export_model(
         ema_model.save_pretrained(out / EMA_DIR)
     diffusion.make_noise_scheduler(diffusion_cfg).save_pretrained(out / SCHEDULER_DIR)
     box_prior.save(out / BOX_PRIOR_JSON)
-    latent, image_size = None, model_cfg.image_size
-    if autoencoder_dir is not None:
-        ae_cfg, ae_meta = autoencoder.read_info(autoencoder_dir)
-        if Path(autoencoder_dir).resolve() != (out / AUTOENCODER_DIR).resolve():
-            shutil.rmtree(out / AUTOENCODER_DIR, ignore_errors=True)
-            shutil.copytree(autoencoder_dir, out / AUTOENCODER_DIR)
-        latent = {
-            "autoencoder": AUTOENCODER_DIR,
-            "autoencoder_id": ae_meta["autoencoder_id"],
-            "scaling_factor": float(latent_scaling),
-            "factor": ae_cfg.factor,
-            "latent_channels": ae_cfg.latent_channels,
-            "latent_size": ae_cfg.latent_size,
-        }
-        image_size = ae_cfg.image_size
+    latent = None if autoencoder_dir is None else autoencoder.attach(out, autoencoder_dir, latent_scaling)
     meta = {
         "format_version": FORMAT_VERSION,
         "class_names": list(class_names),
         "domain_names": list(domain_names),
-        "image_size": image_size,
+        "image_size": latent["image_size"] if latent else model_cfg.image_size,
         "model": model_cfg.model_dump(mode="json"),
         **({"latent": latent} if latent else {}),
         "diffusion": diffusion_cfg.model_dump(mode="json"),
@@ -302,10 +292,7 @@ class Generator:
         if settings.protect == "none":
             return None
         if self.codec is not None:
-            raise protection.ProtectError(
-                "error: CPSample is not available for latent generators (its classifier is trained on noisy pixels, "
-                "not latents): sample this model with protect=none, or protect a pixel generator"
-            )
+            raise protection.ProtectError(autoencoder.NO_CPSAMPLE)
         if self._protector is None:
             if self.model_dir is None:
                 raise protection.ProtectError("protect=cpsample needs a generator loaded from its model folder")
@@ -329,75 +316,6 @@ def _index_of(name: str, options: list[str], kind: str) -> int:
         return options.index(name)
     except ValueError:
         raise ValueError(f"unknown {kind} {name!r}; valid {kind}s: {options}") from None
-
-
-class ModelLoadError(ValueError):
-    """A model folder that cannot be loaded: its ``busgen.json`` is missing, not JSON, or lacks a field."""
-
-
-class ModelNotFoundError(ModelLoadError, FileNotFoundError):
-    """The folder has no ``busgen.json`` (a ``FileNotFoundError`` too, for callers that catch that)."""
-
-
-class AdapterError(ModelLoadError):
-    """An adapter folder that cannot be rebuilt (base model missing or changed, tensors missing)."""
-
-
-REQUIRED_META = ("class_names", "domain_names", "image_size", "diffusion")
-ADAPTER_META = ("adapter", "base_model", "base_model_rel", "base_model_id")
-# Files of the folder itself named in busgen.json: each must resolve inside the folder. (An adapter's
-# base_model/base_model_rel name another model folder on purpose; its weights id is checked instead.)
-FOLDER_PATH_FIELDS = ("sampling_weights",)
-
-
-def read_meta(model_dir: str | Path) -> dict:
-    """A model folder's ``busgen.json``, checked to be a JSON object with the fields loading needs.
-
-    Raises:
-        ModelNotFoundError: no busgen.json in the folder.
-        ModelLoadError: busgen.json is not JSON, not an object, lacks a required field, or names a file outside
-            the folder.
-    """
-    fp = Path(model_dir) / BUSGEN_JSON
-    remedy = "re-export the model with `busgen pretrain` or `busgen adapt`, or restore the folder from a copy"
-    if not fp.is_file():
-        raise ModelNotFoundError(
-            f"not a BUSGen model directory (no {BUSGEN_JSON}): {Path(model_dir)}; pass a folder written by "
-            "`busgen pretrain` or `busgen adapt`"
-        )
-    try:
-        meta = json.loads(fp.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{fp} is not valid JSON ({exc}): {remedy}") from None
-    if not isinstance(meta, dict):
-        raise ModelLoadError(f"{fp} holds a JSON {type(meta).__name__}, not an object: {remedy}")
-    required = REQUIRED_META + (ADAPTER_META if meta.get("kind") == "adapter" else ())
-    missing = [k for k in required if k not in meta]
-    if missing:
-        raise ModelLoadError(f"{fp} lacks {', '.join(missing)}: {remedy}")
-    if not isinstance(meta["class_names"], list) or not meta["class_names"]:
-        raise ModelLoadError(f"{fp}: class_names must be a non-empty list, got {meta['class_names']!r}: {remedy}")
-    for field in FOLDER_PATH_FIELDS:
-        if field in meta:
-            path_inside(Path(model_dir), meta[field], f"{fp}: {field}")
-    return meta
-
-
-def path_inside(root: Path, rel, what: str) -> Path:
-    """``root / rel`` after resolving links and ``..``, refused unless it stays inside ``root``.
-
-    A folder received from elsewhere must not make us load (and fingerprint as its own)
-    weights from anywhere else on the machine.
-
-    Raises:
-        ModelLoadError: ``rel`` is not a relative path string, or it resolves outside ``root``.
-    """
-    if not isinstance(rel, str) or not rel or Path(rel).is_absolute():
-        raise ModelLoadError(f"{what} must be a path relative to the model folder, got {rel!r}: fix or re-export it")
-    target = (root / rel).resolve()
-    if not target.is_relative_to(root.resolve()):
-        raise ModelLoadError(f"{what} = {rel!r} leads outside the model folder: fix or re-export it")
-    return target
 
 
 def resolve_base(adapted_dir: Path, meta: dict) -> Path:
@@ -491,8 +409,7 @@ def load_codec(root: Path, meta: dict, device) -> autoencoder.LatentCodec | None
     if meta.get("kind") == "adapter":
         root = resolve_base(root, meta)
         meta = read_meta(root)
-    latent = meta.get("latent")
-    if not latent:
+    if not meta.get("latent"):
         return None
-    folder = path_inside(root, latent.get("autoencoder", AUTOENCODER_DIR), f"{root / BUSGEN_JSON}: latent.autoencoder")
-    return autoencoder.load_codec(folder, latent["scaling_factor"], device)
+    folder = path_inside(root, meta["latent"]["autoencoder"], f"{root / BUSGEN_JSON}: latent.autoencoder")
+    return autoencoder.load_codec(folder, meta["latent"]["scaling_factor"], device)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from busgen.data import dataset as data
 from busgen.data import schema
-from busgen.model import boxprior, diffusion, generator, lora, unet
+from busgen.model import autoencoder, boxprior, diffusion, generator, lora, unet
 from busgen.model.accel import AccelConfig, Switch
 from busgen.train import latents, track
 from busgen.train.batches import augment, decode_batch, prepare_batch  # noqa: F401 -- re-exported
@@ -308,7 +308,8 @@ def run_identity(
     adapter: lora.AdapterSpec | None = None,
 ) -> dict:
     """What a checkpoint's weights belong to: resuming is only allowed when all of it matches."""
-    latent = {"autoencoder": weights_id(cfg.autoencoder)} if cfg.autoencoder else {}
+    # a latent run on other autoencoder weights is another run
+    latent = {"autoencoder": autoencoder.read_info(cfg.autoencoder)[1]["autoencoder_id"]} if cfg.autoencoder else {}
     return latent | {
         "data_fingerprint": data_fingerprint,
         "preset": None if adapter else cfg.preset,  # unused when adapting: the base folder fixes the architecture
@@ -318,13 +319,6 @@ def run_identity(
         "prediction_type": cfg.prediction_type,
         "adapter": adapter.model_dump(mode="json") if adapter else None,
     }
-
-
-def weights_id(autoencoder_dir: str) -> str:
-    """The autoencoder part's weights id: latent runs on other autoencoder weights are other runs."""
-    from busgen.model.autoencoder import read_info
-
-    return read_info(autoencoder_dir)[1]["autoencoder_id"]
 
 
 def check_resume(cfg: PretrainConfig, identity: dict) -> None:
