@@ -42,6 +42,7 @@ def test_generate_to_parquet_decodes_latents_to_pixels_in_the_actor(ray_local, l
     assert set(table.column("model_id").to_pylist()) == {gen.model_id}
 
 
+@pytest.mark.slow  # a Serve app start and shutdown (about 15 s idle)
 def test_serve_answers_pixel_images_from_a_latent_model(ray_local, latent_dir):
     args = ServeArgs(
         generators={"latent": str(latent_dir)},

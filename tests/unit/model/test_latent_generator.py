@@ -130,3 +130,14 @@ def test_lora_adapter_on_a_latent_model_trains_saves_and_samples_through_the_dec
         codec=adapted.codec,
     )  # fmt: skip
     np.testing.assert_array_equal(before.sample(["lesion", "clear"], steps=2, seed=0), images)
+
+
+def test_hub_export_carries_the_autoencoder_and_the_card_names_it(latent_dir, tmp_path, gen):
+    from busgen.model.hub import export_hub
+
+    out = export_hub(latent_dir, tmp_path / "hub")
+    assert (out / "autoencoder" / "diffusion_pytorch_model.safetensors").is_file()
+    assert "autoencoder_id" in (out / "README.md").read_text()
+    np.testing.assert_array_equal(
+        generator.load(out, device="cpu").sample("normal", steps=2, seed=1), gen.sample("normal", steps=2, seed=1)
+    )
