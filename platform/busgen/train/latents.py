@@ -17,6 +17,7 @@ cached latents, so the generator sees unit-variance inputs as the noise schedule
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,7 @@ def encode_dataset(data_dir: str | Path, folder: str | Path, fingerprint: str, r
         compute=ray.data.ActorPoolStrategy(size=1),
     )
     tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted run
     ds.write_parquet(str(tmp))
     table = data.read_table(tmp, [LATENT])
     z = np.concatenate([np.frombuffer(b, dtype=np.float16) for b in table.column(LATENT).to_pylist()])
