@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from busgen.data import dataset as data
@@ -55,17 +56,24 @@ class EncodeBatch:
         torch.set_num_threads(1)
         self.codec = ae.load_codec(folder)
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict):
         size = self.codec.image_size
         imgs = [decode_image(bytes(png)) for png in batch[schema.IMAGE]]
         imgs = np.stack([im if im.shape == (size, size) else resize_square(im, size, mode="stretch") for im in imgs])
         x = torch.from_numpy(to_model_range(imgs)[:, None])
         z = self.codec.encode(x).numpy().astype(np.float16)  # (B, C, h, w)
         z_flip = self.codec.encode(x.flip(-1)).numpy().astype(np.float16)
-        out = {k: batch[k] for k in KEEP}
-        out[LATENT] = np.array([r.tobytes() for r in z], dtype=object)
-        out[LATENT_FLIP] = np.array([r.tobytes() for r in z_flip], dtype=object)
-        return out
+        # a pyarrow table: numpy object columns (boxes: lists or None) would be stored pickled, which reading refuses
+        boxes = [None if b is None or len(b) != 4 else [float(v) for v in b] for b in batch[schema.BOX]]
+        return pa.table(
+            {
+                schema.LABEL: pa.array([str(x) for x in batch[schema.LABEL]]),
+                schema.DOMAIN: pa.array([str(x) for x in batch[schema.DOMAIN]]),
+                schema.BOX: pa.array(boxes, type=pa.list_(pa.float64())),
+                LATENT: pa.array([r.tobytes() for r in z], type=pa.binary()),
+                LATENT_FLIP: pa.array([r.tobytes() for r in z_flip], type=pa.binary()),
+            }
+        )
 
 
 def cache_dir_for(data_dir: str | Path, autoencoder_id: str, fingerprint: str, root: str | Path | None) -> Path:
