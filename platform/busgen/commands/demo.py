@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +39,10 @@ class DemoConfig(BaseModel):
     n_synthetic: int = Field(300, ge=1, description="images generated with Ray Data")
     sample_steps: int = Field(20, ge=1, description="denoising steps of the default sampler")
     seed: int = Field(0, description="seed of every stage")
+    preset: Literal["pixel", "latent"] = Field(
+        "pixel", description="pixel: the tiny UNet on pixels | latent: an autoencoder, then the tiny UNet on latents"
+    )
+    autoencoder_steps: int = Field(300, ge=1, description="autoencoder training steps (preset latent)")
 
 
 def run_demo_evaluation(
@@ -73,6 +78,34 @@ def run_demo_evaluation(
             m = row.metrics
             rows.append([row.arm, round(m.auc, 3), f"[{m.auc_ci_low:.3f}, {m.auc_ci_high:.3f}]"])
     return rows
+
+
+def train_demo_autoencoder(cfg: DemoConfig, dataset: Path, out: Path, clock, tracking_uri: str | None) -> Path:
+    """The latent preset's first stage: a factor-4 autoencoder on the demo's train split (Ray Train)."""
+    from busgen.train.autoencoder import AutoencoderTrainConfig, train_autoencoder
+
+    with clock.stage("autoencoder", "autoencoder (Ray Train)"):
+        acfg = AutoencoderTrainConfig(
+            data_dir=str(dataset),
+            image_size=cfg.size,
+            factor=4,
+            batch_size=cfg.batch_size,
+            max_steps=cfg.autoencoder_steps,
+            warmup_steps=min(50, cfg.autoencoder_steps // 10),
+            checkpoint_every=cfg.autoencoder_steps,
+            num_workers=cfg.num_workers,
+            cpus_per_worker=max(1, (os.cpu_count() or 2) // cfg.num_workers),
+            storage_path=str(out / "ray_runs"),
+            run_name=f"demo-ae-{int(time.time())}",
+            out=str(out / "autoencoder"),
+            seed=cfg.seed,
+            log_every=50,
+            tracking_uri=tracking_uri,
+        )
+        result = train_autoencoder(acfg)
+        if result.error is not None:
+            raise RuntimeError(f"autoencoder training failed: {result.error}")
+    return Path(acfg.out)
 
 
 def first_images_per_class(table, classes, per_class: int, prefix: str) -> dict:
@@ -149,13 +182,13 @@ def write_demo(cfg: DemoConfig) -> Path:
         print(summary.line())
         write_dataset_report(dataset, out / "dataset_report")
 
-    # 3. pretrain
+    # 3. pretrain (a latent generator trains its autoencoder first)
+    autoencoder_dir = train_demo_autoencoder(cfg, dataset, out, clock, tracking_uri) if cfg.preset == "latent" else None
     with clock.stage("pretrain", "pretrain (Ray Train)"):
         model_dir = out / "model"
         pcfg = PretrainConfig(
             data_dir=str(dataset),
             preset="tiny",
-            image_size=cfg.size,
             batch_size=cfg.batch_size,
             max_steps=cfg.train_steps,
             warmup_steps=min(50, cfg.train_steps // 10),
@@ -170,6 +203,8 @@ def write_demo(cfg: DemoConfig) -> Path:
             cpus_per_worker=max(1, (os.cpu_count() or 2) // cfg.num_workers),
             log_every=50,
             tracking_uri=tracking_uri,
+            autoencoder=str(autoencoder_dir) if autoencoder_dir else None,
+            image_size=None if autoencoder_dir else cfg.size,
         )
         pretrain(pcfg)
         gen = generator.load(model_dir)
@@ -214,7 +249,7 @@ def write_demo(cfg: DemoConfig) -> Path:
     rep.section("Generator").table(
         ["field", "value"],
         [
-            ["preset", "tiny"],
+            ["preset", "tiny" if cfg.preset == "pixel" else f"tiny on latents ({gen.meta['latent']['factor']}x)"],
             ["steps", cfg.train_steps],
             ["workers", cfg.num_workers],
             ["model id", gen.model_id],

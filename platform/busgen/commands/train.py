@@ -1,7 +1,9 @@
-"""Model commands: pretrain a generator, adapt it few-shot, train its protection classifier, export it to the Hub,
-train a servable diagnosis classifier."""
+"""Model commands: train an autoencoder, pretrain a generator (pixel or latent), adapt it few-shot, train its protection
+classifier, export it to the Hub, train a servable diagnosis classifier."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +34,30 @@ def run_pretrain(cfg) -> dict:
         "classes": ",".join(gen.class_names),
         "domains": ",".join(gen.domain_names),
         "summary": summary,
+    }
+
+
+def run_autoencoder(cfg) -> dict:
+    import json
+
+    from busgen.core.raylocal import init_ray
+    from busgen.model.autoencoder import AUTOENCODER_JSON
+    from busgen.train.autoencoder import train_autoencoder
+
+    init_ray()
+    result = train_autoencoder(cfg)
+    if result.error is not None:
+        raise RuntimeError(f"training failed: {result.error}")
+    meta = json.loads((Path(cfg.out) / AUTOENCODER_JSON).read_text())
+    m = meta.get("metrics") or {}
+    return {
+        "out": cfg.out,
+        "autoencoder_id": meta["autoencoder_id"],
+        "step": meta["train_steps"],
+        **m,
+        "summary": f"trained a factor-{cfg.factor} autoencoder to step {meta['train_steps']} "
+        f"(L1 {m.get('l1', float('nan')):.4f}, MS-SSIM {m.get('msssim', float('nan')):.3f}) -> {cfg.out}; "
+        f"train a latent generator with `busgen pretrain autoencoder={cfg.out}`",
     }
 
 
@@ -111,6 +137,12 @@ COMMANDS = (
         "pretrain",
         "busgen.train.pretrain:PretrainConfig",
         f"{_HERE}:run_pretrain",
+        location_fields=("data_dir", "storage_path", "out", "autoencoder", "latent_cache"),
+    ),
+    Command(
+        "autoencoder",
+        "busgen.train.autoencoder:AutoencoderTrainConfig",
+        f"{_HERE}:run_autoencoder",
         location_fields=("data_dir", "storage_path", "out"),
     ),
     Command(

@@ -52,6 +52,8 @@ def front_matter(meta: dict, evaluation: dict | None = None) -> dict:
         "prediction_type": (meta.get("diffusion") or {}).get("prediction_type"),
         "sampler_defaults": {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE},
     }
+    if meta.get("latent"):  # a latent generator: its autoencoder and latent grid
+        info["latent"] = {k: meta["latent"].get(k) for k in ("autoencoder_id", "factor", "latent_channels")}
     if meta.get("base_model_id"):
         info["base_model_id"] = meta["base_model_id"]
     if evaluation:

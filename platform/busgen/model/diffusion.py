@@ -32,6 +32,8 @@ class DiffusionConfig(BaseModel):
         "squaredcos_cap_v2", description="cosine schedule: better than linear at small image sizes"
     )
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    # pixels live in [-1, 1]; a latent generator's scaled latents do not, so clipping x0 there would distort them
+    clip_sample: bool = Field(True, description="clip x0 predictions to [-1, 1] (false for latent generators)")
 
 
 # DPM-Solver++ steps on the x0 prediction (x - sigma * eps) / alpha and carries x itself from step to
@@ -68,7 +70,7 @@ def make_noise_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
         num_train_timesteps=cfg.num_train_timesteps,
         beta_schedule=cfg.beta_schedule,
         prediction_type=cfg.prediction_type,
-        clip_sample=True,  # images live in [-1, 1]
+        clip_sample=cfg.clip_sample,  # images live in [-1, 1]; latents do not
     )
 
 
@@ -91,7 +93,7 @@ def make_sampler(cfg: DiffusionConfig, name: str) -> SchedulerMixin:
             solver_order=2,
             timestep_spacing="trailing",
             lambda_min_clipped=DPMPP_LAMBDA_MIN,
-            thresholding=True,  # dynamic (Imagen): rescale an overshooting x0 by its 99.5th |pixel|, at most 1.5
+            thresholding=cfg.clip_sample,  # dynamic (Imagen): rescale an overshooting x0 by its 99.5th |pixel|, <= 1.5
             dynamic_thresholding_ratio=0.995,
             sample_max_value=DPMPP_THRESHOLD_MAX,
         )
@@ -198,7 +200,7 @@ def sample(
             image on its own, or the per-image seed contract breaks.
 
     Returns:
-        float32 CPU tensor (N, 1, H, W) in [-1, 1].
+        float32 CPU tensor (N, C, H, W), in [-1, 1] unless ``scheduler_cfg.clip_sample`` is off (latents).
     """
     n = len(seeds)
     if n != len(labels_idx) or n != len(domains_idx) or n != box_masks.shape[0]:
@@ -215,7 +217,8 @@ def sample(
     labels = torch.as_tensor(labels_idx, dtype=torch.long, device=device)
     domains = torch.as_tensor(domains_idx, dtype=torch.long, device=device)
     box_masks = box_masks.to(device=device, dtype=dtype)
-    x, generators = initial_noise(seeds, tuple(box_masks.shape[1:]))
+    channels = getattr(getattr(model, "config", None), "channels", 1)  # latent generators denoise C channels
+    x, generators = initial_noise(seeds, (channels, *box_masks.shape[2:]))
     # the running latent stays fp32 on the device; only the network input takes the weights' dtype (bf16/fp16)
     x = x.to(device=device) * scheduler.init_noise_sigma
     t_device = scheduler.timesteps.to(device)  # one copy: a per-step host-to-device copy would sync every step
@@ -226,4 +229,4 @@ def sample(
             pred = extra_guidance(model_in, t, pred)
         # the generator list gives every image its own step noise (DDPM / SDE samplers)
         x = scheduler.step(pred, t, x, generator=generators).prev_sample
-    return x.float().clamp(-1, 1).cpu()
+    return (x.float().clamp(-1, 1) if scheduler_cfg.clip_sample else x.float()).cpu()

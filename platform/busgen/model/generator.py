@@ -9,6 +9,7 @@ Layout written by ``export_model`` and read by ``load``::
       scheduler/               diffusers scheduler_config.json of the training noise schedule
       box_prior.json           per-class KDE box prior (JSON, no pickle)
       model_index.json         diffusers pipeline index + pipeline.py (busgen.model.pipeline_files)
+      autoencoder/             latent generators only: a copy of the autoencoder (busgen.model.autoencoder)
 
 Everything needed to rebuild the model is in the directory, so ``load`` works on a
 copy made on another machine and ``model_id`` identifies the exact weights.
@@ -37,11 +38,21 @@ from busgen.core.types import (
     SamplerName,
 )
 from busgen.data.imageio import from_model_range
-from busgen.model import accel, boxprior, card, diffusion, hubcache, lora, pipeline_files
+from busgen.model import accel, autoencoder, boxprior, card, diffusion, hubcache, lora, pipeline_files
 from busgen.model import protect as protection
 from busgen.model import unet as models
+from busgen.model.folder import (  # noqa: F401 -- re-exported: callers import them from here
+    ADAPTER_META,
+    BUSGEN_JSON,
+    FOLDER_PATH_FIELDS,
+    REQUIRED_META,
+    AdapterError,
+    ModelLoadError,
+    ModelNotFoundError,
+    path_inside,
+    read_meta,
+)
 
-BUSGEN_JSON = "busgen.json"
 UNET_DIR = "unet"
 EMA_DIR = "unet_ema"
 SCHEDULER_DIR = "scheduler"
@@ -73,8 +84,13 @@ def export_model(
     steps: int,
     metrics: dict | None = None,
     diffusion_cfg: diffusion.DiffusionConfig | None = None,
+    autoencoder_dir: str | Path | None = None,
+    latent_scaling: float = 1.0,
 ) -> Path:
-    """Write a self-contained model directory (see module docstring) and return its path."""
+    """Write a self-contained model directory (see module docstring) and return its path.
+
+    Latent generators: ``autoencoder_dir`` is copied in; ``latent_scaling`` = 1 / std of the training latents.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     diffusion_cfg = diffusion_cfg or diffusion.DiffusionConfig()
@@ -86,12 +102,14 @@ def export_model(
         ema_model.save_pretrained(out / EMA_DIR)
     diffusion.make_noise_scheduler(diffusion_cfg).save_pretrained(out / SCHEDULER_DIR)
     box_prior.save(out / BOX_PRIOR_JSON)
+    latent = None if autoencoder_dir is None else autoencoder.attach(out, autoencoder_dir, latent_scaling)
     meta = {
         "format_version": FORMAT_VERSION,
         "class_names": list(class_names),
         "domain_names": list(domain_names),
-        "image_size": model_cfg.image_size,
+        "image_size": latent["image_size"] if latent else model_cfg.image_size,
         "model": model_cfg.model_dump(mode="json"),
+        **({"latent": latent} if latent else {}),
         "diffusion": diffusion_cfg.model_dump(mode="json"),
         "sampling_weights": EMA_DIR if ema_state is not None else UNET_DIR,
         "data_fingerprint": data_fingerprint,
@@ -123,12 +141,15 @@ class Generator:
         model_id: str,
         meta: dict | None = None,
         model_dir: str | Path | None = None,
+        codec: autoencoder.LatentCodec | None = None,
     ):
         self.model = model.eval()
         self.diffusion_cfg = diffusion_cfg
         self.class_names = list(class_names)
         self.domain_names = list(domain_names)
-        self.image_size = int(model.config.image_size)
+        self.codec = codec  # latent generators: decodes the sampled latents to pixels
+        self.grid_size = int(model.config.image_size)  # what the UNet denoises: pixels, or the latent grid
+        self.image_size = codec.image_size if codec is not None else self.grid_size  # pixels sampled
         self.box_prior = box_prior
         self.model_id = model_id
         self.meta = meta or {}
@@ -246,7 +267,8 @@ class Generator:
             raise ValueError(f"got {len(seeds)} seeds for {n} labels")
         label_idx = self.label_indices(labels)
         domain_idx = self.domain_indices(domains, n)
-        masks = torch.from_numpy(models.rasterize_boxes(self.resolve_boxes(labels, boxes, seeds), self.image_size))
+        # the box mask lives on the grid the UNet denoises (latent resolution for a latent generator)
+        masks = torch.from_numpy(models.rasterize_boxes(self.resolve_boxes(labels, boxes, seeds), self.grid_size))
         out = np.zeros((n, self.image_size, self.image_size), dtype=np.uint8)
         for s in range(0, n, batch_size):
             sl = slice(s, s + batch_size)
@@ -262,6 +284,8 @@ class Generator:
                 sampler,
                 extra_guidance=term,
             )
+            if self.codec is not None:
+                x = self.codec.decode(x)  # (B, C, h, w) latents -> (B, 1, H, W) pixels
             out[sl] = from_model_range(x[:, 0].numpy())
         return out
 
@@ -269,6 +293,8 @@ class Generator:
         """The ``extra_guidance`` hook for ``settings`` (None when protection is off); loads the classifier once."""
         if settings.protect == "none":
             return None
+        if self.codec is not None:
+            raise protection.ProtectError(autoencoder.NO_CPSAMPLE)
         if self._protector is None:
             if self.model_dir is None:
                 raise protection.ProtectError("protect=cpsample needs a generator loaded from its model folder")
@@ -292,75 +318,6 @@ def _index_of(name: str, options: list[str], kind: str) -> int:
         return options.index(name)
     except ValueError:
         raise ValueError(f"unknown {kind} {name!r}; valid {kind}s: {options}") from None
-
-
-class ModelLoadError(ValueError):
-    """A model folder that cannot be loaded: its ``busgen.json`` is missing, not JSON, or lacks a field."""
-
-
-class ModelNotFoundError(ModelLoadError, FileNotFoundError):
-    """The folder has no ``busgen.json`` (a ``FileNotFoundError`` too, for callers that catch that)."""
-
-
-class AdapterError(ModelLoadError):
-    """An adapter folder that cannot be rebuilt (base model missing or changed, tensors missing)."""
-
-
-REQUIRED_META = ("class_names", "domain_names", "image_size", "diffusion")
-ADAPTER_META = ("adapter", "base_model", "base_model_rel", "base_model_id")
-# Files of the folder itself named in busgen.json: each must resolve inside the folder. (An adapter's
-# base_model/base_model_rel name another model folder on purpose; its weights id is checked instead.)
-FOLDER_PATH_FIELDS = ("sampling_weights",)
-
-
-def read_meta(model_dir: str | Path) -> dict:
-    """A model folder's ``busgen.json``, checked to be a JSON object with the fields loading needs.
-
-    Raises:
-        ModelNotFoundError: no busgen.json in the folder.
-        ModelLoadError: busgen.json is not JSON, not an object, lacks a required field, or names a file outside
-            the folder.
-    """
-    fp = Path(model_dir) / BUSGEN_JSON
-    remedy = "re-export the model with `busgen pretrain` or `busgen adapt`, or restore the folder from a copy"
-    if not fp.is_file():
-        raise ModelNotFoundError(
-            f"not a BUSGen model directory (no {BUSGEN_JSON}): {Path(model_dir)}; pass a folder written by "
-            "`busgen pretrain` or `busgen adapt`"
-        )
-    try:
-        meta = json.loads(fp.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{fp} is not valid JSON ({exc}): {remedy}") from None
-    if not isinstance(meta, dict):
-        raise ModelLoadError(f"{fp} holds a JSON {type(meta).__name__}, not an object: {remedy}")
-    required = REQUIRED_META + (ADAPTER_META if meta.get("kind") == "adapter" else ())
-    missing = [k for k in required if k not in meta]
-    if missing:
-        raise ModelLoadError(f"{fp} lacks {', '.join(missing)}: {remedy}")
-    if not isinstance(meta["class_names"], list) or not meta["class_names"]:
-        raise ModelLoadError(f"{fp}: class_names must be a non-empty list, got {meta['class_names']!r}: {remedy}")
-    for field in FOLDER_PATH_FIELDS:
-        if field in meta:
-            path_inside(Path(model_dir), meta[field], f"{fp}: {field}")
-    return meta
-
-
-def path_inside(root: Path, rel, what: str) -> Path:
-    """``root / rel`` after resolving links and ``..``, refused unless it stays inside ``root``.
-
-    A folder received from elsewhere must not make us load (and fingerprint as its own)
-    weights from anywhere else on the machine.
-
-    Raises:
-        ModelLoadError: ``rel`` is not a relative path string, or it resolves outside ``root``.
-    """
-    if not isinstance(rel, str) or not rel or Path(rel).is_absolute():
-        raise ModelLoadError(f"{what} must be a path relative to the model folder, got {rel!r}: fix or re-export it")
-    target = (root / rel).resolve()
-    if not target.is_relative_to(root.resolve()):
-        raise ModelLoadError(f"{what} = {rel!r} leads outside the model folder: fix or re-export it")
-    return target
 
 
 def resolve_base(adapted_dir: Path, meta: dict) -> Path:
@@ -434,6 +391,7 @@ def load(
         )
         model = model.to(device or default_device())
     models.maybe_enable_xformers(model)
+    codec = load_codec(root, meta, device or default_device())
     gen = Generator(
         model=model,
         diffusion_cfg=diffusion.DiffusionConfig(**meta["diffusion"]),
@@ -443,5 +401,17 @@ def load(
         model_id=weights_fingerprint(root),
         meta=meta,
         model_dir=root,
+        codec=codec,
     )
     return gen if optimize is None else gen.optimize(optimize)
+
+
+def load_codec(root: Path, meta: dict, device) -> autoencoder.LatentCodec | None:
+    """A latent generator's decoder (an adapter's comes from its base folder); None for pixel generators."""
+    if meta.get("kind") == "adapter":
+        root = resolve_base(root, meta)
+        meta = read_meta(root)
+    if not meta.get("latent"):
+        return None
+    folder = path_inside(root, meta["latent"]["autoencoder"], f"{root / BUSGEN_JSON}: latent.autoencoder")
+    return autoencoder.load_codec(folder, meta["latent"]["scaling_factor"], device)

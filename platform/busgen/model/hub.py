@@ -20,7 +20,7 @@ from pathlib import Path
 from busgen.model import card, generator, pipeline_files
 from busgen.model.hubcache import looks_like_repo_id, resolve  # noqa: F401 -- re-exported
 
-WEIGHT_DIRS = ("unet", "unet_ema", "scheduler")
+WEIGHT_DIRS = ("unet", "unet_ema", "scheduler", "autoencoder")  # autoencoder: latent generators
 FILES = ("busgen.json", "box_prior.json", "loss_curve.png")
 GITATTRIBUTES = "*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.png filter=lfs diff=lfs merge=lfs -text\n"
 CONFIG_SUFFIXES = (".json", ".safetensors")

@@ -47,6 +47,7 @@ class ModelConfig(BaseModel):
     attention_head_dim: int = Field(8, description="channels per attention head")
     norm_num_groups: int = Field(16, description="GroupNorm groups; must divide every block_out_channels entry")
     dropout: float = Field(0.0, description="0 is good for pretraining; 0.1 helps few-shot fine-tuning")
+    channels: int = Field(1, ge=1, description="1 (grey pixels) or the autoencoder's latent channels")
 
 
 PRESETS: dict[str, ModelConfig] = {
@@ -119,14 +120,15 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         attention_head_dim: int = 8,
         norm_num_groups: int = 16,
         dropout: float = 0.0,
+        channels: int = 1,
         act_fn: str = UNET2D_GUARD,  # not an activation: see UNET2D_GUARD
     ):
         super().__init__()
         emb_dim = block_out_channels[0] * 4  # UNet2DModel's timestep-embedding width
         self.unet = UNet2DModel(
             sample_size=image_size,
-            in_channels=2,  # image + box mask
-            out_channels=1,
+            in_channels=channels + 1,  # image (or latent) channels + box mask
+            out_channels=channels,
             block_out_channels=tuple(block_out_channels),
             down_block_types=tuple(down_block_types),
             up_block_types=tuple(up_block_types),
@@ -155,8 +157,8 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         domains: torch.Tensor,
         box_mask: torch.Tensor,
     ) -> torch.Tensor:
-        """Predict noise (or v) for ``sample`` (B,1,H,W) given int64 labels/domains (B,) and box_mask (B,1,H,W)."""
-        x = torch.cat([sample, box_mask.to(sample.dtype)], dim=1)  # (B, 2, H, W)
+        """Predict noise (or v) for ``sample`` (B,C,H,W) given int64 labels/domains (B,) and box_mask (B,1,H,W)."""
+        x = torch.cat([sample, box_mask.to(sample.dtype)], dim=1)  # (B, C + 1, H, W)
         cond = self.label_embedding(labels) + self.domain_embedding(domains)  # (B, emb_dim)
         return self.unet(x, timestep, class_labels=cond).sample
 

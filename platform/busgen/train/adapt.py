@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from busgen.data import dataset as data
 from busgen.data import schema
 from busgen.model import boxprior, diffusion, generator, lora, unet
-from busgen.train import pretrain, provenance, track
+from busgen.train import latents, pretrain, provenance, track
 
 SUPPORT_JSON = provenance.SUPPORT_JSON
 SUPPORT_DIR = provenance.SUPPORT_DIR
@@ -197,8 +197,15 @@ def adapt(cfg: AdaptConfig) -> Path:
         prediction_type=base_meta["diffusion"].get("prediction_type", "epsilon"),
     )
     init_ray()
-    dataset = pretrain.make_train_dataset(support_dir)
     fingerprint = pretrain.read_train_metadata(support_dir)["fingerprint"]
+    latent = None
+    if base_meta.get("latent"):  # a latent base: the support set is encoded with the base's own autoencoder
+        ae_dir = generator.path_inside(Path(cfg.base), base_meta["latent"]["autoencoder"], "latent.autoencoder")
+        latent = latents.encode_dataset(support_dir, ae_dir, fingerprint)
+        latent["scaling_factor"] = base_meta["latent"]["scaling_factor"]  # the base's scale, not the support set's
+        dataset = latents.make_latent_dataset(support_dir, ae_dir, fingerprint)
+    else:
+        dataset = pretrain.make_train_dataset(support_dir)
     tracking_cfg = cfg.model_copy(update={"run_name": loop_cfg.run_name})
     with track.open_run(
         tracking_cfg, "adapt", params=cfg.model_dump(mode="json") | {"loop": loop_cfg.model_dump(mode="json")}
@@ -211,6 +218,7 @@ def adapt(cfg: AdaptConfig) -> Path:
             adapter=spec,
             data_fingerprint=fingerprint,
             tracking=run.ref(),
+            latent=latent,
         )
         exported = export_adapted(pretrain.final_state(result, loop_cfg.run_name), cfg, base_meta, spec, support)
         track.finish(run, exported, result.metrics)
@@ -254,6 +262,9 @@ def export_adapted(state: dict, cfg: AdaptConfig, base_meta: dict, spec: lora.Ad
             int(state["step"]),
             {},
             diffusion.DiffusionConfig(**base_meta["diffusion"]),
+            # a latent base's autoencoder travels with the full fine-tune (the folder stays self-contained)
+            autoencoder_dir=Path(spec.base) / base_meta["latent"]["autoencoder"] if base_meta.get("latent") else None,
+            latent_scaling=(base_meta.get("latent") or {}).get("scaling_factor", 1.0),
         )
         meta = json.loads((out / generator.BUSGEN_JSON).read_text())
         meta.update(record, kind="full")  # data_fingerprint stays the base's (the card names it)

@@ -12,6 +12,7 @@ before any worker starts (local storage) and again in the worker (any storage).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -25,9 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from busgen.data import dataset as data
 from busgen.data import schema
-from busgen.model import boxprior, diffusion, generator, lora, unet
+from busgen.model import autoencoder, boxprior, diffusion, generator, lora, unet
 from busgen.model.accel import AccelConfig, Switch
-from busgen.train import track
+from busgen.train import latents, track
 from busgen.train.batches import augment, decode_batch, prepare_batch  # noqa: F401 -- re-exported
 from busgen.train.checkpoint import (
     META_FILE,
@@ -99,6 +100,12 @@ class PretrainConfig(BaseModel):
     )
     tracking_uri: str | None = Field(
         None, description="MLflow server or store; None = a local file store under the Ray Train run folder"
+    )
+    autoencoder: str | None = Field(
+        None, description="autoencoder folder (busgen autoencoder): train a latent generator on its latents"
+    )
+    latent_cache: str | None = Field(
+        None, description="folder of latent caches; None = <data_dir>/_latents (see busgen.train.latents)"
     )
 
 
@@ -173,6 +180,8 @@ def train_loop_per_worker(config: dict) -> None:
     switches = resolve_training(cfg, device)
     model, ema, opt, lr_sched = build_components(cfg, len(class_names), len(domain_names), device, adapter)
     gen, np_rng = make_rngs(cfg.seed, rank, device)
+    latent = config.get("latent")  # latent generators train on cached latents (busgen.train.latents)
+    prepare = functools.partial(latents.prepare_latent_batch, latent=latent) if latent else prepare_batch
     start_step = 0
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
@@ -216,7 +225,7 @@ def train_loop_per_worker(config: dict) -> None:
         n_batches = 0
         for raw in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", drop_last=True):
             n_batches += 1
-            micro.append(prepare_batch(raw, cfg, vocab, size, np_rng))
+            micro.append(prepare(raw, cfg, vocab, size, np_rng))
             if len(micro) < cfg.grad_accum_steps:
                 continue
             loss = train_step(model, unwrapped, noise_scheduler, opt, lr_sched, ema, micro, cfg, gen, device, switches)
@@ -299,7 +308,9 @@ def run_identity(
     adapter: lora.AdapterSpec | None = None,
 ) -> dict:
     """What a checkpoint's weights belong to: resuming is only allowed when all of it matches."""
-    return {
+    # a latent run on other autoencoder weights is another run
+    latent = {"autoencoder": autoencoder.read_info(cfg.autoencoder)[1]["autoencoder_id"]} if cfg.autoencoder else {}
+    return latent | {
         "data_fingerprint": data_fingerprint,
         "preset": None if adapter else cfg.preset,  # unused when adapting: the base folder fixes the architecture
         "image_size": cfg.image_size if adapter else unet.model_config_for(cfg.preset, cfg.image_size).image_size,
@@ -326,6 +337,7 @@ def fit(
     *,
     data_fingerprint: str,
     tracking: dict | None = None,
+    latent: dict | None = None,
 ):
     """Run ``train_loop_per_worker`` on Ray Train (resuming a run of the same name); returns the Result.
 
@@ -344,6 +356,7 @@ def fit(
         "adapter": adapter.model_dump(mode="json") if adapter else None,
         "identity": identity,
         "tracking": tracking,  # tracking.Run.ref() of the driver's MLflow run; rank 0 logs into it
+        "latent": latent,  # latent cache record (shape, scaling factor) of a latent generator, else None
     }
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -385,7 +398,13 @@ def pretrain(cfg: PretrainConfig):
     meta = read_train_metadata(cfg.data_dir)
     identity = run_identity(cfg, meta["class_names"], meta["domain_names"], meta["fingerprint"])
     check_resume(cfg, identity)  # before the dataset is materialised
-    dataset = make_train_dataset(cfg.data_dir)
+    latent = None
+    if cfg.autoencoder:  # latent generator: encode the train split once (cached), train on latents
+        latents.model_config_of(cfg)  # refuses a size or preset the autoencoder does not fit, before any work
+        latent = latents.encode_dataset(cfg.data_dir, cfg.autoencoder, meta["fingerprint"], cfg.latent_cache)
+        dataset = latents.make_latent_dataset(cfg.data_dir, cfg.autoencoder, meta["fingerprint"], cfg.latent_cache)
+    else:
+        dataset = make_train_dataset(cfg.data_dir)
     with track.open_run(cfg, "pretrain") as run:
         result = fit(
             cfg,
@@ -394,15 +413,19 @@ def pretrain(cfg: PretrainConfig):
             dataset,
             data_fingerprint=meta["fingerprint"],
             tracking=run.ref(),
+            latent=latent,
         )
-        export_from_checkpoint(result, cfg, meta)
+        export_from_checkpoint(result, cfg, meta, latent)
         track.finish(run, cfg.out, result.metrics)
     return result
 
 
-def export_from_checkpoint(result, cfg: PretrainConfig, meta: dict) -> Path:
-    """Rebuild the model from the run's latest checkpoint and write the self-contained model dir."""
-    model_cfg = unet.model_config_for(cfg.preset, cfg.image_size)
+def export_from_checkpoint(result, cfg: PretrainConfig, meta: dict, latent: dict | None = None) -> Path:
+    """Rebuild the model from the run's latest checkpoint and write the self-contained model dir.
+
+    A latent generator's folder gets a copy of its autoencoder and the latents' scaling factor.
+    """
+    model_cfg = latents.model_config_of(cfg)
     state = final_state(result, cfg.run_name)
     model = unet.build_model(model_cfg, len(meta["class_names"]), len(meta["domain_names"]))
     model.load_state_dict(state["model"])
@@ -418,5 +441,7 @@ def export_from_checkpoint(result, cfg: PretrainConfig, meta: dict) -> Path:
         meta["fingerprint"],
         state["step"],
         metrics,
-        diffusion.DiffusionConfig(prediction_type=cfg.prediction_type),
+        diffusion.DiffusionConfig(prediction_type=cfg.prediction_type, clip_sample=latent is None),
+        autoencoder_dir=cfg.autoencoder if latent else None,
+        latent_scaling=latent["scaling_factor"] if latent else 1.0,
     )

@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 
 from busgen.model import accel, diffusion, generator, lora, unet
+from busgen.train import latents
 from busgen.train.checkpoint import EMA
 
 
@@ -66,7 +67,7 @@ def build_components(
     if adapter is not None:
         model = generator.build_adapted_model(adapter).to(device)
     else:
-        model = unet.build_model(unet.model_config_for(cfg.preset, cfg.image_size), num_labels, num_domains).to(device)
+        model = unet.build_model(latents.model_config_of(cfg), num_labels, num_domains).to(device)
     if r.channels_last:
         model = model.to(memory_format=torch.channels_last)
     unet.maybe_enable_xformers(model)

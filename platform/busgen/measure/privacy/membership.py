@@ -61,7 +61,8 @@ def resolve_conditions(
     return Conditions(
         labels=torch.tensor(gen.label_indices(list(labels)), dtype=torch.long),
         domains=torch.tensor(domain_idx, dtype=torch.long),
-        box_masks=torch.from_numpy(unet.rasterize_boxes(boxes, gen.image_size)),
+        # on the grid the UNet denoises: a latent generator's latent grid
+        box_masks=torch.from_numpy(unet.rasterize_boxes(boxes, getattr(gen, "grid_size", gen.image_size))),
     )
 
 
@@ -86,6 +87,8 @@ def make_denoise_fn(gen, cond: Conditions, offset: int, seed: int = 0) -> audit.
     device = next(iter(gen.model.parameters()), torch.empty(0)).device  # parameter-free models run on CPU
 
     def denoise_fn(x0: torch.Tensor, t: int) -> torch.Tensor:
+        if getattr(gen, "codec", None) is not None:  # a latent generator denoises the images' latents
+            x0 = gen.codec.encode(x0)
         rows = range(offset, offset + len(x0))
         eps = _image_noise(tuple(x0.shape[1:]), seed, rows, t)
         tt = torch.full((len(x0),), t, dtype=torch.long)
