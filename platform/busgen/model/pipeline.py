@@ -66,6 +66,11 @@ class BUSGenPipeline(DiffusionPipeline):
     def from_busgen(cls, model_dir: str | Path, device: str | torch.device | None = None) -> BUSGenPipeline:
         """The pipeline of any BUSGen folder through busgen's own loader (LoRA adapter folders too)."""
         gen = generator.load(model_dir, device=device)
+        if gen.codec is not None:
+            raise ValueError(
+                "error: a latent generator is not yet a diffusers pipeline (its decoder is a busgen part): "
+                "sample it with busgen.model.generator.load(folder).sample(...)"
+            )
         cfg = gen.diffusion_cfg
         scheduler = diffusion.make_noise_scheduler(cfg)
         return cls(scheduler, unet_ema=gen.model, class_names=gen.class_names, domain_names=gen.domain_names,

@@ -49,6 +49,11 @@ def model_index(meta: dict, box_prior: dict, diffusers_version: str) -> dict:
             "error: a LoRA adapter folder is not a diffusers pipeline (it needs its base model): load it with "
             "BUSGenPipeline.from_busgen(folder), or adapt with --method full for a self-contained model"
         )
+    if meta.get("latent"):
+        raise PipelineFilesError(
+            "error: a latent generator is not yet a diffusers pipeline (its decoder is a busgen part): load it with "
+            "busgen.model.generator.load(folder)"
+        )
     sampling = meta.get("sampling_weights", "unet_ema")
     index: dict = {"_class_name": ["pipeline", PIPELINE_CLASS], "_diffusers_version": diffusers_version}
     index |= {name: UNET_CLASS if name == sampling else [None, None] for name in WEIGHT_FOLDERS}
@@ -62,10 +67,15 @@ def model_index(meta: dict, box_prior: dict, diffusers_version: str) -> dict:
     return index
 
 
-def write_pipeline_files(model_dir: str | Path, meta: dict) -> Path:
-    """Write ``model_index.json`` and ``pipeline.py`` into a (full) model folder; returns the index path."""
+def write_pipeline_files(model_dir: str | Path, meta: dict) -> Path | None:
+    """Write ``model_index.json`` and ``pipeline.py`` into a (full, pixel) model folder; returns the index path.
+
+    Latent generators get no pipeline files (None): the pipeline class samples pixel models only.
+    """
     import diffusers
 
+    if meta.get("latent"):
+        return None
     root = Path(model_dir)
     box_prior = json.loads((root / "box_prior.json").read_text())
     index = model_index(meta, box_prior, diffusers.__version__)

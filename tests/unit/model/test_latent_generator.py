@@ -141,3 +141,11 @@ def test_hub_export_carries_the_autoencoder_and_the_card_names_it(latent_dir, tm
     np.testing.assert_array_equal(
         generator.load(out, device="cpu").sample("normal", steps=2, seed=1), gen.sample("normal", steps=2, seed=1)
     )
+
+
+def test_a_latent_folder_is_not_offered_as_a_diffusers_pipeline(latent_dir):
+    from busgen.model.pipeline import BUSGenPipeline
+
+    assert not (latent_dir / "model_index.json").exists()  # diffusers would load a UNet without its decoder
+    with pytest.raises(ValueError, match="error: a latent generator is not yet a diffusers pipeline"):
+        BUSGenPipeline.from_busgen(latent_dir, device="cpu")
