@@ -76,7 +76,7 @@ class AdaptConfig(BaseModel):
         True, description="MLflow run: params, metrics per log step, the adapter folder (busgen.core.tracking)"
     )
     tracking_uri: str | None = Field(
-        None, description="MLflow server or store; None = a local file store under the Ray Train run folder"
+        None, description="MLflow server or store; None = $MLFLOW_TRACKING_URI, else runs/mlruns (one store for all)"
     )
 
 
