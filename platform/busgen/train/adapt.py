@@ -191,7 +191,7 @@ def adapt(cfg: AdaptConfig) -> Path:
         num_workers=cfg.num_workers,
         use_gpu=cfg.use_gpu,
         storage_path=cfg.storage_path,
-        run_name=cfg.run_name or f"adapt-{out.name}-{int(time.time())}",
+        run_name=cfg.run_name or default_run_name(cfg),
         out=str(out),
         seed=cfg.seed,
         prediction_type=base_meta["diffusion"].get("prediction_type", "epsilon"),
@@ -215,6 +215,11 @@ def adapt(cfg: AdaptConfig) -> Path:
         exported = export_adapted(pretrain.final_state(result, loop_cfg.run_name), cfg, base_meta, spec, support)
         track.finish(run, exported, result.metrics)
     return exported
+
+
+def default_run_name(cfg: AdaptConfig) -> str:
+    """``adapt-<out folder>-<unix time>``: a fresh Ray Train run each time unless ``run_name`` is given."""
+    return f"adapt-{Path(cfg.out).name}-{int(time.time())}"
 
 
 def export_adapted(state: dict, cfg: AdaptConfig, base_meta: dict, spec: lora.AdapterSpec, support: pa.Table) -> Path:
