@@ -72,8 +72,10 @@ def export_model(
     steps: int,
     metrics: dict | None = None,
     diffusion_cfg: diffusion.DiffusionConfig | None = None,
+    datasets: list[dict] | None = None,
+    training: dict | None = None,
 ) -> Path:
-    """Write a self-contained model directory (see module docstring) and return its path."""
+    """Write a self-contained model directory (see module docstring; ``datasets``/``training``: the card's)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     diffusion_cfg = diffusion_cfg or diffusion.DiffusionConfig()
@@ -96,6 +98,8 @@ def export_model(
         "data_fingerprint": data_fingerprint,
         "train_steps": int(steps),
         "metrics": metrics or {},
+        "datasets": list(datasets or []),
+        "training": dict(training or {}),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     meta["model_id"] = weights_fingerprint(out)

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from busgen.data import dataset as data
-from busgen.data import schema
+from busgen.data import licences, schema
 from busgen.model import boxprior, diffusion, generator, lora, unet
 from busgen.train import pretrain, provenance, track
 
@@ -242,6 +242,8 @@ def export_adapted(state: dict, cfg: AdaptConfig, base_meta: dict, spec: lora.Ad
         "support_record": SUPPORT_JSON,
         "train_steps": int(state["step"]),
         **provenance.adapted_record(base_meta, out / SUPPORT_DIR, support.column(schema.SHA256).to_pylist()),
+        # the base's training sets and the support set's: the licences both bring (busgen.data.licences)
+        "datasets": licences.merge(base_meta.get("datasets") or [], data.dataset_info(cfg.data_dir).get("datasets")),
     }
     if cfg.method == "full":
         model_cfg = unet.ModelConfig(
@@ -259,6 +261,7 @@ def export_adapted(state: dict, cfg: AdaptConfig, base_meta: dict, spec: lora.Ad
             int(state["step"]),
             {},
             diffusion.DiffusionConfig(**base_meta["diffusion"]),
+            datasets=record["datasets"],
         )
         meta = json.loads((out / generator.BUSGEN_JSON).read_text())
         meta.update(record, kind="full")  # data_fingerprint stays the base's (the card names it)

@@ -419,4 +419,13 @@ def export_from_checkpoint(result, cfg: PretrainConfig, meta: dict) -> Path:
         state["step"],
         metrics,
         diffusion.DiffusionConfig(prediction_type=cfg.prediction_type),
+        datasets=data.dataset_info(cfg.data_dir).get("datasets") or [],
+        training=training_settings(cfg, meta["num_rows"]),
     )
+
+
+def training_settings(cfg: PretrainConfig, train_rows: int) -> dict:
+    """What the model card states of how the model was trained (the full config is in the MLflow run)."""
+    keys = ("preset", "image_size", "batch_size", "lr", "warmup_steps", "max_steps", "ema_decay", "cond_drop_prob")
+    keys += ("prediction_type", "num_workers", "use_gpu", "seed")
+    return {k: getattr(cfg, k) for k in keys} | {"train_images": int(train_rows), "precision": cfg.accel.precision}
