@@ -41,6 +41,19 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: FOLDERS.index(folder_of(item)))  # stable: file order kept within a folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tracking_store(tmp_path_factory) -> str:
+    """Every command's MLflow runs go to one session store, not the checkout's runs/mlruns (the default)."""
+    uri = (tmp_path_factory.mktemp("tracking") / "mlruns").as_uri()
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield uri
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """One loopback Ray runtime for the whole session (starting Ray costs ~5 s)."""

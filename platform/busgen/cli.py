@@ -61,6 +61,9 @@ def run_command(op: Command, words: List[str]) -> dict:
         if "progress" in type(cfg).model_fields and "progress" not in cfg.model_fields_set:
             cfg = cfg.model_copy(update={"progress": sys.stderr.isatty()})
         result = op.run(cfg)
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line (how to resume, when the command knows), no traceback
+        typer.secho(str(exc) or f"interrupted: busgen {op.name} stopped", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(130) from None
     except Exception as exc:
         if not is_user_error(exc):
             raise

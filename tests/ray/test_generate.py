@@ -36,7 +36,7 @@ def test_n200_exact_rows_ratio_and_byte_identical_rerun(ray_local, model_dir, tm
     )
     summary = generate(cfg, progress=False)
     assert summary.generated == 200 and summary.shards == 4
-    # steady rate counts from the first finished shard, so actor start-up does not pull it down
+    # steady rate counts from each actor's first finished micro-batch, so actor start-up does not pull it down
     assert summary.steady_images_per_s > 0 and "steady" in summary.line()
     table = read_table(tmp_path / "a")
     idx = table.column(S.INDEX).to_pylist()

@@ -23,6 +23,10 @@ from pydantic import BaseModel
 from busgen.core.storage import resolve_location
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a command that can be resumed; the message says how (the CLI prints it as one line)."""
+
+
 def resolve(ref: str) -> Any:
     """The object a ``"module:attr"`` reference names (imports the module)."""
     module, _, attr = ref.partition(":")

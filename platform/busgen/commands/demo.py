@@ -6,8 +6,9 @@ downstream evaluation. Each stage reuses the library function a job would call,
 so the demo doubles as an end-to-end smoke test of the public API.
 
 Every stage prints a start line and an end line with its elapsed time (and the run's
-total); pretrain, generate and evaluate print their own progress in between. All MLflow
-runs go to one store, ``<out>/mlruns``, and the report links each run there.
+total); pretrain, generate and evaluate print their own progress in between. Its MLflow
+runs go to the store every command shares (``busgen.core.tracking.resolve_uri``), and the
+report lists the runs this demo started there, each with the command that shows it.
 """
 
 from __future__ import annotations
@@ -118,20 +119,12 @@ def first_images_per_class(table, classes, per_class: int, prefix: str) -> dict:
     }
 
 
-def run_links(uri: str) -> list[list[str]]:
-    """[operation, run name, status, link] of every MLflow run in the store, oldest first (report table rows)."""
-    from busgen.core import tracking
+def run_links(uri: str, since_ms: int = 0) -> list[list[str]]:
+    """[operation, run name, status, link] of the store's top-level runs started since ``since_ms``, oldest first."""
+    from busgen.core import tracking_view
 
-    tracking._allow_file_store(uri)
-    from mlflow.tracking import MlflowClient  # lazy like busgen.core.tracking: MLflow imports slowly
-
-    client = MlflowClient(tracking_uri=uri)
-    rows = []
-    for exp in client.search_experiments():
-        for run in client.search_runs([exp.experiment_id], filter_string="tags.`mlflow.parentRunId` IS NULL"):
-            link = f"{uri}#/experiments/{exp.experiment_id}/runs/{run.info.run_id}"
-            rows.append((run.info.start_time, [exp.name, run.info.run_name, run.info.status, link]))
-    return [row for _, row in sorted(rows, key=lambda r: r[0])]
+    rows = tracking_view.list_runs(uri, since_ms=since_ms)
+    return [[r.experiment, r.name, r.status, r.link] for r in reversed(rows)]
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -162,7 +155,8 @@ def write_demo(cfg: DemoConfig) -> Path:
     # Logical CPUs above the core count: the training worker takes both cores for torch while
     # Ray Data read tasks still find a slot (2 real CPUs would deadlock them).
     init_ray(num_cpus=4)
-    tracking_uri = tracking.default_uri(out)  # one MLflow store for every stage: <out>/mlruns
+    tracking_uri = tracking.resolve_uri()  # the store every command shares; the report lists this demo's runs
+    started_ms = int(time.time() * 1000)
 
     # 1. data
     with clock.stage("data"):
@@ -282,10 +276,10 @@ def write_demo(cfg: DemoConfig) -> Path:
     rep.section("Timings").table(["stage", "seconds"], [[k, round(v, 1)] for k, v in clock.seconds.items()])
     rep.section(
         "MLflow runs",
-        f"Store `{tracking_uri}`: browse with `mlflow ui --backend-store-uri {tracking_uri}`; "
-        "each link is the run's route in that UI (trial runs are nested under the evaluate run).",
+        f"Store `{tracking_uri}`: list it with `busgen runs --tracking-uri {tracking_uri}`, or write a page with "
+        "`--html runs.html`; each link shows one run (trial runs are nested under the evaluate run).",
     )
-    rep.table(["operation", "run", "status", "link"], run_links(tracking_uri))
+    rep.table(["operation", "run", "status", "link"], run_links(tracking_uri, started_ms))
     path = rep.write()
     return path
 

@@ -15,10 +15,10 @@ Family modules import the library lazily (inside the run functions) and name con
 
 from __future__ import annotations
 
-from busgen.commands import data, demo, evaluate, generate, serve, studies, train
+from busgen.commands import data, demo, evaluate, generate, runs, serve, studies, train
 from busgen.commands.command import Command
 
-FAMILIES = (data, train, generate, evaluate, studies, demo, serve)
+FAMILIES = (data, train, generate, evaluate, studies, demo, serve, runs)
 
 COMMANDS: dict[str, Command] = {c.name: c for family in FAMILIES for c in family.COMMANDS}
 

@@ -3,12 +3,40 @@ classifier, export it to the Hub, train a servable diagnosis classifier."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from busgen.commands.command import Command
+from busgen.commands.command import Command, Interrupted
 from busgen.core.types import DEFAULT_PROTECT_MIN_FIT
+
+
+@contextmanager
+def resumable(line: str):
+    """Turn Ctrl-C inside the block into ``Interrupted(line)``, which the CLI prints as one line.
+
+    Ray Train's own SIGINT handler (registered in ``fit``) aborts the run gracefully and
+    then leaves with ``sys.exit(0)`` from inside ``fit``: that ``SystemExit`` is Ctrl-C too.
+    """
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):
+        raise Interrupted(line) from None
+
+
+def resume_line(kind: str, run_name: str, storage_path: str, checkpoint_every: int, max_steps: int) -> str:
+    """The one line Ctrl-C prints: how to resume this training run (or that it starts over)."""
+    where = f"run {run_name} in {storage_path}"
+    if checkpoint_every >= max_steps:
+        return (
+            f"interrupted: {kind} keeps a checkpoint only at its last step, so nothing was saved; "
+            f"run the same command with run_name={run_name} to start it again"
+        )
+    return (
+        f"interrupted: run the same command again (run_name={run_name}) to resume {where} "
+        f"from its latest checkpoint (one every {checkpoint_every} steps)"
+    )
 
 
 def run_pretrain(cfg) -> dict:
@@ -17,7 +45,8 @@ def run_pretrain(cfg) -> dict:
     from busgen.train.pretrain import pretrain
 
     init_ray()
-    result = pretrain(cfg)
+    with resumable(resume_line("pretrain", cfg.run_name, cfg.storage_path, cfg.checkpoint_every, cfg.max_steps)):
+        result = pretrain(cfg)
     if result.error is not None:
         raise RuntimeError(f"training failed: {result.error}")
     gen = generator.load(cfg.out, device="cpu")
@@ -65,10 +94,13 @@ def run_adapt(cfg) -> dict:
     import json
 
     from busgen.core.raylocal import init_ray
-    from busgen.train.adapt import SUPPORT_JSON, adapt
+    from busgen.train.adapt import SUPPORT_JSON, adapt, default_run_name
 
     init_ray()
-    out = adapt(cfg)
+    cfg = cfg.model_copy(update={"run_name": cfg.run_name or default_run_name(cfg)})  # named, so it can resume
+    # adapt checkpoints once, at max_steps (train.adapt: checkpoint_every=max_steps)
+    with resumable(resume_line("adapt", cfg.run_name, cfg.storage_path, cfg.max_steps, cfg.max_steps)):
+        out = adapt(cfg)
     support = json.loads((out / SUPPORT_JSON).read_text())
     meta = json.loads((out / "busgen.json").read_text())
     return {

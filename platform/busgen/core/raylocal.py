@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from busgen.core import raylogs
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -18,7 +20,8 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None, qu
         num_cpus: logical CPUs for a local runtime (default: all cores). Over-subscribing
             logical CPUs is how 2-core machines avoid Ray Data actor/task deadlocks.
         object_store_mb: object store size for a local runtime.
-        quiet: do not forward worker output to the driver (tests); jobs and the CLI show it.
+        quiet: do not forward worker output to the driver (tests); jobs and the CLI show the
+            project's own lines of it, and Ray's logs go to its session folder (``busgen.core.raylogs``).
         kwargs: passed to ``ray.init``.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -28,8 +31,10 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None, qu
 
     if ray.is_initialized():
         return
+    raylogs.quiet_driver_console()
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)  # pragma: no cover, cluster path
+        context = ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)  # pragma: no cover, cluster path
+        _filter_driver_output(context)  # pragma: no cover, cluster path
         return
     # address="local": always start our own runtime, never attach to a stray `ray start` cluster
     opts: dict = {"address": "local", "_node_ip_address": LOOPBACK, "include_dashboard": False}
@@ -43,7 +48,15 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None, qu
     runtime_env.setdefault("worker_process_setup_hook", "busgen.core.raylocal.silence_state_api_warnings")
     opts["runtime_env"] = runtime_env
     opts.update(kwargs)
-    ray.init(**opts)
+    _filter_driver_output(ray.init(**opts))
+
+
+def _filter_driver_output(context) -> None:
+    """After ``ray.init``: forwarded worker output cut to the project's lines, Ray's records to its log folder."""
+    raylogs.install_worker_filter()
+    session_dir = (getattr(context, "address_info", None) or {}).get("session_dir")
+    if session_dir:
+        raylogs.attach_driver_log(session_dir)
 
 
 # Ray Train V2's detached PlacementGroupCleaner polls the State API, which lives in the

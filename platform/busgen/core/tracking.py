@@ -1,13 +1,16 @@
-"""Experiment tracking with MLflow: one run per operation, a local file store by default.
+"""Experiment tracking with MLflow: one run per operation, all in one store.
 
 Users of this project already read their experiments in MLflow, so every long
 operation (pretrain, adapt, generate, evaluate) records what it did there: the
 resolved config as params, metrics per log step, and its outputs as artifacts.
 
-* **Offline by default.** With ``tracking_uri`` unset the store is a plain folder,
-  ``<run folder>/mlruns`` (read it with ``mlflow ui --backend-store-uri <folder>``);
-  nothing is sent anywhere. ``--tracking-uri http://host:5000`` (or ``sqlite:///...``,
-  or ``databricks``) points the same calls at a server.
+* **One store, offline by default.** The store is, first match wins: the command's
+  ``--tracking-uri``, the ``MLFLOW_TRACKING_URI`` environment variable (MLflow's own
+  convention, so a team server set once in the shell serves every command), else the
+  plain folder ``runs/mlruns`` under the folder the command runs from. Every operation
+  writes there, so one viewer shows them all: ``busgen runs`` (``busgen.core.tracking_view``)
+  reads any store with what is installed (mlflow-skinny has no ``mlflow ui`` server).
+  ``http://host:5000``, ``sqlite:///...`` or ``databricks`` point the same calls at a server.
 * **Off switch.** ``tracking=false`` (``--no-tracking``) makes every call a no-op and
   never imports MLflow.
 * **No global state.** Runs are handled through ``MlflowClient`` and a run id, never
@@ -28,7 +31,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-STORE_DIR = "mlruns"  # the local store's folder inside the run folder
+DEFAULT_STORE = Path("runs") / "mlruns"  # the local store, relative to the folder a command runs from
+ENV_URI = "MLFLOW_TRACKING_URI"  # MLflow's own variable: honoured by every command when set
 PARAM_LIMIT = 6000  # MLflow's longest param value (characters)
 
 
@@ -36,9 +40,36 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be opened; the message names the URI and the remedy."""
 
 
-def default_uri(run_folder: str | Path) -> str:
-    """``file://`` URI of the local store inside ``run_folder`` (created on first write)."""
-    return (Path(run_folder).expanduser().resolve() / STORE_DIR).as_uri()
+def default_uri() -> str:
+    """``file://`` URI of the default local store, ``runs/mlruns`` under the working folder (made on first write)."""
+    return (Path.cwd() / DEFAULT_STORE).resolve().as_uri()
+
+
+def resolve_uri(tracking_uri: str | None = None) -> str:
+    """The store a command uses: ``tracking_uri`` if given, else ``$MLFLOW_TRACKING_URI``, else ``default_uri()``.
+
+    A plain folder path becomes an absolute ``file://`` URI, so the same store is meant in
+    Ray workers (they run in another working folder) and in the printed commands.
+    """
+    uri = tracking_uri or os.environ.get(ENV_URI) or default_uri()
+    if "://" not in uri and not uri.startswith(("file:", "databricks", "sqlite:")):
+        return Path(uri).expanduser().resolve().as_uri()
+    return uri
+
+
+def local_path(uri: str) -> Path | None:
+    """The folder of a ``file:`` store (None for servers and databases)."""
+    if not uri.startswith("file:"):
+        return None
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    return Path(url2pathname(urlparse(uri).path))
+
+
+def is_server(uri: str) -> bool:
+    """A store with a web UI of its own (an MLflow tracking server), whose run pages a browser opens."""
+    return uri.startswith(("http://", "https://"))
 
 
 def _allow_file_store(uri: str) -> None:
@@ -157,14 +188,28 @@ class Run:
         return {"uri": self.uri, "run_id": self.run_id, "experiment_id": self.experiment_id} if self.enabled else None
 
     def link(self) -> str:
-        """Where to find the run: ``<store uri>#/experiments/<id>/runs/<run id>`` (the MLflow UI's route)."""
-        return f"{self.uri}#/experiments/{self.experiment_id}/runs/{self.run_id}" if self.enabled else ""
+        """Where to look at the run: its page on a tracking server, else the ``busgen runs`` command that shows it."""
+        if not self.enabled:
+            return ""
+        return run_link(self.uri, self.experiment_id, self.run_id)
 
     def __enter__(self) -> Run:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.end("FAILED" if exc_type else "FINISHED")
+
+
+def run_link(uri: str, experiment_id: str, run_id: str) -> str:
+    """A link that opens: the server's run page, or for a file/database store the ``busgen runs`` command.
+
+    A ``file://...#/experiments/...`` URL opens nothing (no server behind it), so local
+    stores get the viewer command instead, naming the store unless it is the default one.
+    """
+    if is_server(uri):
+        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    store = "" if uri == resolve_uri() else f" --tracking-uri {uri}"
+    return f"busgen runs {run_id}{store}"
 
 
 def _client(uri: str):
@@ -177,19 +222,20 @@ def _client(uri: str):
 def start_run(
     enabled: bool,
     tracking_uri: str | None,
-    run_folder: str | Path,
     experiment: str,
     run_name: str,
     tags: dict | None = None,
 ) -> Run:
-    """Open a run in ``experiment`` (created when missing); a no-op ``Run`` when ``enabled`` is false.
+    """Open a run in ``experiment`` (created when missing) of the store ``resolve_uri(tracking_uri)``.
+
+    A no-op ``Run`` when ``enabled`` is false.
 
     Raises:
         TrackingError: the store cannot be opened (unreachable server, unwritable folder).
     """
     if not enabled:
         return Run(None, None)
-    uri = tracking_uri or default_uri(run_folder)
+    uri = resolve_uri(tracking_uri)
     try:
         client = _client(uri)
         found = client.get_experiment_by_name(experiment)
@@ -213,7 +259,6 @@ def attach(ref: dict | None) -> Run:
 def log_once(
     enabled: bool,
     tracking_uri: str | None,
-    run_folder: str | Path,
     experiment: str,
     run_name: str,
     params: dict,
@@ -221,7 +266,7 @@ def log_once(
     artifacts: tuple[str | Path, ...] = (),
 ) -> str:
     """Record a finished operation as one run (params, metrics, artifacts); returns its link ('' when off)."""
-    with start_run(enabled, tracking_uri, run_folder, experiment, run_name) as run:
+    with start_run(enabled, tracking_uri, experiment, run_name) as run:
         run.log_params(params)
         run.log_metrics(metrics)
         for path in artifacts:

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
+from busgen.data import licences
 from busgen.data import schema as S
 from busgen.data.dataset import DatasetError, dataset_info, read_table
 
@@ -132,6 +133,7 @@ def combine(cfg: CombineConfig) -> dict:
         "n_images": combined.num_rows,
         "n_duplicates": sum(int(i.get("n_duplicates", 0)) for i in infos),
         "n_quarantined": sum(int(i.get("n_quarantined", 0)) for i in infos),
+        "datasets": licences.merge(*(i.get("datasets") or [] for i in infos)),  # every input's licence and citation
     }
     (out / S.DATASET_JSON).write_text(json.dumps(info, indent=2))
     return info

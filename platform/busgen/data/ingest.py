@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from busgen.core.csvcells import safe_row
 from busgen.core.types import ResizeMode
+from busgen.data import licences
 from busgen.data import schema as S
 from busgen.data.dicom import MAX_DECODED_BYTES
 from busgen.data.imageio import MAX_PIXELS
@@ -61,6 +62,10 @@ class IngestConfig(BaseModel):
     )
     classes: list[str] | None = Field(None, description="allowed labels; others go to quarantine")
     seed: int = Field(0, description="seed of the stratified split when the source gives none")
+    license: str | None = Field(
+        None, description="licence of the source (e.g. cc-by-4.0); default: read from its README.md"
+    )
+    citation: str | None = Field(None, description="how to cite the source; default: read from its README.md")
     overwrite: bool = Field(False, description="replace an existing output dataset")
     allow_roots: list[str] = Field(
         [], description="folders outside the manifest's folder that manifest paths may point into"
@@ -305,6 +310,15 @@ def _write_dataset_json(out: Path, src: Path, layout: str, cfg: IngestConfig, su
         "n_duplicates": summary.n_duplicates,
         "n_quarantined": summary.n_quarantined,
         "split_seed": cfg.seed,
+        # licence and citation travel into every model trained on this set (busgen.data.licences, model card)
+        "datasets": [
+            licences.dataset_record(
+                REDACTED if summary.redacted else src_name,
+                src if src.is_dir() else src.parent,
+                cfg.license,
+                cfg.citation,
+            )
+        ],
         "limits": {"max_pixels": cfg.max_pixels, "max_file_mb": cfg.max_file_mb, "max_decoded_mb": cfg.max_decoded_mb},
     }
     (out / S.DATASET_JSON).write_text(json.dumps(info, indent=2))

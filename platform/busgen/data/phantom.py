@@ -177,6 +177,15 @@ def iter_phantom(n: int, size: int, seed: int, style: str = "a", classes: tuple[
         yield img, mask, label
 
 
+PHANTOM_README = """\
+# Phantom breast-ultrasound images (busgen.data.phantom)
+
+Synthetic phantoms drawn by BUSGen's own code: no patient data.
+
+- Licence: **Apache-2.0**, like the BUSGen platform code that draws them.
+"""
+
+
 def write_phantom(
     out_dir: str | Path, n: int, size: int = 64, seed: int = 0, style: str = "a", classes: tuple[str, ...] = CLASSES
 ) -> Path:
@@ -192,4 +201,5 @@ def write_phantom(
         (out / label / f"{stem}.png").write_bytes(encode_png(img))
         if label != "normal":
             (out / label / f"{stem}_mask.png").write_bytes(encode_png(mask))
+    (out / "README.md").write_text(PHANTOM_README)  # ingest reads the licence from it (busgen.data.licences)
     return out

@@ -27,6 +27,7 @@ from typing import Sequence
 
 from busgen.core.csvcells import printable
 from busgen.data.dicom import DICOM_EXTS
+from busgen.data.licences import README
 from busgen.data.paths import PathPolicy, walk
 from busgen.data.schema import SAFE_LABEL_RE, is_safe_label
 
@@ -164,6 +165,8 @@ def _discover_class_folders(root: Path) -> DiscoveredSource:
     quarantine = _refused_entries(root, refused)
     for p in files:
         rel = p.relative_to(root)
+        if rel.as_posix() == README:
+            continue  # the source's own description (licence, citation: busgen.data.licences), not data
         if p.suffix.lower() not in IMAGE_EXTS:
             quarantine.append(QuarantineEntry(str(rel), f"not an image file (extension {p.suffix or 'none'})"))
             continue

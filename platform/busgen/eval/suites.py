@@ -272,7 +272,7 @@ class SuiteConfig(_Section):
         True, description="MLflow: a suite run, one nested run per Tune trial, the report (busgen.eval.track)"
     )
     tracking_uri: str | None = Field(
-        None, description="MLflow server or store; None = a local file store in <out>/mlruns"
+        None, description="MLflow server or store; None = $MLFLOW_TRACKING_URI, else runs/mlruns (one store for all)"
     )
 
     @classmethod

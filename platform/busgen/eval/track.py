@@ -20,10 +20,12 @@ REPORT_FILES = (".md", ".png", ".json", ".csv", ".parquet")  # what of the repor
 
 
 def open_suite(cfg: SuiteConfig, out: str | Path) -> tracking.Run:
-    """Open the suite's run (local store ``<out>/mlruns`` unless ``tracking_uri``) and log the config."""
-    run = tracking.start_run(
-        cfg.tracking, cfg.tracking_uri, out, EXPERIMENT, cfg.name, tags={"busgen.operation": "evaluate"}
-    )
+    """Open the suite's run in the store ``tracking.resolve_uri(cfg.tracking_uri)`` and log the config.
+
+    ``out`` names the report folder in a tag, so the run leads back to the report.
+    """
+    tags = {"busgen.operation": "evaluate", "busgen.out": str(out)}
+    run = tracking.start_run(cfg.tracking, cfg.tracking_uri, EXPERIMENT, cfg.name, tags=tags)
     run.log_params(cfg.model_dump(mode="json"))
     if run.enabled:
         print(f"[evaluate] tracking: {run.link()}", flush=True)

@@ -74,7 +74,7 @@ class GenerateConfig(BaseModel):
         True, description="MLflow run with the settings, throughput and manifest.json (busgen.core.tracking)"
     )
     tracking_uri: str | None = Field(
-        None, description="MLflow server or store; None = a local file store in <out>/mlruns"
+        None, description="MLflow server or store; None = $MLFLOW_TRACKING_URI, else runs/mlruns (one store for all)"
     )
 
     def pixel_settings(self) -> dict:

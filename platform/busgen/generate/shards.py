@@ -33,7 +33,9 @@ public names are re-exported here.
 from __future__ import annotations
 
 import math
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from busgen.data import schema as S
 from busgen.generate.config import BOX_COLUMNS, GenerateConfig, GenerateError, GenerateWarning, read_boxes_file
 from busgen.generate.outlock import LOCK_FILE, OutputLock
 from busgen.generate.plan import RowPlan, exact_counts, image_seed, shard_ranges
+from busgen.generate.progress import POLL_S, ProgressCounter, batches, steady_rate
 from busgen.generate.store import (
     MANIFEST,
     SHARD_FMT,
@@ -121,7 +124,8 @@ def validate(cfg: GenerateConfig):
 @dataclass
 class GenerateSummary:
     """What a run did. ``images_per_s`` is end to end (actor start and model load included);
-    ``steady_images_per_s`` counts from the first finished shard to the last (0 with one shard)."""
+    ``steady_images_per_s`` is the running pool's rate, per actor after its first micro-batch
+    (``busgen.generate.progress.steady_rate``; 0 when no actor sampled two batches)."""
 
     out: str
     n: int
@@ -131,6 +135,7 @@ class GenerateSummary:
     images_per_s: float
     steady_images_per_s: float = 0.0
     shards: int = 0  # shards written by this run
+    batches: int = 0  # micro-batches sampled by this run (the progress bar moves once per batch)
 
     def line(self) -> str:
         steady = f", steady {self.steady_images_per_s:.1f} img/s" if self.steady_images_per_s else ""
@@ -186,32 +191,33 @@ def _generate_locked(cfg: GenerateConfig, model_id: str, plan: RowPlan, progress
     todo = [r for r in shard_ranges(cfg.n, cfg.shard_size) if r not in done]
     skipped = sum(e - s for s, e in done)
     t0 = time.time()
-    generated, t_first, t_last, rows_first, t_written = 0, None, None, 0, 0.0
+    generated, t_written, counted = 0, 0.0, {"images": 0, "actors": {}}
     if todo:
         init_ray()
         quiet_ray_data_progress(False)
+        counter = ray.remote(num_cpus=0)(ProgressCounter).remote()
         ds = ray.data.from_items([{"start": s, "end": e} for s, e in todo], override_num_blocks=len(todo))
         ds = ds.map_batches(
             ShardWriter,
             batch_size=1,
-            fn_constructor_args=(cfg.model_dump_json(), plan),
+            fn_constructor_args=(cfg.model_dump_json(), plan, counter),
             compute=pool_strategy(cfg),
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus,
         )
         bar = tqdm(total=cfg.n, initial=skipped, unit="img", desc="generate", disable=not progress, smoothing=0.1)
-        for row in ds.iter_rows():
-            generated += int(row["rows"])
-            if t_first is None:
-                t_first, rows_first = time.time(), generated
-            t_last = time.time()
-            done.add((int(row["start"]), int(row["end"])))
-            if time.time() - t_written >= MANIFEST_EVERY_S:
-                manifest["completed"] = sorted(map(list, done))
-                write_manifest(out, manifest)
-                t_written = time.time()
-            bar.update(int(row["rows"]))
+        with follow(counter, bar, skipped, enabled=progress):
+            for row in ds.iter_rows():
+                generated += int(row["rows"])
+                done.add((int(row["start"]), int(row["end"])))
+                if time.time() - t_written >= MANIFEST_EVERY_S:
+                    manifest["completed"] = sorted(map(list, done))
+                    write_manifest(out, manifest)
+                    t_written = time.time()
+        counted = final_count(counter, generated)
+        bar.n = skipped + generated
         bar.close()
+        ray.kill(counter)
     # Footers re-read (data was verified at the start or just written): what is really there.
     manifest["completed"] = sorted(map(list, completed_shards(out, expected, verify_data=False)))
     manifest["n_rows"] = sum(e - s for s, e in manifest["completed"])
@@ -221,9 +227,47 @@ def _generate_locked(cfg: GenerateConfig, model_id: str, plan: RowPlan, progress
             f"only {manifest['n_rows']} of {cfg.n} rows exist after the run; re-run the same command to finish"
         )
     seconds = time.time() - t0
-    steady = (generated - rows_first) / (t_last - t_first) if t_first and t_last > t_first else 0.0
     rate = generated / seconds if seconds > 0 else 0.0
-    return GenerateSummary(str(out), cfg.n, generated, skipped, seconds, rate, steady, len(todo))
+    steady = steady_rate(counted)
+    return GenerateSummary(str(out), cfg.n, generated, skipped, seconds, rate, steady, len(todo), batches(counted))
+
+
+def final_count(counter, generated: int, wait_s: float = 2.0) -> dict:
+    """The counter's snapshot once it has every image (a writer's last ``add`` may land after its shard returned)."""
+    import ray
+
+    deadline = time.time() + wait_s
+    while True:
+        snap = ray.get(counter.snapshot.remote())
+        if snap["images"] >= generated or time.time() > deadline:
+            return snap
+        time.sleep(0.05)
+
+
+@contextmanager
+def follow(counter, bar, skipped: int, enabled: bool):
+    """While the block runs, move ``bar`` to the counter's image count every ``POLL_S`` (a driver thread)."""
+    import ray
+
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(POLL_S):
+            try:
+                bar.n = skipped + ray.get(counter.snapshot.remote(), timeout=5)["images"]
+                bar.refresh()
+            except Exception:  # noqa: BLE001 -- a late or lost reading only delays the bar
+                continue
+
+    thread = threading.Thread(target=poll, name="busgen-generate-progress", daemon=True)
+    if enabled:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if enabled:
+            thread.join()
 
 
 def export_png(dataset_dir: str | Path, out_dir: str | Path) -> int:

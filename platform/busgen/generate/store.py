@@ -241,7 +241,7 @@ def load_or_create_manifest(cfg: GenerateConfig, model_id: str) -> dict:
 def track_generation(cfg: GenerateConfig, results: dict) -> str:
     """Record a finished generation in MLflow: settings, counts and throughput, ``manifest.json``; returns the link.
 
-    The default local store is ``<out>/mlruns`` (data readers skip it: it holds no Parquet).
+    The store is ``tracking.resolve_uri(cfg.tracking_uri)``, the one every command shares.
     """
     from busgen.core import tracking
 
@@ -249,7 +249,6 @@ def track_generation(cfg: GenerateConfig, results: dict) -> str:
     return tracking.log_once(
         cfg.tracking,
         cfg.tracking_uri,
-        out,
         "busgen-generate",
         out.name,
         cfg.model_dump(mode="json"),

@@ -85,7 +85,8 @@ def micro_batch(gen, requested: int, shard_rows: int) -> int:
 class ShardWriter:
     """Ray Data actor: loads the generator once (in the background), then writes whole shards on request."""
 
-    def __init__(self, cfg_json: str, plan: RowPlan):
+    def __init__(self, cfg_json: str, plan: RowPlan, progress=None):
+        """``progress``: a ``ProgressCounter`` actor handle told of every micro-batch (None: nobody listens)."""
         import torch
 
         self.cfg = GenerateConfig.model_validate_json(cfg_json)
@@ -99,6 +100,7 @@ class ShardWriter:
         self._load_error: BaseException | None = None
         threading.Thread(target=self._load, name="busgen-model-load", daemon=True).start()
         self._io = ThreadPoolExecutor(1, thread_name_prefix="busgen-shard-io")
+        self._progress, self._name = progress, uuid.uuid4().hex[:12]
 
     def _load(self) -> None:
         try:
@@ -165,6 +167,8 @@ class ShardWriter:
                     protect_threshold=self.cfg.protect_threshold,
                     protect_min_fit=self.cfg.protect_min_fit,
                 )
+                if self._progress is not None:
+                    self._progress.add.remote(self._name, len(images))  # fire and forget: the bar moves per batch
                 if pending is not None:
                     nbytes += pending.result()  # at most one micro-batch waits to be written
                 args = (writer, images, labels[sl], domains[sl], boxes[sl], seeds[sl], start + b, created)

@@ -2,10 +2,18 @@
 
 People share generators on the Hugging Face Hub and read them there, so a model folder
 describes itself the way the Hub expects: machine-readable front matter (licence, tags,
-and a ``busgen`` block with the data fingerprint, classes and domains, training steps
-and sampler defaults; evaluation numbers when an evaluation recorded them), then prose:
-intended use, limits and licence. Everything comes from ``busgen.json``, so the card is
-rewritten whenever that file is (``generator.export_model``, ``busgen export-hub``).
+``datasets``, and a ``busgen`` block with the data fingerprint, classes and domains,
+training steps and settings, sampler defaults; evaluation numbers when an evaluation
+recorded them), then prose: training data with licences and citations, training
+settings, how to use, intended use, limits and licence. Everything comes from
+``busgen.json``, so the card is rewritten whenever that file is
+(``generator.export_model``, ``busgen export-hub``).
+
+The weights' licence follows the training data (``licence_of``): trained on any
+non-commercial source (BUS-UCLM is CC BY-NC 4.0) the card says ``cc-by-nc-4.0`` and
+"non-commercial"; on attribution-only sources (BUSI is CC BY 4.0) ``cc-by-4.0``; on
+busgen's own phantoms only, ``apache-2.0`` like the code; when a training set's terms were
+not recorded, ``other``, and the card says so.
 """
 
 from __future__ import annotations
@@ -15,9 +23,11 @@ from pathlib import Path
 import yaml
 
 from busgen.core.types import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
+from busgen.data.licences import UNKNOWN, display, non_commercial
 
 CARD_FILE = "README.md"
-LICENSE = "apache-2.0"
+LICENSE = "apache-2.0"  # the platform code's licence, and the weights' when trained on its phantoms only
+UNKNOWN_LICENSE = "other"  # the Hub's id when the terms must be read in the card
 TAGS = ["busgen", "diffusion", "breast-ultrasound", "medical-imaging", "synthetic-data"]
 DEFAULT_STEPS = 25  # GenerateConfig.steps
 
@@ -38,6 +48,29 @@ LIMITS = """\
   evaluation report only."""
 
 
+def licence_of(datasets: list[dict]) -> tuple[str, str]:
+    """The weights' licence id and the sentence that explains it, from the training sets' licences."""
+    ids = [d.get("license") or UNKNOWN for d in datasets]
+    names = ", ".join(f"{d.get('name')} ({d.get('license') or UNKNOWN})" for d in datasets)
+    if not datasets or UNKNOWN in ids:
+        return UNKNOWN_LICENSE, (
+            "The licence of the training data was not recorded"
+            + (f" for some of it ({names})" if datasets else "")
+            + ": check the terms of the data it was trained on before using or sharing these weights."
+        )
+    if nc := [i for i in ids if non_commercial(i)]:
+        return nc[0], (
+            f"**Non-commercial use only.** These weights were trained on {names}; a non-commercial source makes "
+            f"them {display(nc[0])} too. Attribute the datasets listed under Training data."
+        )
+    for restrictive in ("cc-by-sa-4.0", "cc-by-4.0"):
+        if restrictive in ids:
+            return restrictive, (
+                f"Trained on {names}: use them under {restrictive}, attributing the datasets under Training data."
+            )
+    return LICENSE, f"Apache-2.0 (the weights and this card), like the BUSGen platform code; trained on {names}."
+
+
 def front_matter(meta: dict, evaluation: dict | None = None) -> dict:
     """The card's YAML front matter from a model folder's ``busgen.json``."""
     evaluation = evaluation if evaluation is not None else meta.get("evaluation") or {}
@@ -54,17 +87,58 @@ def front_matter(meta: dict, evaluation: dict | None = None) -> dict:
     }
     if meta.get("latent"):  # a latent generator: its autoencoder and latent grid
         info["latent"] = {k: meta["latent"].get(k) for k in ("autoencoder_id", "factor", "latent_channels")}
+    if meta.get("training"):
+        info["training"] = dict(meta["training"])
     if meta.get("base_model_id"):
         info["base_model_id"] = meta["base_model_id"]
     if evaluation:
         info["evaluation"] = {k: v for k, v in evaluation.items() if isinstance(v, (int, float, str))}
-    return {"license": LICENSE, "library_name": "busgen", "tags": TAGS, "busgen": info}
+    datasets = list(meta.get("datasets") or [])
+    licence, _ = licence_of(datasets)
+    fm: dict = {"license": licence}
+    if licence == UNKNOWN_LICENSE:
+        fm["license_name"] = "training-data-terms-not-recorded"
+    fm |= {"library_name": "busgen", "tags": TAGS}
+    if datasets:
+        fm["datasets"] = [d.get("name") for d in datasets]
+    return fm | {"busgen": info}
+
+
+def _data_section(datasets: list[dict]) -> list[str]:
+    if not datasets:
+        return ["Not recorded (a model exported before busgen recorded its training data, or a test model)."]
+    lines = ["| dataset | licence | cite |", "|---|---|---|"]
+    for d in datasets:
+        cite = (d.get("citation") or "not recorded").replace("|", "\\|")
+        lines.append(f"| {d.get('name')} | {d.get('license') or UNKNOWN} | {cite} |")
+    return lines
+
+
+def _how_to_use(info: dict) -> list[str]:
+    sd = info["sampler_defaults"]
+    label = (info["classes"] or ["benign"])[0]
+    return [
+        "```bash",
+        "busgen sample --model <this folder> --out grid.png            # one row per class",
+        "busgen generate --model <this folder> --out synthetic/ --n 1000  # a Parquet set with Ray Data",
+        "```",
+        "",
+        "```python",
+        "from busgen.model import generator",
+        "",
+        'gen = generator.load("<this folder>")',
+        f'images = gen.sample(["{label}"] * 4, None, steps={sd["steps"]}, guidance={sd["guidance"]}, '
+        f'sampler="{sd["sampler"]}", seed=0)  # uint8 (4, {info["image_size"]}, {info["image_size"]})',
+        "```",
+    ]
 
 
 def render(meta: dict, evaluation: dict | None = None) -> str:
     """The whole card: front matter, then intended use, limits and licence."""
     fm = front_matter(meta, evaluation)
     info = fm["busgen"]
+    datasets = list(meta.get("datasets") or [])
+    training = info.get("training") or {}
     lines = [
         "---",
         yaml.safe_dump(fm, sort_keys=False).rstrip(),
@@ -75,6 +149,18 @@ def render(meta: dict, evaluation: dict | None = None) -> str:
         f"A conditional diffusion generator of {info['image_size']} px breast-ultrasound images "
         f"(classes: {', '.join(info['classes'])}; domains: {', '.join(info['domains']) or 'none'}), "
         f"trained for {info['train_steps']} steps on data with fingerprint `{info['data_fingerprint'] or 'n/a'}`.",
+        "",
+        "## Training data",
+        "",
+        *_data_section(datasets),
+        "",
+        "## Training",
+        "",
+        *([f"* {k}: {v}" for k, v in training.items()] or ["Settings not recorded."]),
+        "",
+        "## How to use",
+        "",
+        *_how_to_use(info),
         "",
         "## Intended use",
         "",
@@ -94,7 +180,7 @@ def render(meta: dict, evaluation: dict | None = None) -> str:
         ]
     else:
         lines.append("Not evaluated yet: run `busgen evaluate` with this model.")
-    lines += ["", "## Licence", "", "Apache-2.0 (the weights and this card), like the BUSGen platform code.", ""]
+    lines += ["", "## Licence", "", licence_of(datasets)[1], ""]
     return "\n".join(lines)
 
 

@@ -86,8 +86,10 @@ def export_model(
     diffusion_cfg: diffusion.DiffusionConfig | None = None,
     autoencoder_dir: str | Path | None = None,
     latent_scaling: float = 1.0,
+    datasets: list[dict] | None = None,
+    training: dict | None = None,
 ) -> Path:
-    """Write a self-contained model directory (see module docstring) and return its path.
+    """Write a self-contained model directory (see module docstring; ``datasets``/``training``: the card's).
 
     Latent generators: ``autoencoder_dir`` is copied in; ``latent_scaling`` = 1 / std of the training latents.
     """
@@ -115,6 +117,8 @@ def export_model(
         "data_fingerprint": data_fingerprint,
         "train_steps": int(steps),
         "metrics": metrics or {},
+        "datasets": list(datasets or []),
+        "training": dict(training or {}),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     meta["model_id"] = weights_fingerprint(out)

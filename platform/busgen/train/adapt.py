@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from busgen.data import dataset as data
-from busgen.data import schema
+from busgen.data import licences, schema
 from busgen.model import boxprior, diffusion, generator, lora, unet
 from busgen.train import latents, pretrain, provenance, track
 
@@ -76,7 +76,7 @@ class AdaptConfig(BaseModel):
         True, description="MLflow run: params, metrics per log step, the adapter folder (busgen.core.tracking)"
     )
     tracking_uri: str | None = Field(
-        None, description="MLflow server or store; None = a local file store under the Ray Train run folder"
+        None, description="MLflow server or store; None = $MLFLOW_TRACKING_URI, else runs/mlruns (one store for all)"
     )
 
 
@@ -191,7 +191,7 @@ def adapt(cfg: AdaptConfig) -> Path:
         num_workers=cfg.num_workers,
         use_gpu=cfg.use_gpu,
         storage_path=cfg.storage_path,
-        run_name=cfg.run_name or f"adapt-{out.name}-{int(time.time())}",
+        run_name=cfg.run_name or default_run_name(cfg),
         out=str(out),
         seed=cfg.seed,
         prediction_type=base_meta["diffusion"].get("prediction_type", "epsilon"),
@@ -225,6 +225,11 @@ def adapt(cfg: AdaptConfig) -> Path:
     return exported
 
 
+def default_run_name(cfg: AdaptConfig) -> str:
+    """``adapt-<out folder>-<unix time>``: a fresh Ray Train run each time unless ``run_name`` is given."""
+    return f"adapt-{Path(cfg.out).name}-{int(time.time())}"
+
+
 def export_adapted(state: dict, cfg: AdaptConfig, base_meta: dict, spec: lora.AdapterSpec, support: pa.Table) -> Path:
     """Write the adapter folder (LoRA, in peft's format) or a full model folder, both recording base and support set.
 
@@ -245,6 +250,8 @@ def export_adapted(state: dict, cfg: AdaptConfig, base_meta: dict, spec: lora.Ad
         "support_record": SUPPORT_JSON,
         "train_steps": int(state["step"]),
         **provenance.adapted_record(base_meta, out / SUPPORT_DIR, support.column(schema.SHA256).to_pylist()),
+        # the base's training sets and the support set's: the licences both bring (busgen.data.licences)
+        "datasets": licences.merge(base_meta.get("datasets") or [], data.dataset_info(cfg.data_dir).get("datasets")),
     }
     if cfg.method == "full":
         model_cfg = unet.ModelConfig(
@@ -265,6 +272,7 @@ def export_adapted(state: dict, cfg: AdaptConfig, base_meta: dict, spec: lora.Ad
             # a latent base's autoencoder travels with the full fine-tune (the folder stays self-contained)
             autoencoder_dir=Path(spec.base) / base_meta["latent"]["autoencoder"] if base_meta.get("latent") else None,
             latent_scaling=(base_meta.get("latent") or {}).get("scaling_factor", 1.0),
+            datasets=record["datasets"],
         )
         meta = json.loads((out / generator.BUSGEN_JSON).read_text())
         meta.update(record, kind="full")  # data_fingerprint stays the base's (the card names it)

@@ -29,6 +29,7 @@ from busgen.train.checkpoint import (
     check_local_run,
     make_rngs,
     restore_checkpoint,
+    storage_location,
 )
 
 
@@ -194,7 +195,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig):
     ae.build_autoencoder(arch)  # refuses a size the factor does not divide, before Ray starts anything
     meta = pretrain.read_train_metadata(cfg.data_dir)
     identity = run_identity(cfg, meta["fingerprint"])
-    location = pretrain.storage_location(cfg.storage_path)
+    location = storage_location(cfg.storage_path)
     if "://" not in location:
         check_local_run(Path(location) / cfg.run_name, identity, cfg.run_name)
     with track.open_run(cfg, "autoencoder") as run:

@@ -215,3 +215,8 @@ def restore_checkpoint(ckpt_dir: Path, rank: int, unwrapped, ema, opt, lr_sched,
         np_rng.bit_generator.state = rng["numpy"]
         torch.set_rng_state(rng["torch_global"])
     return int(state["step"])
+
+
+def storage_location(storage_path: str) -> str:
+    """Absolute local path or the URI unchanged: Ray Train workers run in another working directory."""
+    return storage_path if "://" in storage_path else str(Path(storage_path).expanduser().resolve())

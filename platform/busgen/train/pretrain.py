@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,9 +39,11 @@ from busgen.train.checkpoint import (
     make_rngs,
     restore_checkpoint,
     save_checkpoint,
+    storage_location,
     weights_digest,
     worker_mismatch,
 )
+from busgen.train.console import log_line
 from busgen.train.step import build_components, resolve_training, train_step  # noqa: F401 -- re-exported
 
 TRAIN_COLUMNS = [schema.IMAGE, schema.BOX, schema.LABEL, schema.DOMAIN]
@@ -99,7 +100,7 @@ class PretrainConfig(BaseModel):
         True, description="MLflow run: params, metrics per log step, the exported model folder (busgen.core.tracking)"
     )
     tracking_uri: str | None = Field(
-        None, description="MLflow server or store; None = a local file store under the Ray Train run folder"
+        None, description="MLflow server or store; None = $MLFLOW_TRACKING_URI, else runs/mlruns (one store for all)"
     )
     autoencoder: str | None = Field(
         None, description="autoencoder folder (busgen autoencoder): train a latent generator on its latents"
@@ -110,16 +111,6 @@ class PretrainConfig(BaseModel):
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def log_line(text: str) -> None:
-    """One progress line from a Train worker, shown once.
-
-    Ray Train V2 patches ``print`` in workers to go through its logger *and* tee to the
-    worker's replaced stdout, so every printed line reached the driver twice.
-    """
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 def read_train_metadata(data_dir: str | Path) -> dict:
@@ -295,11 +286,6 @@ def report(
 # ----------------------------------------------------------------------------- driver
 
 
-def storage_location(storage_path: str) -> str:
-    """Absolute local path or the URI unchanged: Ray Train workers run in another working directory."""
-    return storage_path if "://" in storage_path else str(Path(storage_path).expanduser().resolve())
-
-
 def run_identity(
     cfg: PretrainConfig,
     class_names: list[str],
@@ -444,4 +430,13 @@ def export_from_checkpoint(result, cfg: PretrainConfig, meta: dict, latent: dict
         diffusion.DiffusionConfig(prediction_type=cfg.prediction_type, clip_sample=latent is None),
         autoencoder_dir=cfg.autoencoder if latent else None,
         latent_scaling=latent["scaling_factor"] if latent else 1.0,
+        datasets=data.dataset_info(cfg.data_dir).get("datasets") or [],
+        training=training_settings(cfg, meta["num_rows"]),
     )
+
+
+def training_settings(cfg: PretrainConfig, train_rows: int) -> dict:
+    """What the model card states of how the model was trained (the full config is in the MLflow run)."""
+    keys = "preset image_size batch_size lr warmup_steps max_steps ema_decay cond_drop_prob prediction_type"
+    keys = (*keys.split(), "num_workers", "use_gpu", "seed")
+    return {k: getattr(cfg, k) for k in keys} | {"train_images": int(train_rows), "precision": cfg.accel.precision}

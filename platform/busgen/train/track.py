@@ -19,20 +19,12 @@ LOSS_CURVE_PNG = "loss_curve.png"
 MODEL_ARTIFACT = "model"
 
 
-def run_folder(storage_path: str, run_name: str, out: str) -> Path:
-    """Where the default local store lives: the Ray Train run folder, or beside ``out`` for remote storage."""
-    if "://" in storage_path:
-        return Path(out).expanduser().resolve().parent / f"{Path(out).name}.tracking"
-    return Path(storage_path).expanduser().resolve() / run_name
-
-
 def open_run(cfg, kind: str, params: dict | None = None) -> tracking.Run:
     """Open the MLflow run of a pretrain/adapt ``cfg`` (experiment ``busgen-<kind>``) and log its params."""
     run_name = cfg.run_name or kind
     run = tracking.start_run(
         cfg.tracking,
         cfg.tracking_uri,
-        run_folder(cfg.storage_path, run_name, cfg.out),
         experiment=f"busgen-{kind}",
         run_name=run_name,
         tags={"busgen.operation": kind},

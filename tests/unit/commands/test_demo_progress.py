@@ -30,12 +30,16 @@ def test_a_persisted_record_keeps_the_stages_of_an_earlier_run(tmp_path):
     assert set(again.seconds) == {"pretrain", "generate"} and again.seconds["pretrain"] >= 0.1
 
 
-def test_report_rows_link_each_top_level_run_of_the_store(tmp_path):
-    uri = tracking.default_uri(tmp_path)
-    with tracking.start_run(True, uri, tmp_path, "busgen-pretrain", "demo-1") as pre:
+def test_report_rows_link_each_top_level_run_the_demo_started(tmp_path):
+    uri = (tmp_path / "mlruns").as_uri()
+    with tracking.start_run(True, uri, "busgen-generate", "earlier, not the demo's"):
+        pass
+    time.sleep(0.01)
+    demo_start = int(time.time() * 1000)
+    with tracking.start_run(True, uri, "busgen-pretrain", "demo-1") as pre:
         pre.log_metrics({"loss": 0.5})
-    with tracking.start_run(True, uri, tmp_path, "busgen-evaluate", "demo") as suite:
+    with tracking.start_run(True, uri, "busgen-evaluate", "demo") as suite:
         suite.child("trial-0").end()
-    rows = demo.run_links(uri)
+    rows = demo.run_links(uri, since_ms=demo_start)
     assert [r[:3] for r in rows] == [["busgen-pretrain", "demo-1", "FINISHED"], ["busgen-evaluate", "demo", "FINISHED"]]
     assert [r[3] for r in rows] == [pre.link(), suite.link()], "nested trial runs are reached from the suite run"
