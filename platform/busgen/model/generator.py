@@ -29,11 +29,13 @@ import torch
 
 from busgen.core.types import (
     DEFAULT_GUIDANCE,
+    DEFAULT_PROTECT_FORM,
     DEFAULT_PROTECT_MIN_FIT,
     DEFAULT_PROTECT_STRENGTH,
     DEFAULT_PROTECT_THRESHOLD,
     DEFAULT_PROTECT_WINDOW,
     DEFAULT_SAMPLER,
+    ProtectForm,
     ProtectName,
     SamplerName,
 )
@@ -228,6 +230,7 @@ class Generator:
         protect_threshold: float = DEFAULT_PROTECT_THRESHOLD,
         protect_window: tuple[float, float] = DEFAULT_PROTECT_WINDOW,
         protect_min_fit: float = DEFAULT_PROTECT_MIN_FIT,
+        protect_form: ProtectForm = DEFAULT_PROTECT_FORM,
     ) -> np.ndarray:
         """Generate one image per label.
 
@@ -242,10 +245,11 @@ class Generator:
             batch_size: images per forward pass (memory only; results do not depend on it).
             protect: ``cpsample`` steers sampling away from the training images with the model
                 folder's protection classifier (``busgen protect`` trains it; see ``busgen.model.protect``).
-            protect_strength, protect_threshold: CPSample's alpha (a push relative to the noise
-                prediction's size) and confidence threshold.
+            protect_strength, protect_threshold: CPSample's guidance scale (the paper's s; with the
+                relative form a multiple of the noise prediction's size) and confidence gate (1 - the paper's alpha).
             protect_window: (lo, hi) fractions of the noise schedule where CPSample acts.
             protect_min_fit: refuse a protection classifier whose recorded fit accuracy is below this.
+            protect_form: ``paper`` (Kazdan et al. 2024, the default) or ``relative`` (``protect.cpsample_term``).
 
         Returns:
             np.ndarray uint8 (N, image_size, image_size).
@@ -262,6 +266,7 @@ class Generator:
                 threshold=protect_threshold,
                 window=protect_window,
                 min_fit=protect_min_fit,
+                form=protect_form,
             )
         )
         labels = [labels] if isinstance(labels, str) else list(labels)
@@ -314,6 +319,7 @@ class Generator:
             settings.threshold,
             self.diffusion_cfg.prediction_type,
             protection.trained_window(settings.window, self._protect_meta, len(alphas)),
+            settings.form,
         )
 
 

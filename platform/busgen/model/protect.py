@@ -9,8 +9,12 @@ wherever it is confident, classifier guidance pushes x_t toward the label it doe
 predict, i.e. out of the neighbourhood of a training image; elsewhere it stays silent and
 the sampler is unchanged.
 
-Guidance in epsilon space (Dhariwal & Nichol 2021): ``eps <- eps - a * sqrt(1 - abar_t) *
-grad_x log p(other label | x_t)``, applied per image when ``sigmoid(|logit|) > threshold``.
+The default form is the paper's: classifier guidance in epsilon space (Dhariwal & Nichol
+2021), ``eps <- eps - s * sqrt(1 - abar_t) * grad_x log p(other label | x_t)``, applied per
+image only where the classifier is nearly certain, ``sigmoid(|logit|) > 1 - alpha`` (the
+paper's figure 1: alpha = 0.001, s = 1000), at every sampling step. ``form="relative"`` keeps
+this project's earlier variant (the push normalised per image to a fraction of |eps|; see
+``cpsample_term`` and docs/privacy.md for what differs and what the trade-off measured).
 Every image's term depends only on that image and t, so the per-image determinism and
 batch-invariance contracts of ``busgen.model.diffusion.sample`` hold with protection on.
 
@@ -30,14 +34,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from busgen.core.types import (
+    DEFAULT_PROTECT_FORM,
     DEFAULT_PROTECT_MIN_FIT,
     DEFAULT_PROTECT_STRENGTH,
     DEFAULT_PROTECT_THRESHOLD,
     DEFAULT_PROTECT_WINDOW,
+    RELATIVE_PROTECT_MAX_STRENGTH,
+    ProtectForm,
     ProtectName,
 )
 
@@ -57,13 +64,14 @@ class ProtectFitError(ProtectError):
 
 
 class ProtectSettings(BaseModel):
-    """How to sample: ``protect`` (none | cpsample), strength alpha, the confidence threshold, the fit floor."""
+    """How to sample: ``protect`` (none | cpsample), the form, strength, confidence threshold, window, fit floor."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     protect: ProtectName = "none"
-    strength: float = Field(DEFAULT_PROTECT_STRENGTH, ge=0)
-    threshold: float = Field(DEFAULT_PROTECT_THRESHOLD, ge=0.5, lt=1.0)
+    form: ProtectForm = Field(DEFAULT_PROTECT_FORM, description="paper (Kazdan et al.) | relative (normalised push)")
+    strength: float = Field(DEFAULT_PROTECT_STRENGTH, ge=0, description="paper: the scale s; relative: x |eps|")
+    threshold: float = Field(DEFAULT_PROTECT_THRESHOLD, ge=0.5, lt=1.0, description="1 - the paper's alpha")
     window: tuple[float, float] = Field(
         DEFAULT_PROTECT_WINDOW, description="(lo, hi) fractions of the schedule where it acts"
     )
@@ -77,6 +85,15 @@ class ProtectSettings(BaseModel):
         if not 0.0 <= v[0] <= v[1] <= 1.0:
             raise ValueError(f"protect window must be 0 <= lo <= hi <= 1 (fractions of the noise schedule), got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _relative_strength_in_units(self) -> ProtectSettings:
+        if self.protect != "none" and self.form == "relative" and self.strength > RELATIVE_PROTECT_MAX_STRENGTH:
+            raise ValueError(
+                f"protect_form=relative takes a strength in units of the noise prediction's size (0.5-1), got "
+                f"{self.strength:g} (the paper form's scale?): pass protect_strength=<0.5-1> with the relative form"
+            )
+        return self
 
 
 class ProtectNetConfig(BaseModel):
@@ -159,17 +176,25 @@ def cpsample_term(
     threshold: float,
     prediction_type: str = "epsilon",
     window: tuple[float, float] = DEFAULT_PROTECT_WINDOW,
+    form: ProtectForm = DEFAULT_PROTECT_FORM,
 ) -> GuidanceTerm:
     """The extra-guidance hook for ``diffusion.sample``: ``(x_t, t, prediction) -> protected prediction``.
 
     Per image, at timesteps inside ``window`` (fractions of the schedule; outside it the
     classifier is not even run): confidence ``c = sigmoid(|logit|)``; where ``c > threshold``
-    the epsilon prediction moves along ``grad log sigmoid(-|logit|)`` (toward the other label),
-    the gradient *normalised per image* and scaled to ``strength`` times the RMS of that image's
-    epsilon prediction. So ``strength`` is a relative step (0.1 = a push a tenth the size of the
-    noise prediction) whatever the classifier's logit scale, and the push can never swamp the
-    denoiser; images the classifier is unsure about are left exactly as they were. For
-    v-prediction models the same epsilon shift is ``dv = d_eps / sqrt(abar_t)`` (from
+    the epsilon prediction moves along ``g = grad log sigmoid(-|logit|)``, toward the label the
+    classifier does *not* predict; images it is unsure about are left exactly as they were.
+
+    * ``form="paper"`` (Kazdan et al. 2024): ``d_eps = -strength * sqrt(1 - abar_t) * g``, the
+      classifier-guidance step with the paper's scale s = ``strength`` and gate
+      ``threshold = 1 - alpha``. The push follows the classifier's own gradient, so it grows
+      with the noise level and fades at low t, and it is larger where the classifier's logit
+      is steep (near a training image it recognises).
+    * ``form="relative"`` (this project's earlier variant): ``g`` normalised per image and
+      scaled to ``strength`` times the RMS of that image's epsilon prediction, whatever the
+      noise level or the classifier's logit scale.
+
+    For v-prediction models the same epsilon shift is ``dv = d_eps / sqrt(abar_t)`` (from
     eps = sqrt(abar) v + sqrt(1 - abar) x at fixed x).
     """
     abar = alphas_cumprod.double()
@@ -188,13 +213,16 @@ def cpsample_term(
                 return pred
             grad = torch.autograd.grad(F.logsigmoid(-logit.abs()).sum(), xg)[0]
         a = float(abar[ti])
-        eps = pred.float()
-        if prediction_type == "v_prediction":  # the epsilon this v means: eps = sqrt(abar) v + sqrt(1 - abar) x
-            eps = math.sqrt(a) * eps + math.sqrt(1 - a) * x.float()
-        size = math.sqrt(grad[0].numel())
-        g_rms = grad.flatten(1).norm(dim=1) / size
-        e_rms = eps.flatten(1).norm(dim=1) / size
-        scale = torch.where(gate, strength * e_rms / g_rms.clamp_min(1e-20), torch.zeros_like(g_rms))
+        if form == "paper":
+            scale = torch.where(gate, strength * math.sqrt(1 - a), 0.0).to(grad.dtype)
+        else:
+            eps = pred.float()
+            if prediction_type == "v_prediction":  # the epsilon this v means: eps = sqrt(abar) v + sqrt(1 - abar) x
+                eps = math.sqrt(a) * eps + math.sqrt(1 - a) * x.float()
+            size = math.sqrt(grad[0].numel())
+            g_rms = grad.flatten(1).norm(dim=1) / size
+            e_rms = eps.flatten(1).norm(dim=1) / size
+            scale = torch.where(gate, strength * e_rms / g_rms.clamp_min(1e-20), torch.zeros_like(g_rms))
         d_eps = -scale[:, None, None, None] * grad
         if prediction_type == "v_prediction":
             d_eps = d_eps / math.sqrt(max(a, 1e-8))

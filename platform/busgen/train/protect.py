@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from busgen.core.types import DEFAULT_PROTECT_THRESHOLD
 from busgen.data.dataset import read_arrays
 from busgen.data.imageio import resize_square, to_model_tensor
 from busgen.model import diffusion, generator
@@ -53,7 +54,7 @@ class ProtectConfig(BaseModel):
     width: int = Field(32, ge=8, description="classifier channels (first stage)")
     batch_size: int = Field(64, ge=1, description="images per step")
     lr: float = Field(2e-3, gt=0, description="AdamW learning rate")
-    max_epochs: int = Field(100, ge=1, description="upper bound; training stops once it fits")
+    max_epochs: int = Field(400, ge=1, description="upper bound; training stops once it fits")
     samples_per_epoch: int = Field(
         512, ge=1, description="noisy draws per epoch at least (small sets: many steps per epoch)"
     )
@@ -65,7 +66,10 @@ class ProtectConfig(BaseModel):
     )
     # large sets fit faster when the hopeless near-pure-noise steps are left out: sample with window hi <= t_max / T
     fit_confidence: float = Field(
-        0.9, ge=0.5, lt=1.0, description="... counting only predictions at least this confident"
+        DEFAULT_PROTECT_THRESHOLD,
+        ge=0.5,
+        lt=1.0,
+        description="... counting only predictions at least this confident (the sampling gate: 1 - the paper's alpha)",
     )
     seed: int = Field(0, description="labels, noise and initialisation")
     check_data: bool = Field(

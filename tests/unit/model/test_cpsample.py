@@ -189,12 +189,12 @@ def _batch():
     return x, torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
 
 
-def test_guidance_gates_each_image_by_its_own_confidence_and_has_a_relative_size():
+def test_relative_form_gates_each_image_by_its_own_confidence_and_has_a_relative_size():
     abar = torch.linspace(0.999, 0.01, 1000)
     x, eps = _batch()
     out = {}
     for k in (10.0, 1000.0):  # logit scales 100x apart: the normalised push is the same
-        term = protect.cpsample_term(_MeanLogit(k), abar, strength=0.2, threshold=0.8)
+        term = protect.cpsample_term(_MeanLogit(k), abar, strength=0.2, threshold=0.8, form="relative")
         out[k] = term(x, torch.tensor(500), eps)
     for shifted in out.values():
         assert torch.equal(shifted[1], eps[1])  # the unsure image is left exactly as it was
@@ -202,6 +202,66 @@ def test_guidance_gates_each_image_by_its_own_confidence_and_has_a_relative_size
         assert rms(shifted[0] - eps[0]) == pytest.approx(0.2 * rms(eps[0]), rel=1e-4)
         assert (shifted[0] - eps[0]).mean() > 0  # eps up = x0 prediction down: away from the confident label
     torch.testing.assert_close(out[10.0], out[1000.0])
+
+
+def _paper_push(k: float, x: torch.Tensor, t: int, abar: torch.Tensor, s: float) -> torch.Tensor:
+    """The paper's step, computed independently: -s * sqrt(1 - abar_t) * grad log p(other label | x_t)."""
+    xg = x.clone().requires_grad_(True)
+    logit = _MeanLogit(k)(xg, None)
+    grad = torch.autograd.grad(torch.nn.functional.logsigmoid(-logit.abs()).sum(), xg)[0]
+    return -s * float(1 - abar[t]) ** 0.5 * grad
+
+
+def test_paper_form_is_silent_below_its_near_certainty_gate():
+    """Gate 1 - alpha = 0.999 (alpha = 0.001, the paper's figure 1): confidence 0.998 is left alone, 0.9995 is not."""
+    abar = torch.linspace(0.999, 0.01, 1000)
+    eps = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    below, above = torch.logit(torch.tensor(0.998)).item(), torch.logit(torch.tensor(0.9995)).item()
+    x = torch.stack([torch.full((1, 8, 8), below), torch.full((1, 8, 8), -above)])  # logit = mean(x) (k = 1)
+    out = protect.cpsample_term(_MeanLogit(1.0), abar, strength=1000.0, threshold=0.999)(x, torch.tensor(500), eps)
+    assert torch.equal(out[0], eps[0]), "confident, but not near-certain: untouched"
+    torch.testing.assert_close(out[1] - eps[1], _paper_push(1.0, x[1:], 500, abar, 1000.0)[0])
+    assert (out[1] - eps[1]).mean() < 0, "logit < 0 (label 0 predicted): eps down = x0 up, toward label 1"
+    assert protect.ProtectSettings(protect="cpsample").threshold == 0.999, "the default gate is the paper's"
+
+
+def test_paper_form_push_is_the_classifier_gradient_scaled_by_s_and_the_noise_level():
+    """d_eps = -s sqrt(1 - abar_t) grad log p(other label): it fades as t -> 0 and follows the logit's steepness."""
+    abar = torch.linspace(0.9999, 0.01, 1000)
+    x, eps = _batch()
+    pushes = {}
+    for t in (20, 500, 980):
+        for k, s in ((10.0, 1000.0), (10.0, 100.0), (40.0, 1000.0)):
+            out = protect.cpsample_term(_MeanLogit(k), abar, strength=s, threshold=0.9)(x, torch.tensor(t), eps)
+            pushes[t, k, s] = out - eps
+            torch.testing.assert_close(pushes[t, k, s][0], _paper_push(k, x[:1], t, abar, s)[0])
+    ratio = lambda a, b: float(pushes[a].norm() / pushes[b].norm())  # noqa: E731
+    noise = lambda t: float(1 - abar[t]) ** 0.5  # noqa: E731
+    assert ratio((20, 10.0, 1000.0), (980, 10.0, 1000.0)) == pytest.approx(noise(20) / noise(980), rel=1e-5)
+    assert ratio((500, 10.0, 1000.0), (500, 10.0, 100.0)) == pytest.approx(10.0, rel=1e-5)
+    assert ratio((500, 40.0, 1000.0), (500, 10.0, 1000.0)) > 3.9, "a steeper logit (a sharper memory) pushes harder"
+
+
+def test_paper_form_treats_each_image_on_its_own():
+    """The same image gets the same push alone, first or last in a batch, whatever its neighbours are."""
+    torch.manual_seed(0)
+    net = protect.ProtectionClassifier(protect.ProtectNetConfig(image_size=16, width=8)).eval()
+    abar = torch.linspace(0.999, 0.01, 1000)
+    term = protect.cpsample_term(net, abar, strength=1000.0, threshold=0.5)  # an untrained net: gate open for all
+    x, eps = torch.randn(5, 1, 16, 16), torch.randn(5, 1, 16, 16)
+    batch = term(x, torch.tensor(300), eps)
+    assert not torch.equal(batch, eps)
+    close = dict(atol=1e-3, rtol=1e-3)  # float32 convolutions differ by batch shape at 1e-7; s = 1000 scales that up
+    for i in range(5):
+        torch.testing.assert_close(term(x[i : i + 1], torch.tensor(300), eps[i : i + 1])[0], batch[i], **close)
+    perm = torch.tensor([4, 2, 0, 3, 1])
+    torch.testing.assert_close(term(x[perm], torch.tensor(300), eps[perm]), batch[perm], **close)
+
+
+def test_the_relative_form_refuses_a_strength_in_the_paper_units():
+    with pytest.raises(ValueError, match="protect_form=relative takes a strength in units"):
+        protect.ProtectSettings(protect="cpsample", form="relative", strength=1000.0)
+    assert protect.ProtectSettings(protect="cpsample", form="relative", strength=0.85).form == "relative"
 
 
 def test_outside_the_window_the_classifier_is_not_run():

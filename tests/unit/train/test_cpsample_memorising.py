@@ -13,60 +13,25 @@ the protection classifier trains, then 2 x 96 images are sampled): run with ``--
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
 
 from busgen.data.phantom import make_phantom_arrays
 from busgen.measure.fidelity import frechet_distance
 from busgen.measure.privacy import audit, encoder
-from busgen.model import boxprior, diffusion, generator, protect
-from busgen.train.protect import ProtectConfig, fit_protector
+from busgen.testing.memoriser import CLASSES, memorising_generator
 
-SIZE, N_TRAIN, H = 32, 32, 0.05
-CLASSES = ["benign", "malignant", "normal"]
+SIZE = 32
 # alpha is relative (a push of 0.85x the noise prediction's size on confident images). Measured on this
 # fixture (docs/privacy.md): 0.8 cuts copies only 3.4x; 0.83-0.85 cut them >5x with FID lower than
 # unprotected (the memoriser's 32 repeated images are less diverse than the held-out set); 0.87: FID +26%.
 ALPHA = 0.85
 
 
-class KernelMemoriser(torch.nn.Module):
-    """Optimal epsilon predictor for p(x0) = mean_i N(x_i, H^2 I): a generator that has memorised x_i."""
-
-    def __init__(self, x0: torch.Tensor, alphas_cumprod: torch.Tensor, h: float):
-        super().__init__()
-        self.register_buffer("data", x0.flatten(1).double())
-        self.abar, self.h2 = alphas_cumprod.double(), h * h
-        self.anchor = torch.nn.Parameter(torch.zeros(()))  # gives the sampler a device and dtype
-        self.config = types.SimpleNamespace(image_size=x0.shape[-1])
-        self.null_label, self.null_domain = len(CLASSES), 1
-
-    def forward(self, x, t, labels, domains, box_mask):
-        a = float(self.abar[int(t)])
-        var = a * self.h2 + 1 - a
-        xf, d = x.flatten(1).double(), self.data
-        w = torch.softmax(-(torch.cdist(xf, a**0.5 * d) ** 2) / (2 * var), dim=1)
-        mean_i = d[None] + (a**0.5 * self.h2 / var) * (xf[:, None] - a**0.5 * d[None])
-        x0 = (w[:, :, None] * mean_i).sum(1)
-        return ((xf - a**0.5 * x0) / (1 - a) ** 0.5).float().view_as(x)
-
-
 @pytest.fixture(scope="module")
 def memorising(tmp_path_factory):
     torch.set_num_threads(1)  # on a shared 2-core machine one thread is far faster than two
-    images, _, _ = make_phantom_arrays(N_TRAIN, SIZE, seed=0)
-    x0 = torch.from_numpy(images).float().div(127.5).sub(1).unsqueeze(1)
-    dcfg = diffusion.DiffusionConfig()
-    model = KernelMemoriser(x0, diffusion.make_noise_scheduler(dcfg).alphas_cumprod, H)
-    fit = ProtectConfig(model="fixture", width=16, batch_size=32, max_epochs=60, samples_per_epoch=256)
-    net, stats = fit_protector(images, fit, dcfg)
-    folder = tmp_path_factory.mktemp("memoriser")
-    protect.save_protector(folder, net, {"generator_model_id": "memoriser", **stats})
-    prior = boxprior.fit([None] * 3, CLASSES)
-    gen = generator.Generator(model, dcfg, CLASSES, ["phantom"], prior, "memoriser", model_dir=folder)
-    return gen, images, stats
+    return memorising_generator(tmp_path_factory.mktemp("memoriser"), n_train=32, size=SIZE)
 
 
 @pytest.mark.slow
@@ -89,6 +54,8 @@ def test_cpsample_cuts_copies_5x_with_fid_at_most_10pct_worse(memorising):
             sampler="ddim",
             protect=name,
             protect_strength=alpha,
+            protect_form="relative",
+            protect_threshold=0.8,
         )
         copy_rate = float(audit.audit_memorization(syn, train, None).is_copy.mean())
         out[name] = (copy_rate, frechet_distance(encoder.encode(enc, syn), f_held))

@@ -25,14 +25,23 @@ def encoder_line(results: dict) -> str:
     )
 
 
+def _auc_cell(r: dict) -> str:
+    ci = r.get("auc_ci")
+    if ci:
+        return f"{r['auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] (n={len(r['aucs'])})"
+    return f"{r['auc']:.3f}"
+
+
 def table(results: dict) -> str:
     """Markdown: one line per strength; the default is marked with *."""
     pick = results["default"]["strength"]
     new = bool(results.get("reference_encoder"))
     fid_head = "KID / FID (reference enc.)" if new else "FID (copy enc.)"
+    seeds = any(r.get("auc_ci") for r in results["rows"])
+    auc_head = "synthetic-only AUC, mean [95% t-interval]" if seeds else "synthetic-only AUC"
     lines = [
-        f"| alpha | {fid_head} | synthetic-only AUC | memorisation | copies | DCR-MIA AUC pixel / feature "
-        "| TPR@1%FPR (max) | img/s |",
+        f"| {'strength' if seeds else 'alpha'} | {fid_head} | {auc_head} | memorisation | copies "
+        "| DCR-MIA AUC pixel / feature | TPR@1%FPR (max) | img/s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
@@ -41,10 +50,49 @@ def table(results: dict) -> str:
         feat = f"{dcr['feature']['auc']:.3f}" if "feature" in dcr else "-"
         fid = f"{r['kid']:.4f} / {r['fid']:.3f}" if new else f"{r['fid']:.3f}"
         lines.append(
-            f"| {r['strength']:g}{mark} | {fid} | {r['auc']:.3f} | {r['memorization_rate']:.3%} "
+            f"| {r['strength']:g}{mark} | {fid} | {_auc_cell(r)} | {r['memorization_rate']:.3%} "
             f"| {r['copy_rate']:.3%} | {dcr['pixel']['auc']:.3f} / {feat} | {_tpr(r):.3f} | {r['img_per_s']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def nn_grid(pairs: dict, fp: Path, pick: float) -> None:
+    """One row per strength: its synthetic images closest to a member, each beside that member (pixel cosine).
+
+    A shifted, flipped or blurred copy still shows as a copy here, whatever the audit's thresholds say.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(s, p) for s, p in pairs.items() if p]
+    if not rows:
+        return
+    cols = max(len(p) for _, p in rows)
+    fig, axes = plt.subplots(len(rows), 2 * cols, figsize=(1.3 * 2 * cols, 1.5 * len(rows)), squeeze=False)
+    for i, (strength, row) in enumerate(rows):
+        for j in range(cols):
+            for k, ax in enumerate(axes[i, 2 * j : 2 * j + 2]):
+                ax.axis("off")
+                if j < len(row):
+                    ax.imshow(row[j][k], cmap="gray", vmin=0, vmax=255)
+                    ax.set_title(("syn" if k == 0 else "member") + (f" {row[j][2]:.3f}" if k == 0 else ""), fontsize=7)
+        mark = " (default)" if strength == pick else ""
+        axes[i, 0].text(
+            -0.15,
+            0.5,
+            f"s={strength:g}{mark}",
+            transform=axes[i, 0].transAxes,
+            rotation=90,
+            va="center",
+            ha="right",
+            fontsize=8,
+        )
+    fig.suptitle("closest synthetic/member pairs per strength (pixel cosine, shift/flip tolerant)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(fp, dpi=110)
+    plt.close(fig)
 
 
 def plot(results: dict, fp: Path) -> None:
@@ -77,9 +125,9 @@ def plot(results: dict, fp: Path) -> None:
     for ax, x, y, xl, yl in panels:
         ax.plot(x, y, "o-", color="tab:blue")
         for r, xi, yi in zip(rows, x, y):
-            ax.annotate(f"α={r['strength']:g}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.annotate(f"s={r['strength']:g}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
             if r["strength"] == pick:
-                ax.plot([xi], [yi], "*", color="tab:red", markersize=16, label=f"default α={pick:g}")
+                ax.plot([xi], [yi], "*", color="tab:red", markersize=16, label=f"default s={pick:g}")
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
         ax.grid(alpha=0.3)
@@ -90,12 +138,10 @@ def plot(results: dict, fp: Path) -> None:
     plt.close(fig)
 
 
-def write_report(results: dict, out: Path) -> None:
-    """``out/tradeoff.md`` (settings, table, the default and its rule) and ``out/tradeoff.png``."""
-    out.mkdir(parents=True, exist_ok=True)
+def _legacy_text(results: dict) -> list[str]:
+    """The report of a sweep from before the paper form and classifier seeds (its committed text, unchanged)."""
     cfg, d = results["config"], results["default"]
-    plot(results, out / "tradeoff.png")
-    text = [
+    return [
         "# CPSample privacy-utility trade-off",
         "",
         f"Generator `{cfg['model']}` ({results['generator_model_id']}), data `{cfg['data_dir']}` "
@@ -116,4 +162,41 @@ def write_report(results: dict, out: Path) -> None:
         "",
         f"Run time {results['seconds']:.0f} s.",
     ]
-    (out / "tradeoff.md").write_text("\n".join(text) + "\n")
+
+
+def write_report(results: dict, out: Path) -> None:
+    """``out/tradeoff.md`` (settings, the rule, table, the default) and ``out/tradeoff.png``."""
+    out.mkdir(parents=True, exist_ok=True)
+    cfg, d = results["config"], results["default"]
+    plot(results, out / "tradeoff.png")
+    if "rule" not in results:
+        (out / "tradeoff.md").write_text("\n".join(_legacy_text(results)) + "\n")
+        return
+    form = cfg.get("form", "relative")
+    gate = f"gate confidence > {cfg['threshold']}" + (
+        f" (alpha = {1 - cfg['threshold']:.3g})" if form == "paper" else ""
+    )
+    text = [
+        "# CPSample privacy-utility trade-off",
+        "",
+        f"Generator `{cfg['model']}` ({results.get('generator_model_id')}), data `{cfg['data_dir']}` "
+        f"(members: {cfg.get('members', 'split') if cfg.get('members') == 'support' else cfg['member_split']}, "
+        f"{results.get('n_members', '?')} images; non-members: {', '.join(cfg['heldout_splits'])}); "
+        f"{cfg['n']} images per strength, {cfg['sampler']} {cfg['steps']} steps, CFG {cfg['guidance']}; "
+        f"form {form}, {gate}, window {tuple(cfg['window'])}; protection classifier: {results['protect']}.",
+        "",
+        encoder_line(results),
+        "",
+        f"Rule for the default (fixed before the run): {results['rule']}" if results.get("rule") else "",
+        "",
+        table(results),
+        "",
+        f"Default (*): s = {d['strength']:g} — {d['rule']}; meets the targets: {d['meets_targets']}.",
+        "",
+        "![trade-off](tradeoff.png)",
+        "",
+        "![nearest pairs](nn.png)" if (out / "nn.png").exists() else "",
+        "",
+        f"Run time {results['seconds']:.0f} s.",
+    ]
+    (out / "tradeoff.md").write_text("\n".join(t for t in text if t is not None) + "\n")
