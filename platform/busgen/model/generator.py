@@ -46,6 +46,7 @@ EMA_DIR = "unet_ema"
 SCHEDULER_DIR = "scheduler"
 BOX_PRIOR_JSON = "box_prior.json"
 FORMAT_VERSION = 1
+DEFAULT_STEPS = 25  # sampling steps of a model that records none (a student records its own)
 
 
 def weights_fingerprint(model_dir: str | Path) -> str:
@@ -126,7 +127,7 @@ class Generator:
         self.diffusion_cfg = diffusion_cfg
         self.class_names = list(class_names)
         self.domain_names = list(domain_names)
-        self.image_size = int(model.config.image_size)
+        self.image_size = int(getattr(model, "base", model).config.image_size)  # a student wraps the UNet
         self.box_prior = box_prior
         self.model_id = model_id
         self.meta = meta or {}
@@ -134,6 +135,8 @@ class Generator:
         self._protector: protection.ProtectionClassifier | None = None
         self._protect_meta: dict = {}
         self.accel: accel.Resolved | None = None  # set by ``optimize``
+        # a distilled student samples with the step count (and sampler) it was distilled for, unless asked otherwise
+        self.default_steps = int(self.meta.get("sampling", {}).get("steps") or DEFAULT_STEPS)
 
     def optimize(self, cfg: accel.AccelConfig | None = None) -> Generator:
         """Apply the inference speed switches (dtype, channels_last, compile) to the model, once; returns self.
@@ -190,7 +193,7 @@ class Generator:
         labels: str | Sequence[str],
         domains: str | Sequence[str | None] | None = None,
         boxes: Sequence | None = None,
-        steps: int = 25,
+        steps: int | None = None,
         guidance: float = DEFAULT_GUIDANCE,
         seed: int = 0,
         sampler: SamplerName = DEFAULT_SAMPLER,
@@ -209,7 +212,8 @@ class Generator:
             domains: domain name for all images, one per image, or None for domain-unconditional.
             boxes: per-image [x0, y0, x1, y1] normalised boxes; None (all or per image) draws
                 from the class's box prior seeded by that image's seed; ``()`` means no box.
-            steps, guidance, sampler: see ``diffusion.sample``.
+            steps, guidance, sampler: see ``diffusion.sample``; steps None = the model's own default (25, or the
+                step count a distilled student was trained for).
             seed: image i uses seed + i when ``seeds`` is not given.
             seeds: one int per image; image i depends only on seeds[i] and its conditions.
             batch_size: images per forward pass (memory only; results do not depend on it).
@@ -228,6 +232,8 @@ class Generator:
             busgen.model.protect.ProtectError: protect=cpsample without a protection classifier, or
                 (``ProtectFitError``) with one that fits its labels worse than ``protect_min_fit``.
         """
+        steps = self.default_steps if steps is None else steps
+        check_student(self.meta, sampler, guidance)
         term = self.protection_term(
             protection.ProtectSettings(
                 protect=protect,
@@ -283,6 +289,26 @@ class Generator:
             self.diffusion_cfg.prediction_type,
             protection.trained_window(settings.window, self._protect_meta, len(alphas)),
         )
+
+
+def check_student(meta: dict, sampler: str, guidance: float) -> None:
+    """Refuse what a distilled student was not trained for: another sampler than its own, a guidance outside its range.
+
+    Raises:
+        ValueError: naming the student's sampler or range, the remedy in the message.
+    """
+    info = meta.get("student")
+    if not info:
+        return
+    own = meta.get("sampling", {}).get("sampler")
+    if own and sampler != own:
+        raise ValueError(
+            f"error: this student was distilled for the {own} sampler at {info.get('steps')} steps; "
+            f"sample it with sampler={own} (or use its teacher {info.get('teacher')} for {sampler})"
+        )
+    lo, hi = info.get("guidance_range", (1.0, float("inf")))
+    if not lo - 1e-6 <= guidance <= hi + 1e-6:
+        raise ValueError(f"error: guidance {guidance} is outside the range this student learned ({lo}-{hi}): pick one inside")
 
 
 def _index_of(name: str, options: list[str], kind: str) -> int:
@@ -426,6 +452,11 @@ def load(
     meta = read_meta(root)
     if meta.get("kind") == "adapter":  # few-shot LoRA adapter: rebuild base + adapter (see busgen.model.lora)
         model = load_adapter(root, meta, device or default_device())
+    elif meta.get("kind") == "student":  # a distilled student (busgen distill): the UNet plus a guidance input
+        from busgen.model.distill import GuidanceUNet
+
+        model = GuidanceUNet.from_pretrained(path_inside(root, meta.get("sampling_weights", UNET_DIR), "weights"))
+        model = model.to(device or default_device())
     else:
         model = models.ConditionalUNet.from_pretrained(
             path_inside(root, meta.get("sampling_weights", EMA_DIR), "weights")

@@ -24,6 +24,7 @@ class GeneratorInfo(BaseModel):
     class_names: list[str]
     domain_names: list[str]
     image_size: int
+    default_steps: int | None = Field(None, description="a distilled student's own step count (busgen distill)")
 
 
 class ClassifierInfo(BaseModel):
@@ -45,6 +46,7 @@ def read_generator_info(model_id: str, model_dir: str) -> GeneratorInfo:
         class_names=meta["class_names"],
         domain_names=meta["domain_names"],
         image_size=meta["image_size"],
+        default_steps=meta.get("sampling", {}).get("steps"),
     )
 
 
