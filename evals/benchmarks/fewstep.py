@@ -127,7 +127,8 @@ def main() -> None:
         st = generator.load(folder, device="cpu")
         own = st.meta["student"]["steps"]
         for steps in [own] if own else [args.teacher_steps, 10]:
-            rows[f"{folder.name} {steps} steps (1 forward/step)"] = measure(st, labels, args, real, enc, steps=steps, guidance=g)
+            row = measure(st, labels, args, real, enc, steps=steps, guidance=g)
+            rows[f"{folder.name} {steps} steps (1 forward/step)"] = row
     if args.curve:
         for sampler in ("ddim", "dpmpp", "unipc"):
             for steps in args.curve_steps:

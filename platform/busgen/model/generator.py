@@ -308,7 +308,9 @@ def check_student(meta: dict, sampler: str, guidance: float) -> None:
         )
     lo, hi = info.get("guidance_range", (1.0, float("inf")))
     if not lo - 1e-6 <= guidance <= hi + 1e-6:
-        raise ValueError(f"error: guidance {guidance} is outside the range this student learned ({lo}-{hi}): pick one inside")
+        raise ValueError(
+            f"error: guidance {guidance} is outside the range this student learned ({lo}-{hi}): pick one inside"
+        )
 
 
 def _index_of(name: str, options: list[str], kind: str) -> int:

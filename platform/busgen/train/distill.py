@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from busgen.model import boxprior, diffusion, generator
+from busgen.model import diffusion, generator
 from busgen.model import distill as dist
 from busgen.model import unet as models
 from busgen.train import checkpoint as ckpt_io
@@ -72,8 +72,8 @@ class DistillConfig(BaseModel):
     def _check(self) -> DistillConfig:
         if not 1.0 <= self.guidance_min <= self.guidance_max:
             raise ValueError(f"need 1 <= guidance_min <= guidance_max, got {self.guidance_min}, {self.guidance_max}")
-        n = self.start_steps
-        if n < 2 or self.final_steps < 1 or n % self.final_steps or (n // self.final_steps) & (n // self.final_steps - 1):
+        n, ratio = self.start_steps, self.start_steps // max(self.final_steps, 1)
+        if n < 2 or self.final_steps < 1 or n % self.final_steps or ratio < 2 or ratio & (ratio - 1):
             raise ValueError(
                 f"start_steps {n} must be final_steps {self.final_steps} times a power of two >= 2 (halvings)"
             )
@@ -140,7 +140,8 @@ def phase_loss(state: DistillState, cfg: DistillConfig, dcfg: diffusion.Diffusio
     n = batch[0].shape[0]
     w = cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(n, generator=state.gen)
     if phase.steps is None:
-        return dist.guidance_loss(state.student, state.teacher, diffusion.make_noise_scheduler(dcfg), batch, w, state.gen)
+        noise = diffusion.make_noise_scheduler(dcfg)
+        return dist.guidance_loss(state.student, state.teacher, noise, batch, w, state.gen)
     # the guided student (phase 1's teacher) predicts eps like the original teacher; every step student predicts v
     teacher_type = dcfg.prediction_type if state.phase == 1 else "v_prediction"
     return dist.progressive_loss(state.student, state.teacher, teacher_type, dcfg, phase.steps, batch, w, state.gen)
@@ -246,7 +247,8 @@ def train_loop_per_worker(config: dict) -> None:
         metrics = {"phase": s.phase, "iteration": s.it, "loss": loss, "progress": done / total}
         if s.it % cfg.log_every == 0 or ended:
             tracked.log_metrics({k: v for k, v in metrics.items()}, done)
-            eta = track.eta_text(done, total, sum(p.iters for p in plan[: start[0]]) + start[1], time.perf_counter() - t0)
+            first = sum(p.iters for p in plan[: start[0]]) + start[1]
+            eta = track.eta_text(done, total, first, time.perf_counter() - t0)
             print(f"[distill] {plan[s.phase].name} {s.it}/{plan[s.phase].iters} loss {loss:.4f} {eta}", flush=True)
         if s.it % cfg.checkpoint_every and not ended:
             return
@@ -293,7 +295,8 @@ def distill(cfg: DistillConfig) -> list[Path]:
         raise DistillError(f"error: teacher {cfg.teacher}: {exc}") from None
     if meta.get("kind") in ("adapter", "student"):
         raise DistillError(
-            f"error: {cfg.teacher} is a {meta['kind']} folder: distil a full model (busgen pretrain, or adapt --method full)"
+            f"error: {cfg.teacher} is a {meta['kind']} folder: distil a full model "
+            "(busgen pretrain, or adapt --method full)"
         )
     run_name = cfg.run_name or f"distill-{Path(cfg.out).name}"
     cfg = cfg.model_copy(update={"run_name": run_name})

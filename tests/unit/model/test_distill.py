@@ -28,7 +28,9 @@ def folders(tmp_path_factory, torch_one_thread):
     """An untrained 16 px teacher and its students after a few iterations per phase (plumbing, not quality)."""
     root = tmp_path_factory.mktemp("distill")
     teacher = export_untrained(root / "teacher", size=SIZE)
-    students = distill_phantom(teacher, root / "students", guided_iters=2, iters_per_halving=2, start_steps=4, batch_size=4)
+    students = distill_phantom(
+        teacher, root / "students", guided_iters=2, iters_per_halving=2, start_steps=4, batch_size=4
+    )
     return teacher, {f.name: f for f in students}
 
 
@@ -117,9 +119,10 @@ def test_a_student_refuses_another_sampler_and_a_guidance_outside_its_range(fold
 def test_students_are_deterministic_and_batch_invariant(folders, name):
     gen = generator.load(folders[1][name], device="cpu")
     labels = ["benign", "malignant", "normal", "benign"]
-    whole = gen.sample(labels, seed=7, batch_size=4, steps=3 if name == "guided" else None)
-    again = gen.sample(labels, seed=7, batch_size=4, steps=3 if name == "guided" else None)
-    alone = np.concatenate([gen.sample([lab], seeds=[7 + i], steps=3 if name == "guided" else None) for i, lab in enumerate(labels)])
+    steps = 3 if name == "guided" else None  # a step student uses its own count
+    whole = gen.sample(labels, seed=7, batch_size=4, steps=steps)
+    again = gen.sample(labels, seed=7, batch_size=4, steps=steps)
+    alone = np.concatenate([gen.sample([lab], seeds=[7 + i], steps=steps) for i, lab in enumerate(labels)])
     assert np.array_equal(whole, again)
     assert np.abs(whole.astype(int) - alone.astype(int)).max() <= 1, "image i depends on its seed, not its batch"
 
@@ -137,5 +140,6 @@ def test_the_sample_command_and_serves_request_check_use_the_students_steps(fold
     info = read_generator_info("student", str(folder))
     job = validate_generate(GenerateRequest(label="benign"), info, LimitArgs())
     assert info.default_steps == 2 and job["steps"] == 2
-    teacher_job = validate_generate(GenerateRequest(label="benign"), read_generator_info("t", str(folders[0])), LimitArgs())
+    teacher_info = read_generator_info("t", str(folders[0]))
+    teacher_job = validate_generate(GenerateRequest(label="benign"), teacher_info, LimitArgs())
     assert teacher_job["steps"] == LimitArgs().default_steps
