@@ -275,7 +275,7 @@ def run_identity(cfg: DistillConfig, teacher_meta: dict) -> dict:
     """What a checkpoint belongs to: the teacher's weights and the phase plan (resume only when both match)."""
     return {
         "teacher_id": teacher_meta.get("model_id"),
-        "phases": [(p.name, p.iters) for p in phases(cfg)],
+        "phases": [[p.name, p.iters] for p in phases(cfg)],  # lists: what meta.json reads back
         "guidance": [cfg.guidance_min, cfg.guidance_max],
         "batch_size": cfg.batch_size,
     }
