@@ -19,6 +19,10 @@ FLOPs come from ``torch.utils.flop_counter`` on one guided forward; MFU against
     python evals/benchmarks/gpu_sample.py                          # CPU smoke, or base 128 px batch 256 on CUDA
     python evals/benchmarks/gpu_sample.py --model models/busi --batch 256 --json out/gpu_sample.json
 
+Students (``busgen distill``): with every switch on, each student samples the same batch at its own
+step count with one forward per step (``--students DIR`` loads the folders; by default random-weight
+students of the model at ``--student-steps`` 4 2 1: cost does not depend on what the weights learned).
+
 Last line: ``gpu_sample ratio=X (...)``, X = img/s with every switch / img/s as shipped.
 """
 
@@ -79,6 +83,8 @@ def main() -> None:
     ap.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True, help="CUDA only")
     ap.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: 790 on CUDA)")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--students", default=None, help="folder of busgen distill's student folders")
+    ap.add_argument("--student-steps", type=int, nargs="*", default=[4, 2, 1], help="random-weight students' steps")
     args = ap.parse_args()
     device = pick_device(args.device)
     cuda = device.type == "cuda"
@@ -115,8 +121,22 @@ def main() -> None:
             row = make_row(name, args.batch * args.repeats / dt, flops, peak, f"|diff| {diff:.2f} grey levels")
             print(row.line(), flush=True)
             rows.append(row)
+        switches = [f for _, f, _ in variants(cuda, compile_on, args.cuda_graphs)][-1]
+        for name, st in students(ref, args, device, accel.AccelConfig(**switches)):
+            st_flops = count_flops(lambda st=st: student_forward(st, args.batch, device)) / args.batch
+            steps = st.default_steps
+
+            def run(st=st):
+                return st.sample(labels, seeds=seeds, batch_size=args.batch)
+
+            run()
+            dt = timed(run, device, args.repeats)
+            row = make_row(f"{name}, every switch", args.batch * args.repeats / dt, st_flops * steps, peak, "")
+            print(row.line(), flush=True)
+            rows.append(row)
     assert_no_ray()
-    first, last = rows[0], rows[-1]
+    first = rows[0]
+    last = [r for r in rows if "student" not in r.name][-1]
     payload = {"device": str(device), "args": vars(args), "flops_per_image": flops, "rows": rows_json(rows)}
     write_json(args.json, payload)
     mfu = f"{100 * last.mfu:.1f}% MFU" if last.mfu is not None else "MFU n/a on CPU"
@@ -127,6 +147,33 @@ def main() -> None:
         f"{first.images_per_s:.1f} img/s fp32; {ref.image_size} px batch {args.batch} DDIM {args.steps} + guidance on "
         f"{device.type}; {last.note}; {flops / 1e9:.2f} GFLOP/image",
     )
+
+
+def students(ref, args, device, switches):
+    """(name, Generator) of every student: loaded from ``--students``, or random-weight ones of ``ref``."""
+    from busgen.model import diffusion, distill, generator
+
+    if args.students:
+        for meta_fp in sorted(Path(args.students).glob("*/busgen.json")):
+            gen = generator.load(meta_fp.parent, device=device, optimize=switches)
+            yield f"student {meta_fp.parent.name} ({gen.default_steps} steps)", gen
+        return
+    for steps in args.student_steps:
+        net = distill.GuidanceUNet.from_teacher(ref.model.float().cpu(), (1.0, 3.0)).to(device)
+        gen = generator.Generator(
+            net, diffusion.DiffusionConfig(prediction_type="v_prediction"), ref.class_names, ref.domain_names,
+            ref.box_prior, "random-student", meta={"sampling": {"sampler": "ddim", "steps": steps}},
+        )  # fmt: skip
+        yield f"student {steps} steps (random weights)", gen.optimize(switches)
+
+
+def student_forward(gen, batch: int, device: torch.device):
+    """One student UNet forward (guidance is an input: one half, no doubled batch)."""
+    size = gen.image_size
+    x = torch.zeros((batch, 1, size, size), device=device)
+    labels = torch.zeros(batch, dtype=torch.long, device=device)
+    with torch.inference_mode():
+        return gen.model(x, torch.tensor(500, device=device), labels, labels, torch.zeros_like(x), guidance=1.8)
 
 
 def guided_forward(gen, diffusion, batch: int, device: torch.device):

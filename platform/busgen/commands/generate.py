@@ -28,9 +28,11 @@ class SampleRun(BaseModel):
     per_class: int = Field(8, ge=1, le=64, description="images per class (columns of the grid)")
     classes: list[str] | None = Field(None, description="rows to draw; default: every class of the model")
     domain: str | None = Field(None, description="domain condition (site/scanner); default: domain-unconditional")
-    steps: int = Field(25, ge=1, description="denoising steps")
+    steps: int | None = Field(
+        None, ge=1, description="denoising steps; None = the model's own (25, or a distilled student's count)"
+    )
     guidance: float = Field(DEFAULT_GUIDANCE, description="classifier-free guidance scale (1 = none)")
-    sampler: SamplerName = Field(DEFAULT_SAMPLER, description="ddim | ddpm | dpmpp")
+    sampler: SamplerName = Field(DEFAULT_SAMPLER, description="ddim | ddpm | dpmpp | unipc")
     seed: int = Field(0, description="image i of each row uses seed + i: the same seed gives the same grid")
     cell: int = Field(0, ge=0, description="tile side in the PNG; 0 = the model's image size")
     protect: ProtectName = Field("none", description="cpsample: steer away from training images (busgen.model.protect)")

@@ -40,7 +40,7 @@ COMMANDS = (
     Command(
         "tradeoff",
         "busgen.studies.tradeoff.run:TradeoffConfig",
-        "busgen.studies.tradeoff.run:run_tradeoff",
+        "busgen.studies.tradeoff.study:run_study",
         location_fields=("model", "data_dir", "out"),
     ),
 )

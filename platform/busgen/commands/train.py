@@ -1,5 +1,5 @@
-"""Model commands: train an autoencoder, pretrain a generator (pixel or latent), adapt it few-shot, train its protection
-classifier, export it to the Hub, train a servable diagnosis classifier."""
+"""Model commands: train an autoencoder, pretrain a generator (pixel or latent), adapt it few-shot, distil it to few
+steps, train its protection classifier, export it to the Hub, train a servable diagnosis classifier."""
 
 from __future__ import annotations
 
@@ -115,6 +115,22 @@ def run_adapt(cfg) -> dict:
     }
 
 
+def run_distill(cfg) -> dict:
+    import json
+
+    from busgen.train.distill import distill
+
+    folders = distill(cfg)
+    metas = {f.name: json.loads((f / "busgen.json").read_text()) for f in folders}
+    return {
+        "out": cfg.out,
+        "students": ",".join(str(f) for f in folders),
+        "model_ids": ",".join(m["model_id"] for m in metas.values()),
+        "summary": f"distilled {cfg.teacher} into {', '.join(metas)} (guidance {cfg.guidance_min}-{cfg.guidance_max})"
+        f" -> {cfg.out}",
+    }
+
+
 def run_protect(cfg) -> dict:
     from busgen.train.protect import train_protect
 
@@ -182,6 +198,12 @@ COMMANDS = (
         "busgen.train.adapt:AdaptConfig",
         f"{_HERE}:run_adapt",
         location_fields=("base", "data_dir", "out", "storage_path"),
+    ),
+    Command(
+        "distill",
+        "busgen.train.distill:DistillConfig",
+        f"{_HERE}:run_distill",
+        location_fields=("teacher", "data_dir", "out", "storage_path"),
     ),
     Command(
         "protect", "busgen.train.protect:ProtectConfig", f"{_HERE}:run_protect", location_fields=("model", "data_dir")

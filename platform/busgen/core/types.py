@@ -6,7 +6,8 @@ model is loaded, so they live here rather than next to the code that uses them.
 
 from typing import Literal, get_args
 
-SamplerName = Literal["ddpm", "ddim", "dpmpp"]  # ancestral DDPM | deterministic DDIM | DPM-Solver++ (2M)
+# ancestral DDPM | deterministic DDIM | DPM-Solver++ (2M) | UniPC (2M predictor-corrector)
+SamplerName = Literal["ddpm", "ddim", "dpmpp", "unipc"]
 SAMPLERS: tuple[str, ...] = get_args(SamplerName)
 DEFAULT_SAMPLER: SamplerName = "ddim"  # best FID per step on BUSI (docs/evaluation.md)
 DEFAULT_GUIDANCE = 1.8  # BUSGen's classifier-free guidance scale (1 = no guidance)

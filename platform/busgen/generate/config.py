@@ -47,8 +47,10 @@ class GenerateConfig(BaseModel):
     boxes_file: str | None = Field(
         None, description="CSV with x0,y0,x1,y1 columns: row i uses line i mod len; default: box prior"
     )
-    sampler: SamplerName = Field(DEFAULT_SAMPLER, description="ddim | ddpm | dpmpp")
-    steps: int = Field(25, ge=1, description="denoising steps")
+    sampler: SamplerName = Field(DEFAULT_SAMPLER, description="ddim | ddpm | dpmpp | unipc")
+    steps: int | None = Field(
+        None, ge=1, description="denoising steps; None = the model's own (25, or a distilled student's count)"
+    )
     guidance: float = Field(DEFAULT_GUIDANCE, ge=0, description="classifier-free guidance scale (1 = none)")
     seed: int = Field(0, description="base seed: image i always gets the same noise")
     shard_size: int = Field(1000, ge=1, description="rows per shard file (bounds shard rows and bytes)")

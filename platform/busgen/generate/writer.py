@@ -202,7 +202,7 @@ class ShardWriter:
             S.SEED: seeds,
             S.MODEL_ID: [model_id] * n,
             S.SAMPLER: [self.cfg.sampler] * n,
-            S.STEPS: [self.cfg.steps] * n,
+            S.STEPS: [self.cfg.steps or self.gen.default_steps] * n,
             S.GUIDANCE: [self.cfg.guidance] * n,
             S.CREATED_AT: [created] * n,
         }

@@ -2,7 +2,8 @@
 
 The stepping math is diffusers' schedulers; this module only chooses and wires them:
 ``DDPMScheduler`` adds training noise, and sampling uses ``ddpm`` (stochastic),
-``ddim`` (deterministic, eta=0) or ``dpmpp`` (DPM-Solver++ multistep, good at 10-25 steps).
+``ddim`` (deterministic, eta=0), ``dpmpp`` (DPM-Solver++ multistep, good at 10-25 steps) or ``unipc``
+(UniPC multistep: a predictor-corrector on the same x0 prediction, Zhao et al. 2023).
 
 Reproducibility contract: ``sample`` takes one seed per image and draws the initial
 noise and any per-step noise of image i from ``torch.Generator().manual_seed(seeds[i])``
@@ -11,11 +12,12 @@ only, so image i does not depend on which other images share its batch.
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,10 +60,32 @@ class ClippedStartDPMSolverPP(DPMSolverMultistepScheduler):
     def set_timesteps(self, num_inference_steps: int | None = None, device=None, **kwargs) -> None:
         if num_inference_steps is None or kwargs:
             return super().set_timesteps(num_inference_steps, device, **kwargs)
-        t_max = int((self.lambda_t >= self.config.lambda_min_clipped).nonzero().max())
-        n = num_inference_steps
-        timesteps = np.unique(np.round(np.arange(n, 0, -1) * (t_max + 1) / n).astype(np.int64) - 1)[::-1]
+        timesteps = clipped_trailing_timesteps(self.lambda_t, self.config.lambda_min_clipped, num_inference_steps)
         return super().set_timesteps(timesteps=timesteps.tolist(), device=device)
+
+
+def clipped_trailing_timesteps(lambda_t: torch.Tensor, lambda_min: float, n: int) -> np.ndarray:
+    """``n`` trailing timesteps over [0, t_max], t_max the last timestep with log-SNR >= ``lambda_min`` (descending)."""
+    t_max = int((lambda_t >= lambda_min).nonzero().max())
+    return np.unique(np.round(np.arange(n, 0, -1) * (t_max + 1) / n).astype(np.int64) - 1)[::-1].copy()
+
+
+class ClippedStartUniPC(UniPCMultistepScheduler):
+    """UniPC (2M, bh2, predicting x0) over the same clipped trailing grid as ``ClippedStartDPMSolverPP``.
+
+    UniPC too steps on the x0 prediction and carries x, so the t = 999 start has the same failure;
+    its ``set_timesteps`` takes no custom timesteps, so the grid is replaced after the parent's reset.
+    """
+
+    def set_timesteps(self, num_inference_steps: int | None = None, device=None, **kwargs) -> None:
+        super().set_timesteps(num_inference_steps, device, **kwargs)
+        alphas = self.alphas_cumprod
+        lambda_t = 0.5 * (torch.log(alphas) - torch.log(1 - alphas))
+        timesteps = clipped_trailing_timesteps(lambda_t, DPMPP_LAMBDA_MIN, self.num_inference_steps)
+        sigmas = np.interp(timesteps, np.arange(len(alphas)), ((1 - alphas) / alphas).sqrt().numpy())
+        self.sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))
+        self.timesteps = torch.from_numpy(timesteps).to(device=device, dtype=torch.int64)
+        self.num_inference_steps = len(timesteps)
 
 
 def make_noise_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
@@ -94,6 +118,15 @@ def make_sampler(cfg: DiffusionConfig, name: str) -> SchedulerMixin:
             timestep_spacing="trailing",
             lambda_min_clipped=DPMPP_LAMBDA_MIN,
             thresholding=cfg.clip_sample,  # dynamic (Imagen): rescale an overshooting x0 by its 99.5th |pixel|, <= 1.5
+            dynamic_thresholding_ratio=0.995,
+            sample_max_value=DPMPP_THRESHOLD_MAX,
+        )
+    if name == "unipc":
+        return ClippedStartUniPC.from_config(
+            base,
+            solver_order=2,
+            timestep_spacing="trailing",
+            thresholding=True,  # the same dynamic thresholding as DPM-Solver++
             dynamic_thresholding_ratio=0.995,
             sample_max_value=DPMPP_THRESHOLD_MAX,
         )
@@ -155,6 +188,8 @@ def guided_prediction(
 
     The unconditional branch drops all conditions: null label, null domain, zero box.
     """
+    if getattr(model, "takes_guidance", False):  # a guidance-distilled student: one forward (busgen.model.distill)
+        return model(x, t, labels, domains, box_mask, guidance=guidance)
     if guidance == 1.0:
         return model(x, t, labels, domains, box_mask)
     n = x.shape[0]
@@ -194,7 +229,7 @@ def sample(
         steps: number of denoising steps.
         guidance: CFG scale g (1.0 = conditional only, no extra forward).
         seeds: one int per image; image i depends only on seeds[i].
-        sampler: ``ddpm``, ``ddim`` or ``dpmpp``.
+        sampler: ``ddpm``, ``ddim``, ``dpmpp`` or ``unipc``.
         extra_guidance: ``(x_t, t, prediction) -> prediction`` applied after classifier-free guidance
             at every step, e.g. CPSample (``busgen.model.protect.cpsample_term``). It must treat each
             image on its own, or the per-image seed contract breaks.
@@ -217,16 +252,18 @@ def sample(
     labels = torch.as_tensor(labels_idx, dtype=torch.long, device=device)
     domains = torch.as_tensor(domains_idx, dtype=torch.long, device=device)
     box_masks = box_masks.to(device=device, dtype=dtype)
-    channels = getattr(getattr(model, "config", None), "channels", 1)  # latent generators denoise C channels
+    unet = getattr(model, "base", model)  # a distilled student wraps the UNet
+    channels = getattr(getattr(unet, "config", None), "channels", 1)  # latent generators denoise C channels
     x, generators = initial_noise(seeds, (channels, *box_masks.shape[2:]))
     # the running latent stays fp32 on the device; only the network input takes the weights' dtype (bf16/fp16)
     x = x.to(device=device) * scheduler.init_noise_sigma
+    step_kwargs = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
     t_device = scheduler.timesteps.to(device)  # one copy: a per-step host-to-device copy would sync every step
     for i, t in enumerate(scheduler.timesteps):
         model_in = scheduler.scale_model_input(x, t).to(dtype)
         pred = guided_prediction(model, model_in, t_device[i], labels, domains, box_masks, guidance).float()
         if extra_guidance is not None:
             pred = extra_guidance(model_in, t, pred)
-        # the generator list gives every image its own step noise (DDPM / SDE samplers)
-        x = scheduler.step(pred, t, x, generator=generators).prev_sample
+        # the generator list gives every image its own step noise (DDPM / SDE samplers; UniPC takes none)
+        x = scheduler.step(pred, t, x, **step_kwargs).prev_sample
     return (x.float().clamp(-1, 1) if scheduler_cfg.clip_sample else x.float()).cpu()

@@ -40,7 +40,7 @@ from busgen.core.types import (
     SamplerName,
 )
 from busgen.data.imageio import from_model_range
-from busgen.model import accel, autoencoder, boxprior, card, diffusion, hubcache, lora, pipeline_files
+from busgen.model import accel, autoencoder, boxprior, card, diffusion, distill, hubcache, lora, pipeline_files
 from busgen.model import protect as protection
 from busgen.model import unet as models
 from busgen.model.folder import (  # noqa: F401 -- re-exported: callers import them from here
@@ -60,6 +60,7 @@ EMA_DIR = "unet_ema"
 SCHEDULER_DIR = "scheduler"
 BOX_PRIOR_JSON = "box_prior.json"
 FORMAT_VERSION = 1
+DEFAULT_STEPS = 25  # sampling steps of a model that records none (a student records its own)
 
 
 def weights_fingerprint(model_dir: str | Path) -> str:
@@ -154,7 +155,8 @@ class Generator:
         self.class_names = list(class_names)
         self.domain_names = list(domain_names)
         self.codec = codec  # latent generators: decodes the sampled latents to pixels
-        self.grid_size = int(model.config.image_size)  # what the UNet denoises: pixels, or the latent grid
+        # what the UNet denoises: pixels, or the latent grid (a distilled student wraps the UNet)
+        self.grid_size = int(getattr(model, "base", model).config.image_size)
         self.image_size = codec.image_size if codec is not None else self.grid_size  # pixels sampled
         self.box_prior = box_prior
         self.model_id = model_id
@@ -163,6 +165,8 @@ class Generator:
         self._protector: protection.ProtectionClassifier | None = None
         self._protect_meta: dict = {}
         self.accel: accel.Resolved | None = None  # set by ``optimize``
+        # a distilled student samples with the step count (and sampler) it was distilled for, unless asked otherwise
+        self.default_steps = int(self.meta.get("sampling", {}).get("steps") or DEFAULT_STEPS)
 
     def optimize(self, cfg: accel.AccelConfig | None = None) -> Generator:
         """Apply the inference speed switches (dtype, channels_last, compile) to the model, once; returns self.
@@ -219,7 +223,7 @@ class Generator:
         labels: str | Sequence[str],
         domains: str | Sequence[str | None] | None = None,
         boxes: Sequence | None = None,
-        steps: int = 25,
+        steps: int | None = None,
         guidance: float = DEFAULT_GUIDANCE,
         seed: int = 0,
         sampler: SamplerName = DEFAULT_SAMPLER,
@@ -239,7 +243,8 @@ class Generator:
             domains: domain name for all images, one per image, or None for domain-unconditional.
             boxes: per-image [x0, y0, x1, y1] normalised boxes; None (all or per image) draws
                 from the class's box prior seeded by that image's seed; ``()`` means no box.
-            steps, guidance, sampler: see ``diffusion.sample``.
+            steps, guidance, sampler: see ``diffusion.sample``; steps None = the model's own default (25, or the
+                step count a distilled student was trained for).
             seed: image i uses seed + i when ``seeds`` is not given.
             seeds: one int per image; image i depends only on seeds[i] and its conditions.
             batch_size: images per forward pass (memory only; results do not depend on it).
@@ -259,6 +264,8 @@ class Generator:
             busgen.model.protect.ProtectError: protect=cpsample without a protection classifier, or
                 (``ProtectFitError``) with one that fits its labels worse than ``protect_min_fit``.
         """
+        steps = self.default_steps if steps is None else steps
+        distill.check_student(self.meta, sampler, guidance)
         term = self.protection_term(
             protection.ProtectSettings(
                 protect=protect,
@@ -395,6 +402,11 @@ def load(
     meta = read_meta(root)
     if meta.get("kind") == "adapter":  # few-shot LoRA adapter: rebuild base + adapter (see busgen.model.lora)
         model = load_adapter(root, meta, device or default_device())
+    elif meta.get("kind") == "student":  # a distilled student (busgen distill): the UNet plus a guidance input
+        model = distill.GuidanceUNet.from_pretrained(
+            path_inside(root, meta.get("sampling_weights", UNET_DIR), "weights")
+        )
+        model = model.to(device or default_device())
     else:
         model = models.ConditionalUNet.from_pretrained(
             path_inside(root, meta.get("sampling_weights", EMA_DIR), "weights")

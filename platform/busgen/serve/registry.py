@@ -37,6 +37,7 @@ class GeneratorInfo(BaseModel):
     domain_names: list[str]
     image_size: int
     defaults: SamplerDefaults = Field(default_factory=SamplerDefaults, description="the model card's sampler_defaults")
+    default_steps: int | None = Field(None, description="a distilled student's own step count (busgen distill)")
 
 
 def read_card_defaults(model_dir: str | Path) -> SamplerDefaults:
@@ -66,6 +67,7 @@ def read_generator_info(model_id: str, model_dir: str) -> GeneratorInfo:
         domain_names=meta["domain_names"],
         image_size=meta["image_size"],
         defaults=read_card_defaults(model_dir),
+        default_steps=meta.get("sampling", {}).get("steps"),
     )
 
 

@@ -139,7 +139,7 @@ def validate_generate(req: GenerateRequest, info: GeneratorInfo, limits: LimitAr
     """Check a request against the model and the limits; return the job sent to the generator deployment."""
     if req.n > limits.max_n:
         raise RequestError(422, f"n={req.n} exceeds the limit of {limits.max_n} images per request")
-    steps = req.steps or limits.default_steps
+    steps = req.steps or info.default_steps or limits.default_steps
     if steps > limits.max_steps:
         raise RequestError(422, f"steps={steps} exceeds the limit of {limits.max_steps}")
     if req.label not in info.class_names:

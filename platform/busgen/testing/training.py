@@ -78,3 +78,24 @@ def train_phantom_model(
         out_dir, model, None, unet.model_config_for("tiny", size), list(classes), list(styles),
         boxprior.fit(boxes, labels), "phantom", steps,
     )  # fmt: skip
+
+
+def distill_phantom(teacher_dir: str | Path, out_dir: str | Path, n_images: int = 64, seed: int = 0, **overrides):
+    """``busgen distill``'s phases in-process on the phantom images the teacher trained on (no Ray); the folders.
+
+    ``overrides`` are ``DistillConfig`` fields (iterations, step counts, batch size...).
+    """
+    from busgen.train import distill
+
+    teacher = generator.load(teacher_dir, device="cpu")
+    cfg = distill.DistillConfig(teacher=str(teacher_dir), data_dir="unused", out=str(out_dir), seed=seed, **overrides)
+    batch, _, _ = phantom_training_batch(n_images, teacher.image_size, seed)
+    pick = torch.Generator().manual_seed(seed)
+
+    def batches():
+        while True:
+            idx = torch.randint(0, n_images, (cfg.batch_size,), generator=pick)
+            yield tuple(t[idx] for t in batch)
+
+    state = distill.train_phases(distill.start_state(cfg, teacher.model), cfg, teacher.diffusion_cfg, batches())
+    return distill.export_students(state.done, cfg, teacher)

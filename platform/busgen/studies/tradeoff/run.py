@@ -349,10 +349,6 @@ def run_tradeoff(cfg: TradeoffConfig, log=print) -> dict:
 
     from busgen.model import generator, protect
 
-    if cfg.fixture:
-        from busgen.studies.tradeoff.fixture import run_fixture
-
-        return run_fixture(cfg, log=log)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     t_start = time.time()
