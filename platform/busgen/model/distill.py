@@ -67,7 +67,8 @@ class GuidanceUNet(ModelMixin, ConfigMixin):
 
     def forward(self, sample, timestep, labels, domains, box_mask, guidance: float | torch.Tensor = 1.0):
         """The teacher's guided prediction at scale ``guidance`` (a float or (B,)), in one forward."""
-        w = torch.as_tensor(guidance, dtype=sample.dtype, device=sample.device).reshape(-1, 1)
+        w_dtype = self.guidance_embedding[0].weight.dtype  # bf16 weights (Generator.optimize) take a bf16 scale
+        w = torch.as_tensor(guidance, dtype=w_dtype, device=sample.device).reshape(-1, 1)
         w = w.expand(sample.shape[0], 1)
         x = torch.cat([sample, box_mask.to(sample.dtype)], dim=1)  # (B, 2, H, W), as ConditionalUNet
         cond = self.base.label_embedding(labels) + self.base.domain_embedding(domains)
