@@ -76,6 +76,28 @@ class GuidanceUNet(ModelMixin, ConfigMixin):
         return self.base.unet(x, timestep, class_labels=cond).sample
 
 
+def check_student(meta: dict, sampler: str, guidance: float) -> None:
+    """Refuse what a distilled student was not trained for: another sampler than its own, a guidance outside its range.
+
+    Raises:
+        ValueError: naming the student's sampler or range, the remedy in the message.
+    """
+    info = meta.get("student")
+    if not info:
+        return
+    own = meta.get("sampling", {}).get("sampler")
+    if own and sampler != own:
+        raise ValueError(
+            f"error: this student was distilled for the {own} sampler at {info.get('steps')} steps; "
+            f"sample it with sampler={own} (or use its teacher {info.get('teacher')} for {sampler})"
+        )
+    lo, hi = info.get("guidance_range", (1.0, float("inf")))
+    if not lo - 1e-6 <= guidance <= hi + 1e-6:
+        raise ValueError(
+            f"error: guidance {guidance} is outside the range this student learned ({lo}-{hi}): pick one inside"
+        )
+
+
 # ----------------------------------------------------------------------------- DDIM algebra
 
 

@@ -36,7 +36,7 @@ from busgen.core.types import (
     SamplerName,
 )
 from busgen.data.imageio import from_model_range
-from busgen.model import accel, boxprior, card, diffusion, hubcache, lora
+from busgen.model import accel, boxprior, card, diffusion, distill, hubcache, lora
 from busgen.model import protect as protection
 from busgen.model import unet as models
 
@@ -233,7 +233,7 @@ class Generator:
                 (``ProtectFitError``) with one that fits its labels worse than ``protect_min_fit``.
         """
         steps = self.default_steps if steps is None else steps
-        check_student(self.meta, sampler, guidance)
+        distill.check_student(self.meta, sampler, guidance)
         term = self.protection_term(
             protection.ProtectSettings(
                 protect=protect,
@@ -288,28 +288,6 @@ class Generator:
             settings.threshold,
             self.diffusion_cfg.prediction_type,
             protection.trained_window(settings.window, self._protect_meta, len(alphas)),
-        )
-
-
-def check_student(meta: dict, sampler: str, guidance: float) -> None:
-    """Refuse what a distilled student was not trained for: another sampler than its own, a guidance outside its range.
-
-    Raises:
-        ValueError: naming the student's sampler or range, the remedy in the message.
-    """
-    info = meta.get("student")
-    if not info:
-        return
-    own = meta.get("sampling", {}).get("sampler")
-    if own and sampler != own:
-        raise ValueError(
-            f"error: this student was distilled for the {own} sampler at {info.get('steps')} steps; "
-            f"sample it with sampler={own} (or use its teacher {info.get('teacher')} for {sampler})"
-        )
-    lo, hi = info.get("guidance_range", (1.0, float("inf")))
-    if not lo - 1e-6 <= guidance <= hi + 1e-6:
-        raise ValueError(
-            f"error: guidance {guidance} is outside the range this student learned ({lo}-{hi}): pick one inside"
         )
 
 
@@ -454,15 +432,9 @@ def load(
     meta = read_meta(root)
     if meta.get("kind") == "adapter":  # few-shot LoRA adapter: rebuild base + adapter (see busgen.model.lora)
         model = load_adapter(root, meta, device or default_device())
-    elif meta.get("kind") == "student":  # a distilled student (busgen distill): the UNet plus a guidance input
-        from busgen.model.distill import GuidanceUNet
-
-        model = GuidanceUNet.from_pretrained(path_inside(root, meta.get("sampling_weights", UNET_DIR), "weights"))
-        model = model.to(device or default_device())
-    else:
-        model = models.ConditionalUNet.from_pretrained(
-            path_inside(root, meta.get("sampling_weights", EMA_DIR), "weights")
-        )
+    else:  # a distilled student (busgen distill) is the UNet plus a guidance input
+        cls = distill.GuidanceUNet if meta.get("kind") == "student" else models.ConditionalUNet
+        model = cls.from_pretrained(path_inside(root, meta.get("sampling_weights", EMA_DIR), "weights"))
         model = model.to(device or default_device())
     models.maybe_enable_xformers(model)
     gen = Generator(
