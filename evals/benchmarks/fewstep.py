@@ -60,6 +60,7 @@ def measure(gen, labels, args, real, enc, **kw) -> dict:
         best = min(best, time.perf_counter() - t0)
     fid = reference_fidelity(real, images, encoder=enc, seed=0)
     s = fid["synthetic"]
+    print(f"  measured {kw}: {len(labels) / best:.1f} img/s, KID {s['kid']:.4f}", file=sys.stderr, flush=True)
     return {
         "img_s": len(labels) / best,
         "kid": s["kid"],

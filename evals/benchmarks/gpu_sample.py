@@ -170,7 +170,7 @@ def students(ref, args, device, switches):
 def student_forward(gen, batch: int, device: torch.device):
     """One student UNet forward (guidance is an input: one half, no doubled batch)."""
     size = gen.image_size
-    x = torch.zeros((batch, 1, size, size), device=device)
+    x = torch.zeros((batch, 1, size, size), device=device, dtype=next(gen.model.parameters()).dtype)
     labels = torch.zeros(batch, dtype=torch.long, device=device)
     with torch.inference_mode():
         return gen.model(x, torch.tensor(500, device=device), labels, labels, torch.zeros_like(x), guidance=1.8)

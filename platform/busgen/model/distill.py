@@ -67,12 +67,35 @@ class GuidanceUNet(ModelMixin, ConfigMixin):
 
     def forward(self, sample, timestep, labels, domains, box_mask, guidance: float | torch.Tensor = 1.0):
         """The teacher's guided prediction at scale ``guidance`` (a float or (B,)), in one forward."""
-        w = torch.as_tensor(guidance, dtype=sample.dtype, device=sample.device).reshape(-1, 1)
+        w_dtype = self.guidance_embedding[0].weight.dtype  # bf16 weights (Generator.optimize) take a bf16 scale
+        w = torch.as_tensor(guidance, dtype=w_dtype, device=sample.device).reshape(-1, 1)
         w = w.expand(sample.shape[0], 1)
         x = torch.cat([sample, box_mask.to(sample.dtype)], dim=1)  # (B, 2, H, W), as ConditionalUNet
         cond = self.base.label_embedding(labels) + self.base.domain_embedding(domains)
         cond = cond + self.guidance_embedding(w - 1.0).to(cond.dtype)  # (B, emb_dim)
         return self.base.unet(x, timestep, class_labels=cond).sample
+
+
+def check_student(meta: dict, sampler: str, guidance: float) -> None:
+    """Refuse what a distilled student was not trained for: another sampler than its own, a guidance outside its range.
+
+    Raises:
+        ValueError: naming the student's sampler or range, the remedy in the message.
+    """
+    info = meta.get("student")
+    if not info:
+        return
+    own = meta.get("sampling", {}).get("sampler")
+    if own and sampler != own:
+        raise ValueError(
+            f"error: this student was distilled for the {own} sampler at {info.get('steps')} steps; "
+            f"sample it with sampler={own} (or use its teacher {info.get('teacher')} for {sampler})"
+        )
+    lo, hi = info.get("guidance_range", (1.0, float("inf")))
+    if not lo - 1e-6 <= guidance <= hi + 1e-6:
+        raise ValueError(
+            f"error: guidance {guidance} is outside the range this student learned ({lo}-{hi}): pick one inside"
+        )
 
 
 # ----------------------------------------------------------------------------- DDIM algebra
@@ -183,25 +206,3 @@ def progressive_loss(
         z2 = ddim_step(out1, z1, _col(ac[t1]), _col(t_next[2 * i + 1]), teacher_type)
         target = v_target(z, z2, ab, _col(s_next[i]))
     return nn.functional.mse_loss(student(z, t, labels, domains, box_mask, guidance=w), target)
-
-
-def check_student(meta: dict, sampler: str, guidance: float) -> None:
-    """Refuse what a distilled student was not trained for: another sampler than its own, a guidance outside its range.
-
-    Raises:
-        ValueError: naming the student's sampler or range, the remedy in the message.
-    """
-    info = meta.get("student")
-    if not info:
-        return
-    own = meta.get("sampling", {}).get("sampler")
-    if own and sampler != own:
-        raise ValueError(
-            f"error: this student was distilled for the {own} sampler at {info.get('steps')} steps; "
-            f"sample it with sampler={own} (or use its teacher {info.get('teacher')} for {sampler})"
-        )
-    lo, hi = info.get("guidance_range", (1.0, float("inf")))
-    if not lo - 1e-6 <= guidance <= hi + 1e-6:
-        raise ValueError(
-            f"error: guidance {guidance} is outside the range this student learned ({lo}-{hi}): pick one inside"
-        )

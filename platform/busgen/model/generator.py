@@ -402,15 +402,9 @@ def load(
     meta = read_meta(root)
     if meta.get("kind") == "adapter":  # few-shot LoRA adapter: rebuild base + adapter (see busgen.model.lora)
         model = load_adapter(root, meta, device or default_device())
-    elif meta.get("kind") == "student":  # a distilled student (busgen distill): the UNet plus a guidance input
-        model = distill.GuidanceUNet.from_pretrained(
-            path_inside(root, meta.get("sampling_weights", UNET_DIR), "weights")
-        )
-        model = model.to(device or default_device())
-    else:
-        model = models.ConditionalUNet.from_pretrained(
-            path_inside(root, meta.get("sampling_weights", EMA_DIR), "weights")
-        )
+    else:  # a distilled student (busgen distill) is the UNet plus a guidance input
+        cls = distill.GuidanceUNet if meta.get("kind") == "student" else models.ConditionalUNet
+        model = cls.from_pretrained(path_inside(root, meta.get("sampling_weights", EMA_DIR), "weights"))
         model = model.to(device or default_device())
     models.maybe_enable_xformers(model)
     codec = load_codec(root, meta, device or default_device())
