@@ -16,7 +16,7 @@ loop. So, before any pixel is decoded:
 
 Then only the first frame is decoded, in its stored integer type (uint8/uint16).
 Grayscale values go through pydicom's own ``apply_modality_lut`` (Modality LUT or
-rescale) and ``apply_voi_lut`` (VOI LUT or window), then are min-max scaled to uint8.
+rescale) and ``apply_voi_lut`` (VOI LUT or window); 8-bit values in 0..255 are kept, others min-max scaled to uint8.
 Those transforms map each stored value independently, so they run on a table of
 every possible stored value (at most 65,536 entries) and the frame is looked up in it
 once: no float copy of a large frame is ever made. Patient tags are never read or
@@ -333,9 +333,11 @@ def _first_frame(ds, frames: int, max_pixels: int, slope: float) -> np.ndarray:
 
 
 def grayscale_to_uint8(arr: np.ndarray, ds) -> np.ndarray:
-    """Stored grayscale values -> Modality LUT/rescale -> VOI LUT/window (pydicom) -> min-max uint8.
+    """Stored grayscale values -> Modality LUT/rescale -> VOI LUT/window (pydicom) -> uint8.
 
-    8/16-bit frames go through a table of every stored bit pattern (the transforms are
+    8-bit frames whose transformed values stay in 0..255 keep them as they are (no stretch: an 8-bit
+    ultrasound capture is display-ready, and stretching made the same pixels score differently as DICOM
+    than as PNG). Other 8/16-bit frames go through a table of every stored bit pattern (the transforms are
     per-value), min-max scaled over the values the frame actually holds; other frames
     (32-bit or float pixel data) are transformed whole.
 
@@ -344,6 +346,10 @@ def grayscale_to_uint8(arr: np.ndarray, ds) -> np.ndarray:
     """
     if arr.dtype.kind not in "ui" or arr.dtype.itemsize > 2:
         return scale_to_uint8(_value_transforms(arr, ds))
+    if arr.dtype == np.uint8:  # 8-bit is display range already: the same pixels as a PNG give the same image
+        values = np.asarray(_value_transforms(np.arange(256, dtype=np.uint8), ds), dtype=np.float64)
+        if np.isfinite(values).all() and values.min() >= 0 and values.max() <= 255:
+            return np.round(values).astype(np.uint8)[arr]
     arr = arr.astype(arr.dtype.newbyteorder("="), copy=False)
     index = arr.view(f"u{arr.dtype.itemsize}")
     used = np.zeros(2 ** (8 * arr.dtype.itemsize), dtype=bool)

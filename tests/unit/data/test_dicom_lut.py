@@ -3,7 +3,8 @@
 ``busgen.data.dicom`` applies ``apply_modality_lut`` (rescale slope/intercept) and
 ``apply_voi_lut`` (window centre/width) to a table of stored values instead of its own
 rescale code. On files without a window the output must equal the previous decoder
-(min-max of the stored frame, inverted for MONOCHROME1 or a negative slope); with a
+(min-max of the stored frame, inverted for MONOCHROME1 or a negative slope), except 8-bit frames whose
+values stay in 0..255: those are kept as stored (the same pixels as a PNG); with a
 window it must equal pydicom applied to the whole frame; the bounds and the quarantine
 of unusable values stay.
 """
@@ -73,7 +74,24 @@ HEADERS = {
 @pytest.mark.parametrize("frame", FRAMES)
 def test_without_a_window_the_output_equals_the_previous_decoder(frame, header):
     data = dicom_with(FRAMES[frame], **HEADERS[header])
+    if FRAMES[frame].dtype == np.uint8 and header in ("no rescale", "MONOCHROME1"):
+        pytest.skip("8-bit values already in 0..255 are kept, not stretched: see the test below")
     np.testing.assert_array_equal(decode_dicom(data), previous_decoder(data))
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_an_8_bit_frame_is_not_stretched_the_same_pixels_as_a_png(photometric):
+    """Issue 31: the same pixels scored 0.832 as PNG and 0.800 as DICOM, because 8-bit frames were min-max stretched."""
+    from PIL import Image
+
+    from busgen.data.imageio import decode_image
+
+    frame = FRAMES["uint8 ramp"]  # 40..198: a stretch would move every value
+    png = io.BytesIO()
+    Image.fromarray(frame).save(png, format="PNG")
+    decoded = decode_dicom(dicom_with(frame, PhotometricInterpretation=photometric))
+    expected = decode_image(png.getvalue()) if photometric == "MONOCHROME2" else 255 - frame
+    np.testing.assert_array_equal(decoded, expected)
 
 
 @pytest.mark.parametrize("frame", FRAMES)
