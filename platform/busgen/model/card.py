@@ -83,7 +83,7 @@ def front_matter(meta: dict, evaluation: dict | None = None) -> dict:
         "image_size": meta.get("image_size"),
         "train_steps": meta.get("train_steps"),
         "prediction_type": (meta.get("diffusion") or {}).get("prediction_type"),
-        "sampler_defaults": {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE},
+        "sampler_defaults": sampler_defaults(meta),
     }
     if meta.get("latent"):  # a latent generator: its autoencoder and latent grid
         info["latent"] = {k: meta["latent"].get(k) for k in ("autoencoder_id", "factor", "latent_channels")}
@@ -197,3 +197,13 @@ def read_front_matter(path: str | Path) -> dict:
     if not text.startswith("---\n"):
         return {}
     return yaml.safe_load(text[4 : text.index("\n---", 4)]) or {}
+
+
+def sampler_defaults(meta: dict) -> dict:
+    """What the card tells users to sample with: a distilled student's own sampler and steps, else the library's."""
+    own = meta.get("sampling") or {}
+    return {
+        "sampler": own.get("sampler") or DEFAULT_SAMPLER,
+        "steps": int(own.get("steps") or DEFAULT_STEPS),
+        "guidance": DEFAULT_GUIDANCE,
+    }

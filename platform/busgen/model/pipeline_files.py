@@ -49,6 +49,11 @@ def model_index(meta: dict, box_prior: dict, diffusers_version: str) -> dict:
             "error: a LoRA adapter folder is not a diffusers pipeline (it needs its base model): load it with "
             "BUSGenPipeline.from_busgen(folder), or adapt with --method full for a self-contained model"
         )
+    if meta.get("kind") == "student":
+        raise PipelineFilesError(
+            "error: a distilled student is not a diffusers pipeline (its UNet takes a guidance input): load it with "
+            "busgen.model.generator.load(folder)"
+        )
     if meta.get("latent"):
         raise PipelineFilesError(
             "error: a latent generator is not yet a diffusers pipeline (its decoder is a busgen part): load it with "

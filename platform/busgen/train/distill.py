@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from busgen.model import diffusion, generator
+from busgen.model import card, diffusion, generator, pipeline_files
 from busgen.model import distill as dist
 from busgen.model import unet as models
 from busgen.train import checkpoint as ckpt_io
@@ -370,4 +370,7 @@ def export_student(folder, student, p: Phase, cfg: DistillConfig, teacher, model
         sampling={"sampler": "ddim" if p.steps else None, "steps": p.steps or generator.DEFAULT_STEPS},
     )
     fp.write_text(json.dumps(meta, indent=2))
+    card.write_card(folder, meta)  # again: the card's sampler defaults are the student's own steps
+    for name in (pipeline_files.MODEL_INDEX, pipeline_files.PIPELINE_FILE):  # the pipeline class samples teachers
+        (Path(folder) / name).unlink(missing_ok=True)
     return Path(folder)

@@ -143,3 +143,19 @@ def test_the_sample_command_and_serves_request_check_use_the_students_steps(fold
     teacher_info = read_generator_info("t", str(folders[0]))
     teacher_job = validate_generate(GenerateRequest(label="benign"), teacher_info, LimitArgs())
     assert teacher_job["steps"] == LimitArgs().default_steps
+
+
+def test_a_students_card_gives_its_own_steps_so_the_playground_defaults_to_them(folders):
+    from busgen.serve.registry import read_card_defaults
+
+    _, students = folders
+    step_student = next(f for name, f in students.items() if name.startswith("steps"))
+    own = json.loads((step_student / "busgen.json").read_text())["sampling"]
+    defaults = read_card_defaults(step_student)
+    assert (defaults.steps, defaults.sampler) == (own["steps"], own["sampler"])
+
+
+def test_a_student_folder_is_not_offered_as_a_diffusers_pipeline(folders):
+    _, students = folders
+    for folder in students.values():  # the pipeline class would run the guidance-input UNet as a teacher's
+        assert not (folder / "model_index.json").exists() and not (folder / "pipeline.py").exists()
