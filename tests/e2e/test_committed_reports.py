@@ -115,6 +115,7 @@ REPORTS = [
     ("busi_cpu", "report.md", render_eval_result),
     ("multisite_cpu", "report.md", render_multisite),
     ("privacy_tradeoff_busi_cpu", "tradeoff.md", render_tradeoff),
+    ("privacy_tradeoff_fixture", "tradeoff.md", render_tradeoff),
     ("recipes_busi_cpu", "report.md", render_eval_result),
 ]
 
