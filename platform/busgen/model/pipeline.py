@@ -4,7 +4,8 @@ For people who load models the diffusers way. A model folder carries ``model_ind
 a ``pipeline.py`` shim (`busgen.model.pipeline_files`), so::
 
     from diffusers import DiffusionPipeline
-    pipe = DiffusionPipeline.from_pretrained("models/busgen-tiny", trust_remote_code=True)
+    # a local model folder only: local_files_only keeps a mistyped path from becoming a Hub lookup
+    pipe = DiffusionPipeline.from_pretrained("./models/busgen-tiny", local_files_only=True, trust_remote_code=True)
     out = pipe(["benign", "malignant"], steps=25, guidance=1.8, seed=0, output_type="np")
     out.images  # uint8 (2, H, W): the same pixels as busgen.model.generator.load(...).sample(...)
 

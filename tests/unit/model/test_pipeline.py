@@ -36,7 +36,7 @@ def busgen_images(model, **kw):
     ],
 )
 def test_diffusion_pipeline_samples_the_same_pixels_as_busgen(model, kw):
-    pipe = DiffusionPipeline.from_pretrained(str(model), trust_remote_code=True)
+    pipe = DiffusionPipeline.from_pretrained(str(model), local_files_only=True, trust_remote_code=True)
     sampling = json.loads((model / "busgen.json").read_text())["sampling_weights"]  # unet: this export has no EMA
     assert type(pipe).__name__ == "BUSGenPipeline" and isinstance(getattr(pipe, sampling), ConditionalUNet)
     images = pipe(LABELS, output_type="np", **kw).images
@@ -46,7 +46,7 @@ def test_diffusion_pipeline_samples_the_same_pixels_as_busgen(model, kw):
 
 def test_custom_pipeline_spelling_and_pil_output(model):
     pipe = DiffusionPipeline.from_pretrained(
-        str(model), custom_pipeline=str(model / "pipeline.py"), trust_remote_code=True
+        str(model), custom_pipeline=str(model / "pipeline.py"), local_files_only=True, trust_remote_code=True
     )
     (pil,) = pipe(LABELS[:2], steps=2, seed=4, return_dict=False)
     expected = generator.load(model, device="cpu").sample(LABELS[:2], steps=2, seed=4)
@@ -69,7 +69,7 @@ def test_unet2dmodel_refuses_a_conditional_unet_folder_instead_of_loading_random
 
 def test_a_hub_export_is_a_pipeline_too(model, tmp_path):
     repo = hub.export_hub(model, tmp_path / "repo")
-    pipe = DiffusionPipeline.from_pretrained(str(repo), trust_remote_code=True)
+    pipe = DiffusionPipeline.from_pretrained(str(repo), local_files_only=True, trust_remote_code=True)
     assert np.array_equal(pipe(LABELS, steps=2, output_type="np").images, busgen_images(model, steps=2))
 
 
